@@ -1,0 +1,1 @@
+//! Face detection (BlazeFace) and 68-point landmarks (face-api.js), both ONNX.

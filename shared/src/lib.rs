@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(feature = "std"), no_std)]
+
+pub mod metrics;
+pub mod wire;
+
+#[cfg(feature = "std")]
+pub mod metadata;
+#[cfg(feature = "std")]
+pub mod preprocess;
+#[cfg(feature = "std")]
+pub mod synth;

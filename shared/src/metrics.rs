@@ -1,0 +1,1 @@
+//! Concordance correlation coefficient (CCC) and mean squared error (MSE), batch and streaming.

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what it needs (tests/setup.sh), then runs
+# every crate's tests (libtorch and ONNX Runtime included), the no_std build for a Cortex-M4F,
+# and the Python-oracle parity tests that the Rust tests call.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. tests/setup.sh
+
+step() { printf '\n\033[1;32m== %s\033[0m\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "no_std: affect-shared core for thumbv7em-none-eabihf"
+cargo build -p affect-shared --no-default-features --target thumbv7em-none-eabihf
+
+step "workspace tests (tract backend, libtorch trainer)"
+cargo test --workspace --all-targets
+
+step "edge runtime with the ONNX Runtime backend"
+cargo test -p affect-edge-runtime --features onnxruntime --all-targets
