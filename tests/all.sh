@@ -14,8 +14,6 @@ cargo fmt --all --check
 step "no_std: affect-shared core for thumbv7em-none-eabihf"
 cargo build -p affect-shared --no-default-features --target thumbv7em-none-eabihf
 
-step "workspace tests (tract backend, libtorch trainer)"
-cargo test --workspace --all-targets
-
-step "edge runtime with the ONNX Runtime backend"
-cargo test -p affect-edge-runtime --features onnxruntime --all-targets
+step "workspace tests: tract and ONNX Runtime backends, libtorch trainer, Python oracles"
+# One cargo invocation, so every crate is compiled once with one feature set.
+cargo test --workspace --all-targets --features affect-edge-runtime/onnxruntime
