@@ -2,7 +2,11 @@
 //! align it by the eyes (similarity transform), resize to `size`×`size`, reorder colours and
 //! normalise; landmarks become 136 floats relative to the crop.
 //!
-//! INTERFACE (fixed by the skeleton; the implementation fills the bodies and may add items).
+//! Both pixels and landmarks go through one similarity transform from crop coordinates to frame
+//! coordinates (continuous coordinates: pixel `i` covers `[i, i + 1)`, its centre is `i + 0.5`;
+//! landmarks use the same convention). Crop pixels sample the frame bilinearly; frame areas
+//! outside the image read as black, so any box, even one partly or wholly outside the frame,
+//! gives a full-size crop.
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -102,4 +106,251 @@ pub enum PreprocessError {
     /// The description itself is unusable (size 0, std 0, …).
     #[error("invalid preprocess description: {0}")]
     Invalid(String),
+}
+
+/// The similarity transform `frame = a · crop + b` (complex multiplication: rotation and scale).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Similarity {
+    a: [f32; 2],
+    b: [f32; 2],
+}
+
+impl Similarity {
+    fn apply(&self, p: [f32; 2]) -> [f32; 2] {
+        let [ar, ai] = self.a;
+        [
+            ar * p[0] - ai * p[1] + self.b[0],
+            ai * p[0] + ar * p[1] + self.b[1],
+        ]
+    }
+
+    fn invert(&self, q: [f32; 2]) -> [f32; 2] {
+        let [ar, ai] = self.a;
+        let norm = ar * ar + ai * ai;
+        let (dx, dy) = (q[0] - self.b[0], q[1] - self.b[1]);
+        [(ar * dx + ai * dy) / norm, (ar * dy - ai * dx) / norm]
+    }
+}
+
+/// Mean of landmarks `range` (iBUG indices).
+fn centre(landmarks: &Landmarks68, range: core::ops::Range<usize>) -> [f32; 2] {
+    let n = range.len() as f32;
+    let (sx, sy) = landmarks.0[range]
+        .iter()
+        .fold((0.0, 0.0), |(x, y), p| (x + p[0], y + p[1]));
+    [sx / n, sy / n]
+}
+
+impl Preprocess {
+    /// torchvision / ImageNet convention: RGB in [0, 1], ImageNet mean and std, 20 % margin.
+    pub fn imagenet(size: u32) -> Self {
+        Self {
+            size,
+            colour: ColourOrder::Rgb,
+            scale: 1.0,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            margin: 0.2,
+            alignment: Alignment::None,
+            landmarks: false,
+        }
+    }
+
+    /// Caffe VGG-Face convention: BGR in [0, 255] minus the VGG-Face mean, no scaling.
+    pub fn vgg_face(size: u32) -> Self {
+        Self {
+            colour: ColourOrder::Bgr,
+            scale: 255.0,
+            mean: [93.594, 104.762, 129.186],
+            std: [1.0, 1.0, 1.0],
+            ..Self::imagenet(size)
+        }
+    }
+
+    /// Checks that the description can be applied (positive size, finite non-zero std, …).
+    pub fn validate(&self) -> Result<(), PreprocessError> {
+        let invalid = |m: &str| Err(PreprocessError::Invalid(m.to_owned()));
+        if self.size == 0 || self.size > 4096 {
+            return invalid("size must be in 1..=4096");
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return invalid("scale must be a positive number");
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return invalid("mean must be finite");
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+            return invalid("std must be finite and non-zero");
+        }
+        if !(self.margin.is_finite() && self.margin >= 0.0) {
+            return invalid("margin must be a non-negative number");
+        }
+        if let Alignment::Eyes { left, right } = self.alignment {
+            if left.iter().chain(&right).any(|v| !v.is_finite()) || left == right {
+                return invalid("eye targets must be finite and distinct");
+            }
+        }
+        Ok(())
+    }
+
+    /// Crop-to-frame transform for one face.
+    fn transform(
+        &self,
+        face: &FaceBox,
+        landmarks: Option<&Landmarks68>,
+    ) -> Result<Similarity, PreprocessError> {
+        self.validate()?;
+        let size = self.size as f32;
+        match self.alignment {
+            Alignment::None => {
+                let finite = [face.x, face.y, face.w, face.h]
+                    .iter()
+                    .all(|v| v.is_finite());
+                if !finite || face.w <= 0.0 || face.h <= 0.0 {
+                    return Err(PreprocessError::InvalidBox(*face));
+                }
+                let side = face.w.max(face.h) * (1.0 + 2.0 * self.margin);
+                let (cx, cy) = (face.x + face.w / 2.0, face.y + face.h / 2.0);
+                Ok(Similarity {
+                    a: [side / size, 0.0],
+                    b: [cx - side / 2.0, cy - side / 2.0],
+                })
+            }
+            Alignment::Eyes { left, right } => {
+                let lm =
+                    landmarks.ok_or(PreprocessError::Landmarks("eye alignment needs landmarks"))?;
+                let (src_l, src_r) = (centre(lm, 36..42), centre(lm, 42..48));
+                let (dst_l, dst_r) = (
+                    [left[0] * size, left[1] * size],
+                    [right[0] * size, right[1] * size],
+                );
+                let ds = [src_r[0] - src_l[0], src_r[1] - src_l[1]];
+                let dc = [dst_r[0] - dst_l[0], dst_r[1] - dst_l[1]];
+                let norm = dc[0] * dc[0] + dc[1] * dc[1];
+                // a = ds / dc (complex division).
+                let a = [
+                    (ds[0] * dc[0] + ds[1] * dc[1]) / norm,
+                    (ds[1] * dc[0] - ds[0] * dc[1]) / norm,
+                ];
+                if !(a[0].is_finite() && a[1].is_finite()) || a == [0.0, 0.0] {
+                    return Err(PreprocessError::Landmarks(
+                        "eye centres coincide or are not finite",
+                    ));
+                }
+                let rotated = Similarity { a, b: [0.0, 0.0] }.apply(dst_l);
+                Ok(Similarity {
+                    a,
+                    b: [src_l[0] - rotated[0], src_l[1] - rotated[1]],
+                })
+            }
+        }
+    }
+
+    /// The face crop as an RGB image of `size`×`size` (before colour reordering and
+    /// normalisation): what the network sees, for caches, plots and debugging.
+    pub fn crop(
+        &self,
+        frame: &RgbImage,
+        face: &FaceBox,
+        landmarks: Option<&Landmarks68>,
+    ) -> Result<RgbImage, PreprocessError> {
+        let (width, height) = frame.dimensions();
+        if width == 0 || height == 0 {
+            return Err(PreprocessError::EmptyFrame { width, height });
+        }
+        let t = self.transform(face, landmarks)?;
+        let raw = frame.as_raw();
+        let texel = |x: i64, y: i64| -> [f32; 3] {
+            if x < 0 || y < 0 || x >= i64::from(width) || y >= i64::from(height) {
+                return [0.0; 3];
+            }
+            let i = 3 * (y as usize * width as usize + x as usize);
+            [
+                f32::from(raw[i]),
+                f32::from(raw[i + 1]),
+                f32::from(raw[i + 2]),
+            ]
+        };
+        let mut out = RgbImage::new(self.size, self.size);
+        for (u, v, pixel) in out.enumerate_pixels_mut() {
+            let [x, y] = t.apply([u as f32 + 0.5, v as f32 + 0.5]);
+            let (fx, fy) = (x - 0.5, y - 0.5);
+            let (x0, y0) = (fx.floor(), fy.floor());
+            let (wx, wy) = (fx - x0, fy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            let (p00, p10, p01, p11) = (
+                texel(x0, y0),
+                texel(x0 + 1, y0),
+                texel(x0, y0 + 1),
+                texel(x0 + 1, y0 + 1),
+            );
+            for c in 0..3 {
+                let top = p00[c] + (p10[c] - p00[c]) * wx;
+                let bottom = p01[c] + (p11[c] - p01[c]) * wx;
+                pixel.0[c] = (top + (bottom - top) * wy).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Landmarks in fractions of the crop (`x0, y0, x1, y1, …`), through the crop's transform.
+    pub fn landmarks_in_crop(
+        &self,
+        face: &FaceBox,
+        landmarks: &Landmarks68,
+    ) -> Result<[f32; 136], PreprocessError> {
+        if landmarks.0.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(PreprocessError::Landmarks(
+                "landmark coordinates must be finite",
+            ));
+        }
+        let t = self.transform(face, Some(landmarks))?;
+        let size = self.size as f32;
+        let mut out = [0.0; 136];
+        for (i, p) in landmarks.0.iter().enumerate() {
+            let [u, v] = t.invert(*p);
+            out[2 * i] = u / size;
+            out[2 * i + 1] = v / size;
+        }
+        Ok(out)
+    }
+
+    /// Network input for one face: the crop, colour-ordered and normalised (CHW), and the
+    /// landmarks relative to the crop when this preprocess uses them.
+    pub fn face_input(
+        &self,
+        frame: &RgbImage,
+        face: &FaceBox,
+        landmarks: Option<&Landmarks68>,
+    ) -> Result<FaceInput, PreprocessError> {
+        let landmarks_out = if self.landmarks {
+            let lm =
+                landmarks.ok_or(PreprocessError::Landmarks("this model needs 68 landmarks"))?;
+            Some(self.landmarks_in_crop(face, lm)?)
+        } else {
+            None
+        };
+        let crop = self.crop(frame, face, landmarks)?;
+        Ok(FaceInput {
+            pixels: self.normalise(&crop),
+            landmarks: landmarks_out,
+        })
+    }
+
+    /// Colour order, scale, mean and std applied to a crop: `3 × size × size` floats, CHW.
+    pub fn normalise(&self, crop: &RgbImage) -> Vec<f32> {
+        let plane = (crop.width() * crop.height()) as usize;
+        let mut out = vec![0.0; 3 * plane];
+        let order = match self.colour {
+            ColourOrder::Rgb => [0, 1, 2],
+            ColourOrder::Bgr => [2, 1, 0],
+        };
+        let factor = self.scale / 255.0;
+        for (i, px) in crop.pixels().enumerate() {
+            for (c, &src) in order.iter().enumerate() {
+                out[c * plane + i] = (f32::from(px.0[src]) * factor - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
 }
