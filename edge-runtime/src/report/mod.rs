@@ -1,6 +1,4 @@
 //! Reporters: stdout JSON lines, serial (shared wire format), MQTT.
-//!
-//! INTERFACE (fixed by the skeleton; implementations may add items).
 
 pub use affect_shared::wire::Report;
 

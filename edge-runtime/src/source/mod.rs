@@ -1,6 +1,4 @@
 //! Frame sources: V4L2 camera, a directory of images, a synthetic camera with known truth.
-//!
-//! INTERFACE (fixed by the skeleton; implementations may add items).
 
 use image::RgbImage;
 
