@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs (tests/setup.sh), then runs
-# every crate's tests (libtorch and ONNX Runtime included), the no_std build for a Cortex-M4F,
+# every crate's tests (libtorch included), the no_std build for a Cortex-M4F,
 # and the Python-oracle parity tests that the Rust tests call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,6 @@ cargo fmt --all --check
 step "no_std: affect-shared core for thumbv7em-none-eabihf"
 cargo build -p affect-shared --no-default-features --target thumbv7em-none-eabihf
 
-step "workspace tests: tract and ONNX Runtime backends, libtorch trainer, Python oracles"
+step "workspace tests: shared, libtorch trainer, edge runtime, Python oracles"
 # One cargo invocation, so every crate is compiled once with one feature set.
-cargo test --workspace --all-targets --features affect-edge-runtime/onnxruntime
+cargo test --workspace --all-targets

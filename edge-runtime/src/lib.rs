@@ -1,9 +1,3 @@
 #![doc = include_str!("../README.md")]
 
-pub mod backend;
-pub mod config;
-pub mod faces;
-pub mod pipeline;
 pub mod report;
-pub mod source;
-pub mod track;

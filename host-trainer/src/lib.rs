@@ -1,10 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-pub mod data;
 #[cfg(feature = "torch")]
-pub mod export;
-#[cfg(feature = "torch")]
-pub mod model;
+pub mod loss;
 pub mod score;
-#[cfg(feature = "torch")]
-pub mod train;

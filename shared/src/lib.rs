@@ -8,5 +8,3 @@ pub mod wire;
 pub mod metadata;
 #[cfg(feature = "std")]
 pub mod preprocess;
-#[cfg(feature = "std")]
-pub mod synth;

@@ -1,6 +1,12 @@
-//! Reporters: stdout JSON lines, serial (shared wire format), MQTT.
+//! Reporters: where valence/arousal estimates go. So far: JSON lines on any writer (stdout) and
+//! an in-memory reporter for tests; serial and MQTT follow the same trait.
+
+mod json_lines;
+mod memory;
 
 pub use affect_shared::wire::Report;
+pub use json_lines::{JsonLinesReporter, to_json_line};
+pub use memory::MemoryReporter;
 
 /// Why a reporter failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,12 +20,6 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
-    /// The reporter description is invalid.
-    #[error("invalid reporter: {0}")]
-    Config(String),
-    /// Other failure (MQTT client, encoding).
-    #[error("{0}")]
-    Other(String),
 }
 
 /// A destination for reports. Implementations queue rather than block when their link is down.

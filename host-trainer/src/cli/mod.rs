@@ -1,19 +1,6 @@
 //! Subcommands of `affect-train`: each turns parsed flags into calls of the library.
 
-#[cfg(feature = "torch")]
-pub mod ablate;
-pub mod baseline;
-#[cfg(feature = "torch")]
-pub mod bench;
-pub mod data;
-#[cfg(feature = "torch")]
-pub mod eval;
-#[cfg(feature = "torch")]
-pub mod export;
 pub mod score;
-pub mod synth;
-#[cfg(feature = "torch")]
-pub mod train;
 
 use std::process::ExitCode;
 

@@ -1,1 +1,0 @@
-//! Inference backends for the exported streaming model: tract (default) and ONNX Runtime.
