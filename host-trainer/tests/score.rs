@@ -29,8 +29,10 @@ fn json(bytes: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
 }
 
-/// Cases: (name, predictions, truth).
-fn cases() -> Vec<(&'static str, Vec<[f64; 2]>, Vec<[f64; 2]>)> {
+/// One scoring case: name, predictions, truth.
+type Case = (&'static str, Vec<[f64; 2]>, Vec<[f64; 2]>);
+
+fn cases() -> Vec<Case> {
     let mut rng = StdRng::seed_from_u64(7);
     let mut uniform = |n: usize| -> Vec<[f64; 2]> {
         (0..n)

@@ -153,13 +153,13 @@ impl ModelMetadata {
         self.preprocess
             .validate()
             .map_err(|e| MetadataError::Inconsistent(format!("preprocess: {e}")))?;
-        if let Some(r) = self.recurrent {
-            if r.layers == 0 || r.hidden == 0 {
-                return Err(MetadataError::Inconsistent(format!(
-                    "recurrent: layers ({}) and hidden ({}) must be positive",
-                    r.layers, r.hidden
-                )));
-            }
+        if let Some(r) = self.recurrent
+            && (r.layers == 0 || r.hidden == 0)
+        {
+            return Err(MetadataError::Inconsistent(format!(
+                "recurrent: layers ({}) and hidden ({}) must be positive",
+                r.layers, r.hidden
+            )));
         }
         Ok(())
     }

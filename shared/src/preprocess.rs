@@ -185,10 +185,10 @@ impl Preprocess {
         if !(self.margin.is_finite() && self.margin >= 0.0) {
             return invalid("margin must be a non-negative number");
         }
-        if let Alignment::Eyes { left, right } = self.alignment {
-            if left.iter().chain(&right).any(|v| !v.is_finite()) || left == right {
-                return invalid("eye targets must be finite and distinct");
-            }
+        if let Alignment::Eyes { left, right } = self.alignment
+            && (left.iter().chain(&right).any(|v| !v.is_finite()) || left == right)
+        {
+            return invalid("eye targets must be finite and distinct");
         }
         Ok(())
     }
