@@ -88,6 +88,11 @@ pub fn read_va_csv(path: &Path) -> Result<Vec<[f64; 2]>, ScoreError> {
         path: path.to_owned(),
         source,
     })?;
+    parse_va_csv(&text, path)
+}
+
+/// Parses the text of a `valence,arousal` file; `path` only names the file in errors.
+pub fn parse_va_csv(text: &str, path: &Path) -> Result<Vec<[f64; 2]>, ScoreError> {
     let parse_error = |line: usize, message: String| ScoreError::Parse {
         path: path.to_owned(),
         line,
