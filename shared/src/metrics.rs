@@ -141,15 +141,6 @@ fn batch(pred: &[f64], truth: &[f64]) -> Option<Moments> {
     Some(m)
 }
 
-/// Which affect dimension a value belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dimension {
-    /// Valence (negative … positive).
-    Valence,
-    /// Arousal (calm … excited).
-    Arousal,
-}
-
 /// Streaming CCC/MSE for both dimensions at once: one per video, merged for the pooled score.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct VaMoments {
@@ -183,14 +174,6 @@ impl VaMoments {
     /// Frames seen.
     pub fn count(&self) -> u64 {
         self.valence.count()
-    }
-
-    /// The accumulator of one dimension.
-    pub fn get(&self, dim: Dimension) -> &Moments {
-        match dim {
-            Dimension::Valence => &self.valence,
-            Dimension::Arousal => &self.arousal,
-        }
     }
 
     /// Mean of the valence and arousal CCC (the ABAW challenge score); `None` without samples.
