@@ -2,4 +2,5 @@
 
 #[cfg(feature = "torch")]
 pub mod loss;
+pub mod data;
 pub mod score;

@@ -1,0 +1,65 @@
+//! Frame sources: where pictures come from. A V4L2 camera, a directory of images, or the
+//! synthetic camera (generator faces with known valence/arousal). All behind [`FrameSource`].
+
+use std::time::Duration;
+
+use image::RgbImage;
+
+/// One picture from a source.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Frame number since the source started, counting from 0 (gaps mean dropped frames).
+    pub index: u64,
+    /// Capture time in milliseconds since the Unix epoch (camera timestamp when available).
+    pub timestamp_ms: u64,
+    /// The picture, RGB8.
+    pub image: RgbImage,
+    /// Ground-truth (valence, arousal) per face in the frame, when the source knows it
+    /// (synthetic camera); `None` for real sources.
+    pub truth: Option<Vec<GroundTruth>>,
+}
+
+/// What a synthetic source knows about one face it drew.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroundTruth {
+    /// Face box in pixels of the frame.
+    pub face: affect_shared::preprocess::FaceBox,
+    /// True valence in [-1, 1].
+    pub valence: f32,
+    /// True arousal in [-1, 1].
+    pub arousal: f32,
+}
+
+/// Why a source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The device or file could not be opened or read; retrying may help.
+    #[error("{what}: {message}")]
+    Unavailable {
+        /// Device path or file.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The bytes could not be decoded into a picture.
+    #[error("{what}: cannot decode frame: {message}")]
+    Decode {
+        /// Device path or file.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The source was configured with something it cannot do.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A stream of frames.
+pub trait FrameSource {
+    /// The next frame; `Ok(None)` when the source is exhausted (end of a directory or clip).
+    /// Waits at most `timeout` for a live source; a camera that vanished is reopened with
+    /// backoff inside the implementation and reports `Unavailable` only while it is gone.
+    fn next_frame(&mut self, timeout: Duration) -> Result<Option<Frame>, SourceError>;
+    /// Human-readable name for logs ("camera /dev/video0 640x480 MJPG", "images ./dir").
+    fn describe(&self) -> String;
+}

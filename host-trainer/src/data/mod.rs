@@ -1,0 +1,27 @@
+//! Datasets (Aff-Wild, Aff-Wild2, synthetic), balanced sampling and the parallel loader that
+//! turns them into [`Batch`]es of preprocessed faces, landmarks and labels.
+
+/// A batch of `sequences` clips of `steps` consecutive frames each, preprocessed with the run's
+/// [`affect_shared::preprocess::Preprocess`]. CNN training uses `steps == 1` (a batch of frames);
+/// CNN-RNN training uses whole sequences. All tensors are row-major `f32`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Number of sequences (B).
+    pub sequences: usize,
+    /// Frames per sequence (T).
+    pub steps: usize,
+    /// Crop side length (S).
+    pub size: usize,
+    /// Face pixels, `[B, T, 3, S, S]`, normalised as the preprocess config says.
+    pub faces: Vec<f32>,
+    /// Landmarks relative to the crop, `[B, T, 136]`; zeros where there is no face.
+    pub landmarks: Vec<f32>,
+    /// Labels (valence, arousal), `[B, T, 2]`; zeros where invalid.
+    pub labels: Vec<f32>,
+    /// `[B, T]`: 1 where the frame has a face and a valid label, else 0 (loss and metrics skip it).
+    pub mask: Vec<f32>,
+    /// Video name of each sequence, `[B]`.
+    pub videos: Vec<String>,
+    /// 0-based index of each sequence's first frame in its video, `[B]`.
+    pub first_frames: Vec<u32>,
+}
