@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+pub mod data;
 #[cfg(feature = "torch")]
 pub mod loss;
-pub mod data;
+#[cfg(feature = "torch")]
+pub mod model;
 pub mod score;
