@@ -20,7 +20,7 @@ fn toy_dataset(videos: usize, frames: usize, seed: u64) -> MemoryDataset {
     let mut rng = StdRng::seed_from_u64(seed);
     let videos = (0..videos)
         .map(|v| {
-            let phase: f32 = rng.random_range(0.0..6.28);
+            let phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
             let mut video = MemoryVideo {
                 name: format!("video{v}"),
                 faces: Vec::new(),
@@ -280,4 +280,33 @@ fn config_errors_name_the_key() {
     std::fs::write(&file, "[optim]\nlr = 0.01\n[network]\nhidden = 100\n").unwrap();
     let config = TrainConfig::load(Some(&file), &["network.hidden=150".into()]).unwrap();
     assert_eq!((config.optim.lr, config.network.hidden), (0.01, 150));
+}
+
+#[test]
+fn training_learns_the_toy_task() {
+    let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let config = tiny_config(&[
+        "network.kind=\"cnn_rnn\"",
+        "schedule.steps=60",
+        "schedule.validate_every=20",
+        "optim.lr=0.003",
+        "optim.decay_steps=100",
+        "network.dropout=0.0",
+    ]);
+    let train_set = Arc::new(toy_dataset(6, 60, 4));
+    let val_set = toy_dataset(2, 60, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = MemoryBatches::new(train_set, 3, 3, 6).unwrap();
+    let summary = train(
+        &config,
+        dir.path(),
+        &mut source,
+        Some(&val_set),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    eprintln!("{metrics}");
+    let best = summary.best.unwrap().validation;
+    assert!(best.valence.ccc > 0.5 && best.arousal.ccc > 0.5, "{best:?}");
 }

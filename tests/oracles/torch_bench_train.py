@@ -179,7 +179,10 @@ class Network(nn.Module):
     def forward(self, faces, landmarks):
         b, t = faces.shape[:2]
         x = self.backbone(faces.reshape(b * t, *faces.shape[2:]), True)
-        lm = landmarks.reshape(b * t, 136)
+        # Per-frame landmark normalisation, as in host-trainer/src/model/mod.rs.
+        p = landmarks.reshape(b * t, 68, 2)
+        c = p - p.mean(1, keepdim=True)
+        lm = (c / (c.square().mean((1, 2), keepdim=True) + 1e-6).sqrt()).reshape(b * t, 136)
         for k in range(len(self.fcs)):
             if self.landmarks_at == k:
                 x = torch.cat([x, lm], 1)

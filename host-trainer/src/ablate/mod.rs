@@ -123,7 +123,7 @@ pub fn quick_base() -> Vec<(String, toml::Value)> {
         ("network.input_size".into(), i(48)),
         ("network.dropout".into(), f(0.2)),
         ("batch.sequences".into(), i(4)),
-        ("batch.sequence_length".into(), i(40)),
+        ("batch.sequence_length".into(), i(32)),
         ("schedule.steps".into(), i(300)),
         ("schedule.validate_every".into(), i(100)),
         ("schedule.checkpoint_every".into(), i(0)),

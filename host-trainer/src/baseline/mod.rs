@@ -48,12 +48,15 @@ pub struct Baseline {
     arousal: LinearSvr,
 }
 
+/// One frame's feature row, label and whether it is scored.
+type FrameFeatures = (Vec<f32>, [f32; 2], bool);
+
 /// Feature rows of every frame of `video`, with labels and scored flags.
 fn video_features(
     source: &dyn VideoSource,
     video: &str,
     config: &BaselineConfig,
-) -> Result<Vec<(Vec<f32>, [f32; 2], bool)>, EvalError> {
+) -> Result<Vec<FrameFeatures>, EvalError> {
     let data_err = |e| EvalError::Data {
         video: video.to_owned(),
         source: e,

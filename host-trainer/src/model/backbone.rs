@@ -277,7 +277,7 @@ pub enum Features {
     /// VGG-16 / VGG-Face.
     Vgg(Vgg),
     /// ResNet-50.
-    ResNet(ResNet50),
+    ResNet(Box<ResNet50>),
 }
 
 impl Features {

@@ -25,13 +25,20 @@
 //! ```text
 //! face  [N, 3, S, S]           (N = B·T frames; preprocessed by affect_shared::preprocess)
 //! x = backbone(face)            [N, F]   (VGG: avg-pool to pool×pool then flatten C,H,W; ResNet: global avg-pool)
+//! lm = normalise(landmarks)     [N, 136] (scenario 2 only, see below)
 //! for k = 1..=K:                          (head.fc1 … head.fcK)
-//!     if landmarks join at head.fck: x = concat([x, landmarks], dim 1)   (features first)
+//!     if landmarks join at head.fck: x = concat([x, lm], dim 1)   (features first)
 //!     x = dropout(relu(head.fck(x)))      (dropout only in training)
 //! CNN:      va = out(x)                   [N, outputs]   (no activation)
-//! CNN-RNN:  if landmarks: x = concat([x, landmarks], dim 1)
+//! CNN-RNN:  if landmarks: x = concat([x, lm], dim 1)
 //!           x → [B, T, D]; for each layer l: y = cell_l over time (state h_in[l], c_in[l]);
 //!           y = dropout(y); va = out(y)   [B, T, outputs]; h_out[l] = last step's state
+//! ```
+//! `normalise` makes the 68 points translation- and scale-free (the crop-relative coordinates
+//! vary by only a few hundredths with expression, and drift with head position):
+//! ```text
+//! p = landmarks as [N, 68, 2];  c = p − mean over the 68 points (x and y separately)
+//! lm = c / sqrt(mean(c²) over all 136 values + 1e-6),  reshaped to [N, 136]
 //! ```
 //! Per-dimension networks run side by side on the same input; their outputs are concatenated
 //! (valence, arousal) and their states stacked on the layer axis (valence's layers first).
@@ -231,7 +238,7 @@ impl NetworkConfig {
         let size = i64::from(self.input_size);
         match self.backbone {
             Backbone::Resnet50 => {
-                if size < 32 || size > 1024 {
+                if !(32..=1024).contains(&size) {
                     return Err(ConfigError::new(
                         key("input_size"),
                         "ResNet-50 needs 32..=1024 pixels",
@@ -239,7 +246,7 @@ impl NetworkConfig {
                 }
             }
             Backbone::Vgg16 | Backbone::VggFace => {
-                if size < 32 || size > 1024 {
+                if !(32..=1024).contains(&size) {
                     return Err(ConfigError::new(
                         key("input_size"),
                         "VGG needs 32..=1024 pixels",
@@ -330,7 +337,7 @@ impl Network {
         let features = if config.backbone.is_vgg() {
             Features::Vgg(Vgg::new(p, config.width, config.pool_side()))
         } else {
-            Features::ResNet(ResNet50::new(p, config.width))
+            Features::ResNet(Box::new(ResNet50::new(p, config.width)))
         };
         let plan = config.head_plan();
         let mut in_features = features.features();
@@ -377,8 +384,9 @@ impl Network {
         } else {
             self.features.forward(faces, train)
         };
-        let join = |x: Tensor| match landmarks {
-            Some(l) => Tensor::cat(&[x, l.to_kind(Kind::Float)], 1),
+        let landmarks = landmarks.map(normalise_landmarks);
+        let join = |x: Tensor| match &landmarks {
+            Some(l) => Tensor::cat(&[x, l.shallow_clone()], 1),
             None => x,
         };
         for (k, fc) in self.head.iter().enumerate() {
@@ -583,6 +591,18 @@ impl Model {
         let (y, s) = self.forward(&face.unsqueeze(1), landmarks.as_ref(), state, false)?;
         Ok((y.squeeze_dim(1), s))
     }
+}
+
+/// Per-frame landmark normalisation (see the module documentation): `[N, 136]` → `[N, 136]`.
+pub fn normalise_landmarks(landmarks: &Tensor) -> Tensor {
+    let points = landmarks.to_kind(Kind::Float).reshape([-1, 68, 2]);
+    let centred = &points - points.mean_dim([1i64].as_slice(), true, Kind::Float);
+    let rms = (centred
+        .square()
+        .mean_dim([1i64, 2].as_slice(), true, Kind::Float)
+        + 1e-6)
+        .sqrt();
+    (centred / rms).reshape([-1, LANDMARK_VALUES])
 }
 
 /// Splits a stacked state into one state per network (layers axis).
