@@ -3,4 +3,5 @@
 #[cfg(feature = "torch")]
 pub mod loss;
 pub mod data;
+pub mod export;
 pub mod score;
