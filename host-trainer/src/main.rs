@@ -18,12 +18,17 @@ struct Cli {
 enum Command {
     /// CCC and MSE of a prediction file against a ground-truth file.
     Score(cli::score::Args),
+    /// Frames/s of a training step: ours (tch) against the same network in PyTorch.
+    #[cfg(feature = "torch")]
+    BenchTrain(cli::bench::Args),
 }
 
 fn main() -> ExitCode {
     cli::init_tracing();
     let result = match Cli::parse().command {
         Command::Score(args) => cli::score::run(args),
+        #[cfg(feature = "torch")]
+        Command::BenchTrain(args) => cli::bench::run(args),
     };
     cli::exit_code(result)
 }

@@ -1,5 +1,7 @@
 //! Subcommands of `affect-train`: each turns parsed flags into calls of the library.
 
+#[cfg(feature = "torch")]
+pub mod bench;
 pub mod score;
 
 use std::process::ExitCode;
