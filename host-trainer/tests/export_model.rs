@@ -6,6 +6,7 @@
 #![cfg(feature = "torch")]
 
 use std::path::Path;
+use tract_onnx::prelude::Framework;
 
 use affect_shared::metadata::{METADATA_KEY, ModelMetadata, Precision};
 use affect_trainer::export::calibrate::{CalibrationClip, RangeMethod, calibrate};
@@ -47,7 +48,8 @@ fn model(config: &NetworkConfig, seed: i64) -> Model {
         for (name, mut t) in model.var_store().variables() {
             let shape = t.size();
             let opts = (Kind::Float, Device::Cpu);
-            if name.ends_with("running_var") || (name.contains("bn") && name.ends_with("weight"))
+            if name.ends_with("running_var")
+                || (name.contains("bn") && name.ends_with("weight"))
                 || (name.contains("downsample.1") && name.ends_with("weight"))
             {
                 t.copy_(&(Tensor::rand(&shape, opts) + 0.5));
@@ -73,9 +75,11 @@ fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
     let mut landmarks = Vec::with_capacity(frames * 136);
     for t in 0..frames {
         let phase = t as f32 * 0.15;
-        faces.extend(a.iter().zip(&b).map(|(x, y)| {
-            x * phase.sin() + y * phase.cos() + rng.random_range(-0.1..0.1)
-        }));
+        faces.extend(
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| x * phase.sin() + y * phase.cos() + rng.random_range(-0.1..0.1)),
+        );
         landmarks.extend((0..136).map(|k| 0.5 + 0.3 * (phase + k as f32).sin()));
     }
     let f = Tensor::from_slice(&faces).reshape([1, frames as i64, 3, SIZE as i64, SIZE as i64]);
@@ -116,8 +120,7 @@ fn clip(v: &MemoryVideo) -> LabelledClip {
 }
 
 fn oracle() -> OrtOracle {
-    OrtOracle::from_env()
-        .unwrap_or_else(|why| panic!("the ONNX Runtime oracle is needed: {why}"))
+    OrtOracle::from_env().unwrap_or_else(|why| panic!("the ONNX Runtime oracle is needed: {why}"))
 }
 
 fn save(model: &pb::ModelProto, path: &Path) {
@@ -184,23 +187,38 @@ fn fp32_proof(config: NetworkConfig, seed: i64) {
         .clone();
     let metadata = ModelMetadata::from_json(&json).unwrap();
     assert_eq!(metadata.precision, Precision::Fp32);
-    assert_eq!(metadata.recurrent.is_some(), config.kind == Architecture::CnnRnn);
+    assert_eq!(
+        metadata.recurrent.is_some(),
+        config.kind == Architecture::CnnRnn
+    );
 }
 
 #[test]
 fn vgg_gru_with_landmarks_equals_tch_in_tract_and_onnxruntime() {
-    fp32_proof(tiny(Backbone::Vgg16, Architecture::CnnRnn, Cell::Gru, true), 1);
+    fp32_proof(
+        tiny(Backbone::Vgg16, Architecture::CnnRnn, Cell::Gru, true),
+        1,
+    );
 }
 
 #[test]
 fn resnet_peephole_lstm_equals_tch_in_tract_and_onnxruntime() {
-    fp32_proof(tiny(Backbone::Resnet50, Architecture::CnnRnn, Cell::Lstm, false), 2);
+    fp32_proof(
+        tiny(Backbone::Resnet50, Architecture::CnnRnn, Cell::Lstm, false),
+        2,
+    );
 }
 
 #[test]
 fn cnn_heads_equal_tch_in_tract_and_onnxruntime() {
-    fp32_proof(tiny(Backbone::VggFace, Architecture::Cnn, Cell::Gru, true), 3);
-    fp32_proof(tiny(Backbone::Resnet50, Architecture::Cnn, Cell::Gru, true), 4);
+    fp32_proof(
+        tiny(Backbone::VggFace, Architecture::Cnn, Cell::Gru, true),
+        3,
+    );
+    fp32_proof(
+        tiny(Backbone::Resnet50, Architecture::Cnn, Cell::Gru, true),
+        4,
+    );
 }
 
 #[test]
@@ -252,7 +270,8 @@ fn pipeline_writes_proven_fp32_and_int8_models() {
         validation: None,
         git_revision: "r".into(),
     };
-    let (paths, report) = export(&config, &model, &provenance, &dataset, &dataset, &options).unwrap();
+    let (paths, report) =
+        export(&config, &model, &provenance, &dataset, &dataset, &options).unwrap();
     assert!(report.failures.is_empty(), "{report:#?}");
     let int8 = report.int8.as_ref().unwrap();
     let ops = int8.onnxruntime_ops.as_ref().unwrap();
@@ -270,7 +289,10 @@ fn pipeline_writes_proven_fp32_and_int8_models() {
         .next()
         .unwrap()
         .clone();
-    assert_eq!(ModelMetadata::from_json(&json).unwrap().precision, Precision::Int8);
+    assert_eq!(
+        ModelMetadata::from_json(&json).unwrap().precision,
+        Precision::Int8
+    );
 }
 
 /// A graph that does not compute the trained network is caught, not shipped.
@@ -309,7 +331,10 @@ fn proof_reports_a_graph_that_differs_from_the_network() {
     )
     .unwrap();
     assert!(
-        report.failures.iter().any(|f| f.contains("tract fp32 differs")),
+        report
+            .failures
+            .iter()
+            .any(|f| f.contains("tract fp32 differs")),
         "{:?}",
         report.failures
     );
@@ -333,15 +358,23 @@ fn refuses_checkpoints_that_do_not_match_or_diverged() {
         kind: Architecture::CnnRnn,
         ..config.clone()
     };
-    let err = streaming_graph(&rnn, &params, "{}").unwrap_err().to_string();
-    assert!(err.contains("no parameter `head.fc1.weight`") || err.contains("rnn.l0"), "{err}");
+    let err = streaming_graph(&rnn, &params, "{}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no parameter `head.fc1.weight`") || err.contains("rnn.l0"),
+        "{err}"
+    );
 
     tch::no_grad(|| {
         let mut vars = model.var_store().variables();
-        vars.get_mut("out.bias").unwrap().fill_(f64::NAN);
+        let _ = vars.get_mut("out.bias").unwrap().fill_(f64::NAN);
     });
     let err = Parameters::from_model(&model).unwrap_err().to_string();
-    assert!(err.contains("out.bias") && err.contains("non-finite"), "{err}");
+    assert!(
+        err.contains("out.bias") && err.contains("non-finite"),
+        "{err}"
+    );
 }
 
 /// Calibration clips carry state within a clip; percentile ranges are never wider than min/max.
@@ -365,9 +398,22 @@ fn percentile_ranges_lie_inside_min_max() {
     let central = calibrate(&graph, &clips, RangeMethod::Percentile(99.0)).unwrap();
     for (name, r) in &min_max {
         let p = central[name];
-        assert!(p.min >= r.min && p.max <= r.max && p.min <= p.max, "{name}: {p:?} vs {r:?}");
+        assert!(
+            p.min >= r.min && p.max <= r.max && p.min <= p.max,
+            "{name}: {p:?} vs {r:?}"
+        );
     }
     let int8 = quantize_qdq(&graph, &central).unwrap();
-    let ops: Vec<&str> = int8.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.as_str()).collect();
-    assert!(ops.contains(&"GRU") && ops.iter().filter(|o| **o == "Conv").count() == 53, "{ops:?}");
+    let ops: Vec<&str> = int8
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert!(
+        ops.contains(&"GRU") && ops.iter().filter(|o| **o == "Conv").count() == 53,
+        "{ops:?}"
+    );
 }

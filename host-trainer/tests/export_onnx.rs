@@ -18,6 +18,7 @@ use affect_trainer::export::quantize::{calibration_targets, quantize_qdq};
 use affect_trainer::export::runner::TractStreaming;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tract_onnx::pb;
+use tract_onnx::prelude::Framework;
 
 const SIZE: usize = 16;
 const C1: usize = 4;
@@ -523,7 +524,15 @@ fn metadata_round_trips_through_tract() {
     let bytes = encode(&model);
     let loaded = tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap();
     let value = &loaded.properties["onnx.metadata_props.affect"];
-    assert_eq!(value.to_plain_array_view::<String>().unwrap().iter().next().unwrap(), "{\"test\":true}");
+    assert_eq!(
+        value
+            .to_plain_array_view::<String>()
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap(),
+        "{\"test\":true}"
+    );
 }
 
 #[test]

@@ -118,7 +118,11 @@ impl StreamingLayout {
 
 /// The values of a float tensor, row-major.
 fn floats(tensor: &Tensor) -> TractResult<Vec<f32>> {
-    Ok(tensor.to_plain_array_view::<f32>()?.iter().copied().collect())
+    Ok(tensor
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
 }
 
 /// One step's results.
