@@ -21,6 +21,9 @@ enum Command {
     /// Frames/s of a training step: ours (tch) against the same network in PyTorch.
     #[cfg(feature = "torch")]
     BenchTrain(cli::bench::Args),
+    /// The paper's comparisons (backbone, landmarks, CNN vs CNN-RNN, cells, units, loss).
+    #[cfg(feature = "torch")]
+    Ablate(cli::ablate::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,8 @@ fn main() -> ExitCode {
         Command::Score(args) => cli::score::run(args),
         #[cfg(feature = "torch")]
         Command::BenchTrain(args) => cli::bench::run(args),
+        #[cfg(feature = "torch")]
+        Command::Ablate(args) => cli::ablate::run(args),
     };
     cli::exit_code(result)
 }

@@ -271,7 +271,7 @@ pub fn tables(results: &[VariantResult]) -> String {
     table(
         &mut md,
         "CNN backbones, without and with landmarks (Tables 4–5)",
-        "backbone / scenario |",
+        "backbone / scenario",
         &[
             ("VGG-Face, image only", "cnn-vgg_face-nolm"),
             ("VGG-Face, image + landmarks", "cnn-vgg_face-lm"),
@@ -284,7 +284,7 @@ pub fn tables(results: &[VariantResult]) -> String {
     table(
         &mut md,
         "CNN vs CNN-RNN, with landmarks (Table 6)",
-        "network |",
+        "network",
         &[
             ("CNN (VGG-16)", "cnn-vgg16-lm"),
             ("CNN-GRU 128×2", "gru-128x2-lm"),
@@ -294,7 +294,7 @@ pub fn tables(results: &[VariantResult]) -> String {
     table(
         &mut md,
         "CNN-GRU: recurrent units × layers (Table 7)",
-        "units × layers |",
+        "units × layers",
         &[
             ("100 × 1", "gru-100x1-lm"),
             ("100 × 2", "gru-100x2-lm"),
@@ -307,7 +307,7 @@ pub fn tables(results: &[VariantResult]) -> String {
     table(
         &mut md,
         "Loss: CCC vs MSE (Table 8)",
-        "network, loss |",
+        "network, loss",
         &[
             ("CNN, CCC", "cnn-vgg16-lm"),
             ("CNN, MSE", "cnn-vgg16-lm-mse"),
@@ -318,7 +318,7 @@ pub fn tables(results: &[VariantResult]) -> String {
     table(
         &mut md,
         "CNN-GRU without and with landmarks (Table 9)",
-        "input |",
+        "input",
         &[
             ("image only", "gru-128x2-nolm"),
             ("image + landmarks", "gru-128x2-lm"),

@@ -1,6 +1,8 @@
 //! Subcommands of `affect-train`: each turns parsed flags into calls of the library.
 
 #[cfg(feature = "torch")]
+pub mod ablate;
+#[cfg(feature = "torch")]
 pub mod bench;
 pub mod score;
 

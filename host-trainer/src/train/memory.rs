@@ -203,3 +203,69 @@ impl BatchSource for MemoryBatches {
         Ok(())
     }
 }
+
+/// Renders videos `indices` of the synthetic dataset `(synth, seed)` (the same faces
+/// `affect-train synth` writes to disk) and preprocesses every frame with `preprocess`, in
+/// parallel; deterministic. Frames without a face or annotation get mask 0 (and zero pixels /
+/// labels), exactly as the loader reads them from disk.
+pub fn render_synthetic(
+    synth: &affect_shared::synth::SynthConfig,
+    seed: u64,
+    indices: std::ops::Range<u64>,
+    preprocess: &affect_shared::preprocess::Preprocess,
+) -> Result<MemoryDataset, affect_shared::preprocess::PreprocessError> {
+    use affect_shared::preprocess::FaceBox;
+    use affect_shared::synth::SyntheticVideo;
+    use rayon::prelude::*;
+
+    preprocess.validate()?;
+    let size = preprocess.size as usize;
+    let px = 3 * size * size;
+    let videos = indices
+        .into_par_iter()
+        .map(|index| {
+            let mut video = MemoryVideo {
+                name: format!("synthetic-{index:04}"),
+                faces: Vec::new(),
+                landmarks: Vec::new(),
+                labels: Vec::new(),
+                mask: Vec::new(),
+            };
+            for frame in SyntheticVideo::new(synth, seed, index) {
+                let label = frame.annotation.unwrap_or([0.0, 0.0]);
+                let input = match &frame.face {
+                    Some((crop, landmarks)) => {
+                        // An aligned crop: the centred square the margin enlarges to the crop.
+                        let (w, h) = crop.dimensions();
+                        let side = w.min(h) as f32 / (1.0 + 2.0 * preprocess.margin);
+                        let face = FaceBox {
+                            x: (w as f32 - side) / 2.0,
+                            y: (h as f32 - side) / 2.0,
+                            w: side,
+                            h: side,
+                        };
+                        Some(preprocess.face_input(crop, &face, Some(landmarks))?)
+                    }
+                    None => None,
+                };
+                match input {
+                    Some(input) => {
+                        video.faces.extend_from_slice(&input.pixels);
+                        video
+                            .landmarks
+                            .extend_from_slice(&input.landmarks.unwrap_or([0.0; 136]));
+                    }
+                    None => {
+                        video.faces.extend(std::iter::repeat_n(0.0, px));
+                        video.landmarks.extend([0.0; 136]);
+                    }
+                }
+                let usable = frame.face.is_some() && frame.annotation.is_some();
+                video.labels.extend(label);
+                video.mask.push(if usable { 1.0 } else { 0.0 });
+            }
+            Ok(video)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MemoryDataset { size, videos })
+}
