@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod data;
 #[cfg(feature = "torch")]
 pub mod loss;
-pub mod data;
 pub mod score;

@@ -18,12 +18,19 @@ struct Cli {
 enum Command {
     /// CCC and MSE of a prediction file against a ground-truth file.
     Score(cli::score::Args),
+    /// Synthetic dataset in the Aff-Wild2 layout (face crops, labels, landmarks).
+    Synth(cli::synth::Args),
+    /// Dataset tools: inspect a dataset, benchmark the loader.
+    #[command(subcommand)]
+    Data(cli::data::Command),
 }
 
 fn main() -> ExitCode {
     cli::init_tracing();
     let result = match Cli::parse().command {
         Command::Score(args) => cli::score::run(args),
+        Command::Synth(args) => cli::synth::run(args),
+        Command::Data(command) => cli::data::run(command),
     };
     cli::exit_code(result)
 }

@@ -1,6 +1,8 @@
 //! Subcommands of `affect-train`: each turns parsed flags into calls of the library.
 
+pub mod data;
 pub mod score;
+pub mod synth;
 
 use std::process::ExitCode;
 
