@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod data;
 #[cfg(feature = "torch")]
 pub mod eval;
+pub mod export;
 #[cfg(feature = "torch")]
 pub mod loss;
 #[cfg(feature = "torch")]

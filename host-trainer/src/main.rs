@@ -24,6 +24,11 @@ enum Command {
     /// The paper's comparisons (backbone, landmarks, CNN vs CNN-RNN, cells, units, loss).
     #[cfg(feature = "torch")]
     Ablate(cli::ablate::Args),
+    /// Synthetic dataset in the Aff-Wild2 layout (face crops, labels, landmarks).
+    Synth(cli::synth::Args),
+    /// Dataset tools: inspect a dataset, benchmark the loader.
+    #[command(subcommand)]
+    Data(cli::data::Command),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +39,8 @@ fn main() -> ExitCode {
         Command::BenchTrain(args) => cli::bench::run(args),
         #[cfg(feature = "torch")]
         Command::Ablate(args) => cli::ablate::run(args),
+        Command::Synth(args) => cli::synth::run(args),
+        Command::Data(command) => cli::data::run(command),
     };
     cli::exit_code(result)
 }

@@ -4,7 +4,9 @@
 pub mod ablate;
 #[cfg(feature = "torch")]
 pub mod bench;
+pub mod data;
 pub mod score;
+pub mod synth;
 
 use std::process::ExitCode;
 
