@@ -18,6 +18,15 @@ struct Cli {
 enum Command {
     /// CCC and MSE of a prediction file against a ground-truth file.
     Score(cli::score::Args),
+    /// Train a CNN / CNN-RNN on a dataset (progress bar, checkpoints, --resume).
+    #[cfg(feature = "torch")]
+    Train(cli::train::Args),
+    /// Evaluate a trained run on a split: CCC/MSE table, report.json, CSVs, plots.
+    #[cfg(feature = "torch")]
+    Eval(cli::eval::EvalArgs),
+    /// The hand-crafted baseline: HOG (+ landmarks) and linear SVR, reported like `eval`.
+    #[cfg(feature = "torch")]
+    Baseline(cli::eval::BaselineArgs),
     /// Frames/s of a training step: ours (tch) against the same network in PyTorch.
     #[cfg(feature = "torch")]
     BenchTrain(cli::bench::Args),
@@ -35,6 +44,12 @@ fn main() -> ExitCode {
     cli::init_tracing();
     let result = match Cli::parse().command {
         Command::Score(args) => cli::score::run(args),
+        #[cfg(feature = "torch")]
+        Command::Train(args) => cli::train::run(args),
+        #[cfg(feature = "torch")]
+        Command::Eval(args) => cli::eval::run(args),
+        #[cfg(feature = "torch")]
+        Command::Baseline(args) => cli::eval::run_baseline(args),
         #[cfg(feature = "torch")]
         Command::BenchTrain(args) => cli::bench::run(args),
         #[cfg(feature = "torch")]

@@ -5,8 +5,12 @@ pub mod ablate;
 #[cfg(feature = "torch")]
 pub mod bench;
 pub mod data;
+#[cfg(feature = "torch")]
+pub mod eval;
 pub mod score;
 pub mod synth;
+#[cfg(feature = "torch")]
+pub mod train;
 
 use std::process::ExitCode;
 

@@ -24,6 +24,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod dataset;
 pub mod memory;
 pub mod optim;
 pub mod source;
