@@ -105,8 +105,19 @@ struct Subscriber {
 impl Subscriber {
     /// Subscribes with QoS 1 to `topics`; `session` keeps a persistent session under that id.
     fn start(port: u16, topics: &[&str], session: Option<&str>, extra: &[&str]) -> Self {
-        let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-v", "-d"]);
+        // Line-buffered: through a pipe the client's log would otherwise sit in its buffer.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"]);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-v",
+            "-d",
+        ]);
         for t in topics {
             cmd.args(["-t", t]);
         }
@@ -329,9 +340,15 @@ fn beyond_the_bound_the_oldest_reports_are_dropped_and_counted() {
         reporter.report(&report(frame)).unwrap();
     }
     let stats = reporter.stats();
-    assert_eq!((stats.queued, stats.dropped, stats.connected), (10, 15, false));
+    assert_eq!(
+        (stats.queued, stats.dropped, stats.connected),
+        (10, 15, false)
+    );
     let err = reporter.drain(Duration::from_millis(100)).unwrap_err();
-    assert!(err.to_string().contains("10 report(s) still queued"), "{err}");
+    assert!(
+        err.to_string().contains("10 report(s) still queued"),
+        "{err}"
+    );
 
     let broker = Broker::start(dir.path(), port, "allow_anonymous true");
     let sub = Subscriber::start(broker.port, &[topic], None, &[]);
@@ -404,12 +421,31 @@ fn make_certificates(dir: &Path) {
         assert!(status.success(), "openssl {args:?}");
     };
     openssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=affect test CA",
-        "-keyout", "ca.key", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=affect test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
     ]);
     openssl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-        "server.key", "-out", "server.csr",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
     ]);
     std::fs::write(
         dir.join("san.ext"),
@@ -417,8 +453,21 @@ fn make_certificates(dir: &Path) {
     )
     .unwrap();
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
     ]);
 }
 

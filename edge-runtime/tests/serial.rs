@@ -137,7 +137,10 @@ impl Reader {
     fn wait_for_opens(&self, n: u32, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while *self.opens.lock().unwrap() < n {
-            assert!(Instant::now() < deadline, "reader did not reopen the host end");
+            assert!(
+                Instant::now() < deadline,
+                "reader did not reopen the host end"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -195,7 +198,10 @@ fn oracle_decode(bytes: &[u8]) -> Vec<serde_json::Value> {
         .write_all(hex.as_bytes())
         .unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "oracle failed on the received bytes");
+    assert!(
+        output.status.success(),
+        "oracle failed on the received bytes"
+    );
     String::from_utf8(output.stdout)
         .unwrap()
         .lines()
@@ -221,7 +227,11 @@ fn assert_same(decoded: &serde_json::Value, sent: &Report) {
         .map(|v| v.as_f64().unwrap())
         .collect();
     for (got, want) in bbox.iter().zip(sent.bbox) {
-        assert!((got - f64::from(want)).abs() <= 0.5, "{bbox:?} vs {:?}", sent.bbox);
+        assert!(
+            (got - f64::from(want)).abs() <= 0.5,
+            "{bbox:?} vs {:?}",
+            sent.bbox
+        );
     }
 }
 
@@ -329,7 +339,13 @@ fn text_mode_is_readable_lines() {
     reporter.drain(Duration::from_secs(2)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let lines = reader.bytes.lock().unwrap().iter().filter(|b| **b == b'\n').count();
+        let lines = reader
+            .bytes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
         if lines >= 6 {
             break;
         }
@@ -342,7 +358,10 @@ fn text_mode_is_readable_lines() {
     for (frame, line) in lines.iter().enumerate() {
         assert!(line.starts_with("ts=1764000000."), "{line}");
         assert!(line.contains(&format!(" frame={frame} ")), "{line}");
-        assert!(line.contains(" valence=") && line.contains(" flags="), "{line}");
+        assert!(
+            line.contains(" valence=") && line.contains(" flags="),
+            "{line}"
+        );
     }
     pty.stop();
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::source::{
-    CameraConfig, FrameSource, ImageDir, ImageDirConfig, OnBadImage, SourceError,
-    SyntheticCamera, SyntheticConfig, V4l2Camera,
+    CameraConfig, FrameSource, ImageDir, ImageDirConfig, OnBadImage, SourceError, SyntheticCamera,
+    SyntheticConfig, V4l2Camera,
 };
 use image::{Rgb, RgbImage};
 
@@ -42,7 +42,11 @@ fn image_dir_delivers_files_in_natural_order_and_ignores_other_files() {
     std::fs::write(dir.path().join("notes.txt"), "not a frame").unwrap();
 
     let mut source = ImageDir::open(&dir_config(dir.path(), OnBadImage::Fail)).unwrap();
-    assert!(source.describe().contains("(5 files)"), "{}", source.describe());
+    assert!(
+        source.describe().contains("(5 files)"),
+        "{}",
+        source.describe()
+    );
     let mut seen = Vec::new();
     while let Some(frame) = source.next_frame(WAIT).unwrap() {
         assert!(frame.truth.is_none());
@@ -111,8 +115,15 @@ fn image_dir_configuration_errors_name_the_directory() {
     let empty = ImageDir::open(&dir_config(dir.path(), OnBadImage::Fail))
         .err()
         .unwrap();
-    assert!(empty.to_string().contains(&dir.path().display().to_string()));
-    assert!(empty.to_string().contains("no .png/.jpg/.jpeg files"), "{empty}");
+    assert!(
+        empty
+            .to_string()
+            .contains(&dir.path().display().to_string())
+    );
+    assert!(
+        empty.to_string().contains("no .png/.jpg/.jpeg files"),
+        "{empty}"
+    );
     let missing = ImageDir::open(&dir_config(&dir.path().join("absent"), OnBadImage::Fail))
         .err()
         .unwrap();
@@ -124,7 +135,11 @@ fn image_dir_configuration_errors_name_the_directory() {
     })
     .err()
     .unwrap();
-    assert!(zero_fps.to_string().contains("fps must be a positive number"));
+    assert!(
+        zero_fps
+            .to_string()
+            .contains("fps must be a positive number")
+    );
 }
 
 fn synthetic(seed: u64, people: Option<u32>, frames: u64) -> SyntheticConfig {
@@ -215,7 +230,10 @@ fn synthetic_faces_differ_from_the_background_inside_their_boxes() {
     // far side of the frame in at least one channel.
     let centre = frame
         .image
-        .get_pixel((face.x + face.w / 2.0) as u32, (face.y + face.h * 0.3) as u32)
+        .get_pixel(
+            (face.x + face.w / 2.0) as u32,
+            (face.y + face.h * 0.3) as u32,
+        )
         .0;
     let mut differing = 0;
     for x in (0..640).step_by(16) {
@@ -226,7 +244,10 @@ fn synthetic_faces_differ_from_the_background_inside_their_boxes() {
             }
         }
     }
-    assert!(differing > 40, "face centre {centre:?} looks like the background");
+    assert!(
+        differing > 40,
+        "face centre {centre:?} looks like the background"
+    );
 }
 
 #[test]
@@ -242,7 +263,10 @@ fn synthetic_paced_delivery_follows_the_frame_rate() {
     let start = Instant::now();
     let frames: Vec<_> = std::iter::from_fn(|| camera.next_frame(WAIT).unwrap()).collect();
     assert!(start.elapsed() >= Duration::from_millis(100));
-    let stamps: Vec<u64> = frames.iter().map(|f| f.timestamp_ms - frames[0].timestamp_ms).collect();
+    let stamps: Vec<u64> = frames
+        .iter()
+        .map(|f| f.timestamp_ms - frames[0].timestamp_ms)
+        .collect();
     assert_eq!(stamps, [0, 25, 50, 75, 100]);
 }
 
@@ -261,7 +285,10 @@ fn an_absent_camera_reports_unavailable_and_keeps_trying() {
     for _ in 0..2 {
         let err = camera.next_frame(Duration::from_millis(50)).unwrap_err();
         assert!(matches!(err, SourceError::Unavailable { .. }), "{err}");
-        assert!(err.to_string().contains("/dev/video-affect-absent"), "{err}");
+        assert!(
+            err.to_string().contains("/dev/video-affect-absent"),
+            "{err}"
+        );
     }
     assert!(!camera.is_open());
 }

@@ -148,7 +148,10 @@ impl<O: LinkOpener> ReopeningLink<O> {
                 return self.queue.len();
             }
             let next = self.backoff.retry_at().unwrap_or(now).min(deadline);
-            std::thread::sleep(next.saturating_duration_since(now).max(Duration::from_millis(1)));
+            std::thread::sleep(
+                next.saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            );
         }
     }
 

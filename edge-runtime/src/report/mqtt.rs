@@ -161,7 +161,9 @@ impl MqttConfig {
             .as_ref()
             .is_some_and(|t| t.ca_file.as_os_str().is_empty())
         {
-            return Err(bad("mqtts:// needs ?ca=CA.pem (the CA that signed the broker)"));
+            return Err(bad(
+                "mqtts:// needs ?ca=CA.pem (the CA that signed the broker)",
+            ));
         }
         Ok(Self {
             host: host.to_owned(),
@@ -199,7 +201,7 @@ impl MqttConfig {
         }
         if self.keep_alive_s == 0 || self.connect_timeout_s == 0 {
             return Err(bad(
-                "keep_alive_s and connect_timeout_s must be at least 1".into(),
+                "keep_alive_s and connect_timeout_s must be at least 1".into()
             ));
         }
         if self.queue == 0 || self.inflight == 0 {
@@ -248,9 +250,7 @@ impl MqttConfig {
                 }
                 (None, None) => None,
                 _ => {
-                    return Err(bad(
-                        "tls.client_cert and tls.client_key go together".into(),
-                    ));
+                    return Err(bad("tls.client_cert and tls.client_key go together".into()));
                 }
             };
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
@@ -529,12 +529,7 @@ impl NetworkLoop {
                     }
                     if self
                         .client
-                        .try_publish(
-                            self.status_topic.as_str(),
-                            QoS::AtLeastOnce,
-                            true,
-                            "online",
-                        )
+                        .try_publish(self.status_topic.as_str(), QoS::AtLeastOnce, true, "online")
                         .is_ok()
                     {
                         state.outbox.mark_status_sent();
@@ -615,10 +610,7 @@ mod tests {
             (secure.username.as_deref(), secure.password.as_deref()),
             (Some("dev"), Some("s3cret"))
         );
-        assert_eq!(
-            secure.tls.unwrap().ca_file,
-            PathBuf::from("/etc/ca.pem")
-        );
+        assert_eq!(secure.tls.unwrap().ca_file, PathBuf::from("/etc/ca.pem"));
     }
 
     #[test]
@@ -638,7 +630,13 @@ mod tests {
             topic: "a/#".into(),
             ..MqttConfig::default()
         };
-        assert!(wildcard.options().unwrap_err().to_string().contains("wildcards"));
+        assert!(
+            wildcard
+                .options()
+                .unwrap_err()
+                .to_string()
+                .contains("wildcards")
+        );
         let missing_ca = MqttConfig {
             tls: Some(MqttTlsConfig {
                 ca_file: PathBuf::from("/nonexistent/ca.pem"),
@@ -648,6 +646,9 @@ mod tests {
             ..MqttConfig::default()
         };
         let err = missing_ca.options().unwrap_err().to_string();
-        assert!(err.starts_with("/nonexistent/ca.pem: cannot read TLS CA file"), "{err}");
+        assert!(
+            err.starts_with("/nonexistent/ca.pem: cannot read TLS CA file"),
+            "{err}"
+        );
     }
 }

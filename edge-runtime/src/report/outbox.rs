@@ -139,6 +139,7 @@ impl Outbox {
     }
 
     /// Reports handed to the client and not yet acknowledged.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.handed_out
     }
@@ -219,7 +220,10 @@ mod tests {
         assert_eq!(outbox.in_flight(), 2);
         // Its late PUBACK is recognised but removes nothing.
         assert_eq!(outbox.on_puback(1), Some(Publication::Report(4)));
-        assert_eq!((outbox.len(), outbox.in_flight(), outbox.delivered()), (3, 2, 0));
+        assert_eq!(
+            (outbox.len(), outbox.in_flight(), outbox.delivered()),
+            (3, 2, 0)
+        );
         assert_eq!(hand_out(&mut outbox, 10, &mut pkid), [7]);
     }
 }

@@ -75,9 +75,7 @@ impl<R: Reporter> RateLimited<R> {
     }
 
     fn passes(&self, report: &Report) -> bool {
-        let state_change = report
-            .flags
-            .contains(StatusFlags::NEW_TRACK)
+        let state_change = report.flags.contains(StatusFlags::NEW_TRACK)
             || report.flags.contains(StatusFlags::FACE_LOST);
         match self.last_passed.get(&report.track) {
             None => true,
@@ -156,10 +154,16 @@ mod tests {
     fn state_changes_always_pass() {
         let mut limited =
             RateLimited::new(MemoryReporter::default(), RateLimitConfig { max_hz: 1.0 }).unwrap();
-        limited.report(&report(1, 0, StatusFlags::NEW_TRACK)).unwrap();
+        limited
+            .report(&report(1, 0, StatusFlags::NEW_TRACK))
+            .unwrap();
         limited.report(&report(1, 10, 0)).unwrap();
-        limited.report(&report(1, 20, StatusFlags::FACE_LOST)).unwrap();
-        limited.report(&report(1, 30, StatusFlags::NEW_TRACK)).unwrap();
+        limited
+            .report(&report(1, 20, StatusFlags::FACE_LOST))
+            .unwrap();
+        limited
+            .report(&report(1, 30, StatusFlags::NEW_TRACK))
+            .unwrap();
         let frames: Vec<u64> = limited
             .into_inner()
             .reports

@@ -187,7 +187,9 @@ mod tests {
         smoothed.report(&report(2, 0, -1.0, 0)).unwrap();
         smoothed.report(&report(1, 50, 0.0, 0)).unwrap();
         smoothed.report(&report(2, 50, -1.0, 0)).unwrap();
-        smoothed.report(&report(1, 60, 0.5, StatusFlags::NEW_TRACK)).unwrap();
+        smoothed
+            .report(&report(1, 60, 0.5, StatusFlags::NEW_TRACK))
+            .unwrap();
         smoothed.report(&report(2, 5_000, 0.25, 0)).unwrap();
         let values: Vec<(u16, f32)> = smoothed
             .into_inner()

@@ -426,7 +426,8 @@ impl V4l2Camera {
     /// A camera with these settings; the device is opened on the first frame request, so a
     /// camera plugged in later is picked up. Errors only on an unusable configuration.
     pub fn open(config: &CameraConfig) -> Result<Self, SourceError> {
-        let bad = |m: String| SourceError::Config(format!("camera {}: {m}", config.device.display()));
+        let bad =
+            |m: String| SourceError::Config(format!("camera {}: {m}", config.device.display()));
         if config.width == 0 || config.height == 0 {
             return Err(bad("width and height must be positive".into()));
         }
@@ -517,8 +518,14 @@ mod tests {
             ..Bench::default()
         }));
         let mut camera = ReopeningCamera::new(FakeOpener(bench.clone()), quick_backoff());
-        let a = camera.next_frame(Duration::from_millis(50)).unwrap().unwrap();
-        let b = camera.next_frame(Duration::from_millis(50)).unwrap().unwrap();
+        let a = camera
+            .next_frame(Duration::from_millis(50))
+            .unwrap()
+            .unwrap();
+        let b = camera
+            .next_frame(Duration::from_millis(50))
+            .unwrap()
+            .unwrap();
         assert_eq!((a.index, b.index), (0, 1));
         assert_eq!(a.image.get_pixel(0, 0).0, [1, 1, 1]);
         assert_eq!(b.image.get_pixel(1, 0).0, [2, 2, 2]);
@@ -534,7 +541,10 @@ mod tests {
             ..Bench::default()
         }));
         let mut camera = ReopeningCamera::new(FakeOpener(bench.clone()), quick_backoff());
-        camera.next_frame(Duration::from_millis(50)).unwrap().unwrap();
+        camera
+            .next_frame(Duration::from_millis(50))
+            .unwrap()
+            .unwrap();
         bench.borrow_mut().plugged = false;
         let started = Instant::now();
         let err = camera.next_frame(Duration::from_millis(100)).unwrap_err();
@@ -543,7 +553,10 @@ mod tests {
         assert!(err.to_string().starts_with("fake camera: "), "{err}");
         assert!(!camera.is_open());
         bench.borrow_mut().plugged = true;
-        let frame = camera.next_frame(Duration::from_millis(200)).unwrap().unwrap();
+        let frame = camera
+            .next_frame(Duration::from_millis(200))
+            .unwrap()
+            .unwrap();
         assert_eq!(frame.index, 1);
         assert_eq!((bench.borrow().opens, camera.opens()), (2, 2));
     }
@@ -562,7 +575,10 @@ mod tests {
         }
         assert!(!camera.is_open());
         bench.borrow_mut().silent = false;
-        let frame = camera.next_frame(Duration::from_millis(200)).unwrap().unwrap();
+        let frame = camera
+            .next_frame(Duration::from_millis(200))
+            .unwrap()
+            .unwrap();
         assert_eq!(frame.index, 0);
         assert_eq!(bench.borrow().opens, 2);
     }
@@ -577,7 +593,8 @@ mod tests {
         let mut camera = V4l2Camera::open(&config).unwrap();
         let err = camera.next_frame(Duration::from_millis(30)).unwrap_err();
         assert!(
-            err.to_string().starts_with("camera /dev/video-affect-test-absent 640x480 MJPG"),
+            err.to_string()
+                .starts_with("camera /dev/video-affect-test-absent 640x480 MJPG"),
             "{err}"
         );
     }

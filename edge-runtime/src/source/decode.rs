@@ -182,10 +182,10 @@ mod tests {
         // Two rows of 4 pixels, each pixel pair with its own chroma; a stride with 4 padding
         // bytes per row, as drivers produce.
         let samples: [[u8; 4]; 4] = [
-            [16, 128, 235, 128],  // black, white
-            [81, 90, 145, 240],   // red-ish chroma, two lumas
-            [41, 240, 170, 110],  // blue chroma
-            [100, 60, 200, 200],  // arbitrary
+            [16, 128, 235, 128], // black, white
+            [81, 90, 145, 240],  // red-ish chroma, two lumas
+            [41, 240, 170, 110], // blue chroma
+            [100, 60, 200, 200], // arbitrary
         ];
         let mut data = Vec::new();
         for row in samples.chunks(2) {
@@ -199,7 +199,10 @@ mod tests {
             for (i, [y0, cb, y1, cr]) in samples.iter().copied().enumerate() {
                 let (x, row) = ((i % 2) as u32 * 2, (i / 2) as u32);
                 assert_eq!(image.get_pixel(x, row).0, reference(y0, cb, cr, limited));
-                assert_eq!(image.get_pixel(x + 1, row).0, reference(y1, cb, cr, limited));
+                assert_eq!(
+                    image.get_pixel(x + 1, row).0,
+                    reference(y1, cb, cr, limited)
+                );
             }
         }
         let studio = yuyv_to_rgb(&data, 4, 2, 12, YuvRange::Limited).unwrap();
@@ -239,7 +242,17 @@ mod tests {
     #[test]
     fn yuyv_rejects_short_buffers_and_bad_geometry() {
         let err = yuyv_to_rgb(&[0; 10], 4, 2, 0, YuvRange::Limited).unwrap_err();
-        assert!(matches!(err, DecodeError::Truncated { needed: 16, got: 10, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DecodeError::Truncated {
+                    needed: 16,
+                    got: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(yuyv_to_rgb(&[0; 64], 3, 2, 0, YuvRange::Limited).is_err());
         assert!(yuyv_to_rgb(&[0; 64], 4, 2, 6, YuvRange::Limited).is_err());
     }
@@ -289,7 +302,10 @@ mod tests {
                 for c in 0..3 {
                     // A flat block keeps only its DC term: the YCbCr round trip (JFIF full-range
                     // BT.601) and DC quantisation move a channel by at most 2 levels.
-                    assert!(got[c].abs_diff(colour[c]) <= 2, "block {i}: {got:?} vs {colour:?}");
+                    assert!(
+                        got[c].abs_diff(colour[c]) <= 2,
+                        "block {i}: {got:?} vs {colour:?}"
+                    );
                 }
             }
         }
@@ -302,7 +318,10 @@ mod tests {
         assert!(has_huffman_tables(&jpeg));
         assert!(!has_huffman_tables(&stripped));
         assert!(stripped.len() < jpeg.len());
-        assert_eq!(mjpeg_to_rgb(&stripped).unwrap(), mjpeg_to_rgb(&jpeg).unwrap());
+        assert_eq!(
+            mjpeg_to_rgb(&stripped).unwrap(),
+            mjpeg_to_rgb(&jpeg).unwrap()
+        );
     }
 
     #[test]

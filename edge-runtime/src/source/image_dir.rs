@@ -269,13 +269,28 @@ mod tests {
 
     #[test]
     fn natural_order_compares_numbers_by_value() {
-        let mut names = vec!["frame10.png", "frame2.png", "frame1.png", "a.png", "frame02.png"];
+        let mut names = vec![
+            "frame10.png",
+            "frame2.png",
+            "frame1.png",
+            "a.png",
+            "frame02.png",
+        ];
         names.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(
             names,
-            ["a.png", "frame1.png", "frame2.png", "frame02.png", "frame10.png"]
+            [
+                "a.png",
+                "frame1.png",
+                "frame2.png",
+                "frame02.png",
+                "frame10.png"
+            ]
         );
-        assert_eq!(natural_cmp("00001.jpg", "00002.jpg"), std::cmp::Ordering::Less);
+        assert_eq!(
+            natural_cmp("00001.jpg", "00002.jpg"),
+            std::cmp::Ordering::Less
+        );
     }
 
     #[test]

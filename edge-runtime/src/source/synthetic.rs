@@ -51,7 +51,7 @@ impl Default for SyntheticConfig {
 }
 
 /// Nominal frame interval of the synthetic clock when unpaced (30 fps).
-const NOMINAL_FRAME_MS: f64= 1000.0 / 30.0;
+const NOMINAL_FRAME_MS: f64 = 1000.0 / 30.0;
 
 /// One person in the scene: their video (face crops + truth) and their slow path.
 struct Actor {
@@ -250,10 +250,7 @@ impl FrameSource for SyntheticCamera {
         }
         self.next_index += 1;
         self.pacer.wait();
-        let interval = self
-            .config
-            .fps
-            .map_or(NOMINAL_FRAME_MS, |fps| 1000.0 / fps);
+        let interval = self.config.fps.map_or(NOMINAL_FRAME_MS, |fps| 1000.0 / fps);
         Ok(Some(Frame {
             index,
             timestamp_ms: self.start_ms + (index as f64 * interval).round() as u64,
@@ -303,7 +300,10 @@ mod tests {
         let err = SyntheticCamera::new(&crowded).err().unwrap();
         assert!(err.to_string().contains("do not fit"), "{err}");
         let nobody = SyntheticCamera::new(&config(1, 0)).err().unwrap();
-        assert!(nobody.to_string().contains("people must be 1–3"), "{nobody}");
+        assert!(
+            nobody.to_string().contains("people must be 1–3"),
+            "{nobody}"
+        );
     }
 
     #[test]
