@@ -15,6 +15,11 @@ use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{MqttConfig, MqttReporter, MqttTlsConfig, Report, Reporter};
 use affect_shared::wire::StatusFlags;
 
+fn make_readable(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -41,6 +46,9 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, port: u16, extra: &str) -> Self {
+        // Started as root, mosquitto drops to its own user: let it into the directory (its
+        // persistence file, the test keys).
+        make_readable(dir, 0o777);
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -469,6 +477,8 @@ fn make_certificates(dir: &Path) {
         "-out",
         "server.pem",
     ]);
+    // Throwaway test key; the broker reads it after dropping root.
+    make_readable(&dir.join("server.key"), 0o644);
 }
 
 #[test]
