@@ -7,6 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
+use crate::report::{MqttConfig, RateLimitConfig, SerialConfig, SmoothConfig};
+use crate::source::{CameraConfig, ImageDirConfig, SyntheticConfig};
 use crate::tracker::TrackerConfig;
 
 /// Why a configuration was rejected.
@@ -95,117 +97,6 @@ impl From<SourceSpec> for String {
     }
 }
 
-/// Where reports go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum ReportSpec {
-    /// JSON lines on standard output.
-    Stdout,
-    /// `serial:PATH[@BAUD]`.
-    Serial {
-        /// Device path.
-        path: PathBuf,
-        /// Baud rate.
-        baud: u32,
-    },
-    /// `mqtt://HOST:PORT/TOPIC` or `mqtts://…` (TLS).
-    Mqtt {
-        /// Broker host.
-        host: String,
-        /// Broker port.
-        port: u16,
-        /// Base topic.
-        topic: String,
-        /// TLS.
-        tls: bool,
-    },
-}
-
-impl FromStr for ReportSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s == "stdout" {
-            return Ok(Self::Stdout);
-        }
-        if let Some(rest) = s.strip_prefix("serial:") {
-            let (path, baud) = match rest.rsplit_once('@') {
-                Some((p, b)) => (
-                    p,
-                    b.parse()
-                        .map_err(|_| format!("serial baud rate {b:?} is not a number"))?,
-                ),
-                None => (rest, 115_200),
-            };
-            if path.is_empty() {
-                return Err("serial: needs a device path, e.g. serial:/dev/ttyUSB0@115200".into());
-            }
-            return Ok(Self::Serial {
-                path: path.into(),
-                baud,
-            });
-        }
-        let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = s.strip_prefix("mqtt://") {
-            (false, r)
-        } else {
-            return Err(format!(
-                "unknown report target {s:?} (expected stdout, serial:PATH[@BAUD] or mqtt://HOST:PORT/TOPIC)"
-            ));
-        };
-        let (authority, topic) = rest
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?}: missing /TOPIC after the broker address"))?;
-        if topic.is_empty() || topic.contains(['+', '#']) {
-            return Err(format!(
-                "{s:?}: topic must be non-empty and free of MQTT wildcards"
-            ));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse()
-                    .map_err(|_| format!("{s:?}: port {p:?} is not a number"))?,
-            ),
-            None => (authority, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() {
-            return Err(format!("{s:?}: missing broker host"));
-        }
-        Ok(Self::Mqtt {
-            host: host.into(),
-            port,
-            topic: topic.into(),
-            tls,
-        })
-    }
-}
-
-impl TryFrom<String> for ReportSpec {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<ReportSpec> for String {
-    fn from(r: ReportSpec) -> String {
-        match r {
-            ReportSpec::Stdout => "stdout".into(),
-            ReportSpec::Serial { path, baud } => format!("serial:{}@{baud}", path.display()),
-            ReportSpec::Mqtt {
-                host,
-                port,
-                topic,
-                tls,
-            } => format!(
-                "{}://{host}:{port}/{topic}",
-                if tls { "mqtts" } else { "mqtt" }
-            ),
-        }
-    }
-}
-
 /// How faces are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -229,84 +120,6 @@ impl FromStr for FacesSpec {
     }
 }
 
-/// V4L2 capture settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CameraConfig {
-    /// Requested width.
-    pub width: u32,
-    /// Requested height.
-    pub height: u32,
-    /// Requested frames per second.
-    pub fps: u32,
-    /// Pixel format: `mjpg` or `yuyv`.
-    pub format: String,
-}
-
-impl Default for CameraConfig {
-    fn default() -> Self {
-        Self {
-            width: 640,
-            height: 480,
-            fps: 30,
-            format: "mjpg".into(),
-        }
-    }
-}
-
-/// MQTT settings beyond the URL.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    /// Client id (default: `affect-<hostname>`).
-    pub client_id: Option<String>,
-    /// User name.
-    pub username: Option<String>,
-    /// Password (prefer the `AFFECT_MQTT_PASSWORD` environment variable).
-    pub password: Option<String>,
-    /// PEM file with the CA certificates that sign the broker's certificate (mqtts).
-    pub ca_file: Option<PathBuf>,
-    /// Reports kept while the broker is unreachable; the oldest are dropped beyond it.
-    pub queue: usize,
-    /// Keep-alive in seconds.
-    pub keep_alive_s: u64,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            client_id: None,
-            username: None,
-            password: None,
-            ca_file: None,
-            queue: 10_000,
-            keep_alive_s: 15,
-        }
-    }
-}
-
-/// Report shaping per track.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutputConfig {
-    /// Exponential smoothing factor in (0, 1]: weight of the newest value; 1 = off.
-    pub smoothing: f32,
-    /// Most reports per second per track; 0 = every frame.
-    pub max_rate_hz: f32,
-    /// Human-readable serial lines instead of the binary wire format.
-    pub serial_text: bool,
-}
-
-impl Default for OutputConfig {
-    fn default() -> Self {
-        Self {
-            smoothing: 1.0,
-            max_rate_hz: 0.0,
-            serial_text: false,
-        }
-    }
-}
-
 /// Everything `affect-edge run` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -319,8 +132,9 @@ pub struct EdgeConfig {
     pub backend: BackendKind,
     /// How faces are found; `None` picks the default for the source.
     pub faces: Option<FacesSpec>,
-    /// Where reports go (one or more).
-    pub report: Vec<ReportSpec>,
+    /// Where reports go (one or more): `stdout`, `serial:PATH[@BAUD]`,
+    /// `mqtt://[USER[:PASS]@]HOST[:PORT]/TOPIC` or `mqtts://…`.
+    pub report: Vec<String>,
     /// Intra-op threads for the backend (0 = engine default).
     pub threads: usize,
     /// Stop after this many frames (0 = run until the source ends or a signal).
@@ -329,12 +143,20 @@ pub struct EdgeConfig {
     pub fps: f32,
     /// Directory with the bundled models.
     pub models_dir: PathBuf,
-    /// Camera settings.
+    /// Camera settings (`[camera]`; the device comes from `source`).
     pub camera: CameraConfig,
-    /// MQTT settings.
+    /// Image directory settings (`[images]`; the path comes from `source`).
+    pub images: ImageDirConfig,
+    /// Synthetic camera settings (`[synthetic]`; the seed comes from `source`).
+    pub synthetic: SyntheticConfig,
+    /// Serial settings besides path and baud (`[serial]`: mode, queue, timeouts, backoff).
+    pub serial: SerialConfig,
+    /// MQTT settings besides the URL (`[mqtt]`: credentials, TLS, queue, keep-alive, backoff).
     pub mqtt: MqttConfig,
-    /// Report shaping.
-    pub output: OutputConfig,
+    /// Exponential smoothing per track (`[smoothing]`; absent = off).
+    pub smoothing: Option<SmoothConfig>,
+    /// Rate limit per track (`[rate_limit]`; absent = every frame).
+    pub rate_limit: Option<RateLimitConfig>,
     /// Face tracking.
     pub tracker: TrackerConfig,
 }
@@ -346,14 +168,18 @@ impl Default for EdgeConfig {
             model: None,
             backend: BackendKind::Tract,
             faces: None,
-            report: vec![ReportSpec::Stdout],
+            report: vec!["stdout".into()],
             threads: 0,
             max_frames: 0,
             fps: 0.0,
             models_dir: default_models_dir(),
             camera: CameraConfig::default(),
+            images: ImageDirConfig::default(),
+            synthetic: SyntheticConfig::default(),
+            serial: SerialConfig::default(),
             mqtt: MqttConfig::default(),
-            output: OutputConfig::default(),
+            smoothing: None,
+            rate_limit: None,
             tracker: TrackerConfig::default(),
         }
     }
@@ -414,32 +240,44 @@ impl EdgeConfig {
         })
     }
 
-    /// Checks ranges and combinations.
+    /// Checks ranges and combinations (reporter and source settings are checked again by the
+    /// components themselves when they open).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.report.is_empty() {
             return Err(invalid("report", "at least one report target is needed"));
         }
+        for target in &self.report {
+            let known = target == "stdout"
+                || target.starts_with("serial:")
+                || target.starts_with("mqtt://")
+                || target.starts_with("mqtts://");
+            if !known {
+                return Err(invalid(
+                    "report",
+                    format!(
+                        "{target:?}: expected stdout, serial:PATH[@BAUD] or mqtt://HOST:PORT/TOPIC"
+                    ),
+                ));
+            }
+        }
+        if self.report.iter().filter(|r| *r == "stdout").count() > 1 {
+            return Err(invalid("report", "stdout listed twice"));
+        }
         if !(self.fps.is_finite() && self.fps >= 0.0) {
             return Err(invalid("fps", "must be ≥ 0"));
         }
-        let o = &self.output;
-        if !(o.smoothing > 0.0 && o.smoothing <= 1.0) {
-            return Err(invalid("output.smoothing", "must be in (0, 1]; 1 = off"));
+        if let Some(s) = &self.smoothing
+            && !(s.time_constant_ms.is_finite() && s.time_constant_ms > 0.0)
+        {
+            return Err(invalid("smoothing.time_constant_ms", "must be > 0"));
         }
-        if !(o.max_rate_hz.is_finite() && o.max_rate_hz >= 0.0) {
-            return Err(invalid(
-                "output.max_rate_hz",
-                "must be ≥ 0; 0 = every frame",
-            ));
+        if let Some(r) = &self.rate_limit
+            && !(r.max_hz.is_finite() && r.max_hz > 0.0)
+        {
+            return Err(invalid("rate_limit.max_hz", "must be > 0"));
         }
         if self.mqtt.queue == 0 {
             return Err(invalid("mqtt.queue", "must be at least 1"));
-        }
-        if !["mjpg", "yuyv"].contains(&self.camera.format.as_str()) {
-            return Err(invalid("camera.format", "must be mjpg or yuyv"));
-        }
-        if self.camera.width == 0 || self.camera.height == 0 || self.camera.fps == 0 {
-            return Err(invalid("camera", "width, height and fps must be positive"));
         }
         let t = &self.tracker;
         if !(0.0..=1.0).contains(&t.min_iou) || t.max_tracks == 0 {
@@ -447,15 +285,6 @@ impl EdgeConfig {
                 "tracker",
                 "min_iou must be in [0, 1] and max_tracks ≥ 1",
             ));
-        }
-        if self
-            .report
-            .iter()
-            .filter(|r| **r == ReportSpec::Stdout)
-            .count()
-            > 1
-        {
-            return Err(invalid("report", "stdout listed twice"));
         }
         Ok(())
     }
@@ -466,27 +295,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn source_and_report_strings_round_trip() {
+    fn source_strings_round_trip() {
         for s in ["camera:/dev/video2", "images:/tmp/x", "synthetic:7"] {
             assert_eq!(String::from(s.parse::<SourceSpec>().unwrap()), s);
         }
-        for s in [
-            "stdout",
-            "serial:/dev/ttyUSB0@9600",
-            "mqtt://127.0.0.1:1883/affect/kiosk1",
-            "mqtts://broker:8883/a",
-        ] {
-            assert_eq!(String::from(s.parse::<ReportSpec>().unwrap()), s);
-        }
         assert_eq!(
-            "serial:/dev/ttyS0".parse::<ReportSpec>().unwrap(),
-            ReportSpec::Serial {
-                path: "/dev/ttyS0".into(),
-                baud: 115_200
-            }
+            "synthetic".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Synthetic(1)
         );
-        assert!("mqtt://host:1883/a/#".parse::<ReportSpec>().is_err());
-        assert!("mqtt://host:x/a".parse::<ReportSpec>().is_err());
+        assert!("synthetic:x".parse::<SourceSpec>().is_err());
         assert!("webcam".parse::<SourceSpec>().is_err());
     }
 
@@ -494,7 +311,7 @@ mod tests {
     fn toml_maps_onto_the_config_and_errors_name_the_field() {
         let c = EdgeConfig::from_toml(
             "source = \"synthetic:3\"\nreport = [\"stdout\", \"mqtt://127.0.0.1:1883/a\"]\n\
-             [output]\nsmoothing = 0.5\n[mqtt]\nqueue = 50\n",
+             [smoothing]\ntime_constant_ms = 200.0\n[mqtt]\nqueue = 50\n",
             "edge.toml",
         )
         .unwrap();
@@ -505,17 +322,13 @@ mod tests {
         assert!(c.model_path().ends_with(SYNTHETIC_MODEL));
         assert_eq!(c.faces_mode(), FacesSpec::None);
 
-        let e = EdgeConfig::from_toml("[output]\nsmothing = 0.5\n", "edge.toml").unwrap_err();
-        assert!(e.to_string().contains("smothing"), "{e}");
+        let e =
+            EdgeConfig::from_toml("[smoothing]\ntime_constant = 5.0\n", "edge.toml").unwrap_err();
+        assert!(e.to_string().contains("time_constant"), "{e}");
         let e = EdgeConfig::from_toml("source = \"webcam\"\n", "edge.toml").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
         let mut c = EdgeConfig::default();
-        c.output.smoothing = 0.0;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("output.smoothing")
-        );
+        c.report = vec!["udp://x".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("`report`"));
     }
 }

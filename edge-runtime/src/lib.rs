@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod backend;
+pub mod backoff;
 pub mod config;
 pub mod faces;
 pub mod pipeline;
