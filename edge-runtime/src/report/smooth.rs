@@ -36,7 +36,8 @@ impl SmoothConfig {
         weight: f64,
         frame_interval_ms: f64,
     ) -> Result<Option<Self>, ReportError> {
-        if !(weight > 0.0 && weight <= 1.0) || !(frame_interval_ms > 0.0) {
+        let usable = (0.0..=1.0).contains(&weight) && weight > 0.0 && frame_interval_ms > 0.0;
+        if !usable {
             return Err(ReportError::Config {
                 what: "smoothing".into(),
                 message: format!(
