@@ -520,3 +520,71 @@ fn tls_with_a_ca_file_connects_and_delivers() {
     });
     assert_eq!(frames_in_order(&sub.payloads(topic)), [0, 1, 2, 3, 4]);
 }
+
+/// A TCP relay between the reporter and the broker whose connections the test can cut, as a
+/// network failure or a device losing power would (no MQTT DISCONNECT reaches the broker).
+struct Relay {
+    port: u16,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let registry = live.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut list = registry.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, live }
+    }
+
+    /// Cuts every connection through the relay.
+    fn cut(&self) {
+        for stream in self.live.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_lost_connection_publishes_the_last_will_and_a_reconnect_announces_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port(), "allow_anonymous true");
+    let relay = Relay::start(broker.port);
+    let status = "will/affect/status";
+    let sub = Subscriber::start(broker.port, &[status], None, &[]);
+    let reporter = MqttReporter::new(&config(relay.port, "will/affect", 10)).unwrap();
+    assert!(reporter.wait_connected(Duration::from_secs(5)));
+    wait_until("online", Duration::from_secs(5), || {
+        sub.payloads(status) == ["online"]
+    });
+    relay.cut();
+    wait_until("the last will", Duration::from_secs(5), || {
+        sub.payloads(status).len() >= 2
+    });
+    assert_eq!(sub.payloads(status)[1], "offline");
+    wait_until("online again", Duration::from_secs(10), || {
+        sub.payloads(status).len() >= 3
+    });
+    assert_eq!(sub.payloads(status), ["online", "offline", "online"]);
+    assert!(reporter.stats().connects >= 2);
+}

@@ -163,7 +163,7 @@ fn report(frame: u32) -> Report {
         arousal: ((frame as f32) * 0.11).cos() * 0.8,
         bbox: [frame as f32, 20.5, 96.0, 100.0 + frame as f32 / 7.0],
         score: 0.5 + (frame % 50) as f32 / 100.0,
-        flags: StatusFlags(if frame % 3 == 0 {
+        flags: StatusFlags(if frame.is_multiple_of(3) {
             StatusFlags::NEW_TRACK
         } else {
             StatusFlags::SMOOTHED

@@ -199,12 +199,10 @@ fn synthetic_truth_boxes_hold_drawn_faces_that_move_slowly() {
                 centres.push([b.x + b.w / 2.0, b.y + b.h / 2.0]);
             }
             // Slow drift: a face moves a few pixels per frame at most.
-            if let Some(prev) = &previous {
-                if prev.len() == centres.len() {
-                    for (p, c) in prev.iter().zip(&centres) {
-                        let moved = ((p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2)).sqrt();
-                        assert!(moved < 12.0, "moved {moved} px in one frame");
-                    }
+            if let Some(prev) = previous.as_ref().filter(|p| p.len() == centres.len()) {
+                for (p, c) in prev.iter().zip(&centres) {
+                    let moved = ((p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2)).sqrt();
+                    assert!(moved < 12.0, "moved {moved} px in one frame");
                 }
             }
             previous = Some(centres);

@@ -28,6 +28,34 @@ impl Default for SmoothConfig {
     }
 }
 
+impl SmoothConfig {
+    /// The time constant equivalent to a per-frame EMA weight `w` (weight of the newest value)
+    /// at a steady `frame_interval_ms`: `τ = −Δt / ln(1 − w)`. `w = 1` means no smoothing and
+    /// gives `None`; `w` outside (0, 1] or a non-positive interval is an error.
+    pub fn from_per_frame_weight(
+        weight: f64,
+        frame_interval_ms: f64,
+    ) -> Result<Option<Self>, ReportError> {
+        let usable = (0.0..=1.0).contains(&weight) && weight > 0.0 && frame_interval_ms > 0.0;
+        if !usable {
+            return Err(ReportError::Config {
+                what: "smoothing".into(),
+                message: format!(
+                    "weight must be in (0, 1] and the frame interval positive, got {weight} and \
+                     {frame_interval_ms} ms"
+                ),
+            });
+        }
+        if weight == 1.0 {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            time_constant_ms: -frame_interval_ms / (1.0 - weight).ln(),
+            ..Self::default()
+        }))
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct TrackState {
     valence: f64,
@@ -178,6 +206,30 @@ mod tests {
             assert!((f64::from(last.arousal) + expected).abs() < 1e-6);
             assert!(last.flags.contains(StatusFlags::SMOOTHED));
         }
+    }
+
+    #[test]
+    fn a_per_frame_weight_maps_to_the_same_average_at_that_frame_rate() {
+        let config = SmoothConfig::from_per_frame_weight(0.3, 40.0)
+            .unwrap()
+            .unwrap();
+        let mut smoothed = Smoothed::new(MemoryReporter::default(), config).unwrap();
+        let inputs = [0.0f32, 1.0, 1.0, -0.5, 0.25];
+        for (i, v) in inputs.iter().enumerate() {
+            smoothed.report(&report(1, 40 * i as u64, *v, 0)).unwrap();
+        }
+        let mut expected = f64::from(inputs[0]);
+        for (v, got) in inputs.iter().zip(&smoothed.inner().reports).skip(1) {
+            expected += 0.3 * (f64::from(*v) - expected);
+            assert!((f64::from(got.valence) - expected).abs() < 1e-6);
+        }
+        assert!(
+            SmoothConfig::from_per_frame_weight(1.0, 40.0)
+                .unwrap()
+                .is_none()
+        );
+        assert!(SmoothConfig::from_per_frame_weight(0.0, 40.0).is_err());
+        assert!(SmoothConfig::from_per_frame_weight(0.5, 0.0).is_err());
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn yuyv_to_rgb(
     stride: usize,
     range: YuvRange,
 ) -> Result<RgbImage, DecodeError> {
-    if width == 0 || height == 0 || width % 2 != 0 {
+    if width == 0 || height == 0 || !width.is_multiple_of(2) {
         return Err(DecodeError::Geometry(format!(
             "{width}x{height} (width must be even and both non-zero)"
         )));
