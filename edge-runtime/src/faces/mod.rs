@@ -81,15 +81,22 @@ fn load_plan(path: &Path, input_shape: Option<&[usize]>) -> Result<Plan, FaceErr
             message: "no such model file (the bundled face models are in models/)".into(),
         });
     }
-    let mut model = tract_onnx::onnx().model_for_path(path).map_err(error)?;
-    if let Some(shape) = input_shape {
-        model = model
-            .with_input_fact(0, f32::fact(shape).into())
-            .map_err(error)?;
-    }
+    let model = tract_onnx::onnx().model_for_path(path).map_err(error)?;
+    let Some(shape) = input_shape else {
+        return model
+            .into_optimized()
+            .map_err(error)?
+            .into_runnable()
+            .map_err(error);
+    };
+    let wrong_input = |e: TractError| FaceError::Model {
+        path: path.display().to_string(),
+        message: format!("does not take an input of shape {shape:?} (wrong model file?): {e:#}"),
+    };
     model
-        .into_optimized()
-        .map_err(error)?
+        .with_input_fact(0, f32::fact(shape).into())
+        .and_then(|m| m.into_optimized())
+        .map_err(wrong_input)?
         .into_runnable()
         .map_err(error)
 }
