@@ -8,3 +8,5 @@ pub mod wire;
 pub mod metadata;
 #[cfg(feature = "std")]
 pub mod preprocess;
+#[cfg(feature = "std")]
+pub mod synth;

@@ -1,7 +1,22 @@
-//! Frame sources: where pictures come from. A V4L2 camera, a directory of images, or the
-//! synthetic camera (generator faces with known valence/arousal). All behind [`FrameSource`].
+//! Frame sources: where pictures come from. A V4L2 camera ([`V4l2Camera`], MJPEG or YUYV,
+//! reopened when unplugged), a directory of images ([`ImageDir`]), or the synthetic camera
+//! ([`SyntheticCamera`]: generator faces with known valence/arousal). All behind
+//! [`FrameSource`]; each has a serde-derivable config struct for the TOML configuration.
+
+mod camera;
+mod decode;
+mod image_dir;
+mod synthetic;
 
 use std::time::Duration;
+
+pub use camera::{
+    CameraConfig, CameraOpener, CameraStream, OpenError, PixelFormat, RawFrame, ReopeningCamera,
+    StreamLayout, V4l2Camera, V4l2Opener, V4l2Stream,
+};
+pub use decode::{DecodeError, YuvRange, mjpeg_to_rgb, yuyv_to_rgb};
+pub use image_dir::{ImageDir, ImageDirConfig, OnBadImage};
+pub use synthetic::{SyntheticCamera, SyntheticConfig};
 
 use image::RgbImage;
 

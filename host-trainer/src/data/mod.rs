@@ -1,5 +1,27 @@
 //! Datasets (Aff-Wild, Aff-Wild2, synthetic), balanced sampling and the parallel loader that
 //! turns them into [`Batch`]es of preprocessed faces, landmarks and labels.
+//!
+//! * [`Dataset`] — one split indexed in memory (videos → frames → label, face file, landmarks),
+//!   read from the Aff-Wild ([`affwild`]) or Aff-Wild2 ([`affwild2`]) layout; defects become
+//!   [`Problem`]s with file and line instead of failures, up to a limit.
+//! * [`synth`] — writes the synthetic dataset in the Aff-Wild2 layout.
+//! * [`sampling`] — the paper's quadrant oversampling, for frames and for sequences.
+//! * [`loader`] — parallel decode + preprocess + prefetch into [`Batch`]es, deterministic by seed.
+//! * [`inspect`] — dataset statistics, problems and the label histogram (text and PNG).
+
+pub mod affwild;
+pub mod affwild2;
+pub mod dataset;
+pub mod files;
+pub mod inspect;
+pub mod loader;
+pub mod problems;
+pub mod sampling;
+pub mod synth;
+
+pub use dataset::{Dataset, FaceSource, Format, Frame, ReadOptions, Video};
+pub use loader::{Clip, Epoch, Loader, LoaderConfig};
+pub use problems::{DataError, Problem, ProblemKind, Problems};
 
 /// A batch of `sequences` clips of `steps` consecutive frames each, preprocessed with the run's
 /// [`affect_shared::preprocess::Preprocess`]. CNN training uses `steps == 1` (a batch of frames);

@@ -1,0 +1,338 @@
+//! What `affect-edge` does with a validated configuration: build the source, face finder,
+//! backend and reporters, run, and print a summary (stderr, so stdout stays JSON lines).
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use affect_edge::backend::{self, BackendError, BackendKind, ModelContract};
+use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
+use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig, PipelineError};
+use affect_edge::report::{
+    JsonLinesReporter, MqttConfig, MqttReporter, RateLimited, Reporter, SerialConfig,
+    SerialReporter, Smoothed,
+};
+use affect_edge::runner::{self, RunLimits, RunSummary, mean, percentile};
+use affect_edge::source::{FrameSource, ImageDir, SyntheticCamera, V4l2Camera};
+
+/// How a command failed: bad configuration or model (exit 2) or anything else (exit 1).
+pub enum Failure {
+    /// The user can fix it: configuration, model, paths.
+    BadInput(anyhow::Error),
+    /// Everything else.
+    Other(anyhow::Error),
+}
+
+fn bad(e: impl Into<anyhow::Error>) -> Failure {
+    Failure::BadInput(e.into())
+}
+
+fn other(e: impl Into<anyhow::Error>) -> Failure {
+    Failure::Other(e.into())
+}
+
+fn backend_failure(e: BackendError) -> Failure {
+    match e {
+        BackendError::Run(_) => other(e),
+        _ => bad(e),
+    }
+}
+
+/// Opens the configured source. The synthetic camera without a detector frames one face like
+/// the training crops, at the model's input size.
+pub fn open_source(
+    config: &EdgeConfig,
+    faces: FacesSpec,
+    face_size: u32,
+) -> Result<Box<dyn FrameSource>, Failure> {
+    let fps = (config.fps > 0.0).then_some(f64::from(config.fps));
+    Ok(match &config.source {
+        SourceSpec::Camera(device) => {
+            let mut camera = config.camera.clone();
+            camera.device = device.clone();
+            Box::new(V4l2Camera::open(&camera).map_err(bad)?)
+        }
+        SourceSpec::Images(dir) => {
+            let mut images = config.images.clone();
+            images.path = dir.clone();
+            images.fps = fps;
+            Box::new(ImageDir::open(&images).map_err(bad)?)
+        }
+        SourceSpec::Synthetic(seed) => {
+            let mut synthetic = config.synthetic.clone();
+            synthetic.seed = *seed;
+            synthetic.fps = fps;
+            if faces == FacesSpec::None {
+                synthetic.people = Some(1);
+                synthetic.face_size = face_size.max(32);
+                synthetic.width = synthetic.face_size;
+                synthetic.height = synthetic.face_size;
+            }
+            Box::new(SyntheticCamera::new(&synthetic).map_err(bad)?)
+        }
+    })
+}
+
+/// The face finder for a mode.
+pub fn face_mode(
+    config: &EdgeConfig,
+    faces: FacesSpec,
+    needs_landmarks: bool,
+) -> Result<FaceMode, Failure> {
+    Ok(match faces {
+        FacesSpec::None => FaceMode::WholeFrame,
+        FacesSpec::Bundled => {
+            let _ = (config, needs_landmarks);
+            return Err(bad(anyhow::anyhow!(
+                "the bundled face models are not wired in yet; use --faces none"
+            )));
+        }
+    })
+}
+
+/// Every configured reporter, each wrapped in smoothing and rate limiting when configured.
+pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Failure> {
+    let mut out: Vec<Box<dyn Reporter>> = Vec::new();
+    for target in &config.report {
+        let reporter: Box<dyn Reporter> = if target == "stdout" {
+            Box::new(JsonLinesReporter::stdout())
+        } else if target.starts_with("serial:") {
+            let mut serial = SerialConfig::from_spec(target).map_err(bad)?;
+            serial.mode = config.serial.mode;
+            serial.queue = config.serial.queue;
+            serial.write_timeout_ms = config.serial.write_timeout_ms;
+            serial.backoff = config.serial.backoff;
+            Box::new(SerialReporter::new(&serial).map_err(bad)?)
+        } else if target.starts_with("mqtt://") || target.starts_with("mqtts://") {
+            let mut mqtt = MqttConfig::from_url(target).map_err(bad)?;
+            let extra = &config.mqtt;
+            mqtt.client_id = mqtt.client_id.or_else(|| extra.client_id.clone());
+            mqtt.username = mqtt.username.or_else(|| extra.username.clone());
+            mqtt.password = mqtt.password.or_else(|| extra.password.clone());
+            mqtt.tls = mqtt.tls.or_else(|| extra.tls.clone());
+            mqtt.keep_alive_s = extra.keep_alive_s;
+            mqtt.connect_timeout_s = extra.connect_timeout_s;
+            mqtt.queue = extra.queue;
+            mqtt.inflight = extra.inflight;
+            mqtt.backoff = extra.backoff;
+            Box::new(MqttReporter::new(&mqtt).map_err(bad)?)
+        } else {
+            return Err(bad(anyhow::anyhow!(
+                "report target {target:?}: expected stdout, serial:PATH[@BAUD] or mqtt://HOST:PORT/TOPIC"
+            )));
+        };
+        let reporter: Box<dyn Reporter> = match config.smoothing {
+            Some(s) => Box::new(Smoothed::new(reporter, s).map_err(bad)?),
+            None => reporter,
+        };
+        let reporter: Box<dyn Reporter> = match config.rate_limit {
+            Some(r) => Box::new(RateLimited::new(reporter, r).map_err(bad)?),
+            None => reporter,
+        };
+        out.push(reporter);
+    }
+    Ok(out)
+}
+
+/// `affect-edge run`.
+pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
+    let model = config.model_path();
+    let backend = backend::load(config.backend, &model, config.threads).map_err(backend_failure)?;
+    let contract = backend.contract().clone();
+    let faces = config.faces_mode();
+    let mut source = open_source(config, faces, contract.face_size as u32)?;
+    let face_mode = face_mode(config, faces, contract.landmarks)?;
+    let mut pipeline = Pipeline::new(
+        face_mode,
+        backend,
+        PipelineConfig {
+            tracker: config.tracker,
+            ..PipelineConfig::default()
+        },
+    )
+    .map_err(bad)?;
+    let mut reporters = open_reporters(config)?;
+    tracing::info!(
+        "{} → {} ({}, {}) → {}",
+        source.describe(),
+        model.display(),
+        pipeline.backend_name(),
+        describe_model(&contract),
+        config.report.join(", ")
+    );
+    let limits = RunLimits {
+        max_frames: config.max_frames,
+        ..RunLimits::default()
+    };
+    let summary = runner::run(source.as_mut(), &mut pipeline, &mut reporters, stop, limits)
+        .map_err(|e| match e {
+            runner::RunError::Source(_) => bad(e),
+            runner::RunError::Pipeline(PipelineError::Config(_)) => bad(e),
+            _ => other(e),
+        })?;
+    print_summary(&summary, &pipeline);
+    Ok(())
+}
+
+fn describe_model(c: &ModelContract) -> String {
+    let m = &c.metadata;
+    let recurrent = match m.recurrent {
+        Some(r) => format!("{:?} {}×{}", r.cell, r.layers, r.hidden),
+        None => "per-frame".into(),
+    };
+    format!(
+        "{} {}px{} {recurrent} {:?}",
+        m.backbone,
+        c.face_size,
+        if c.landmarks { " +landmarks" } else { "" },
+        m.precision
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn print_summary(s: &RunSummary, p: &Pipeline) {
+    let fps = s.frames as f64 / s.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "\n{} frames, {} reports in {:.1} s ({fps:.1} frames/s); skipped {} undecodable, {} unusable; {} report errors",
+        s.frames,
+        s.reports,
+        s.elapsed.as_secs_f64(),
+        s.bad_frames,
+        s.skipped_frames,
+        s.report_errors
+    );
+    eprintln!(
+        "mean per frame: source {:.2} ms, faces {:.2} ms, preprocess {:.2} ms, model {:.2} ms, report {:.2} ms",
+        ms(mean(&s.source_times)),
+        ms(mean(&p.times.faces)),
+        ms(mean(&p.times.preprocess)),
+        ms(mean(&p.times.model)),
+        ms(mean(&s.report_times))
+    );
+    let m = &p.truth.moments;
+    if m.count() > 0 {
+        let fmt = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+        eprintln!(
+            "against the synthetic ground truth ({} faces): valence CCC {} MSE {}, arousal CCC {} MSE {}, mean CCC {}",
+            m.count(),
+            fmt(m.valence.ccc()),
+            fmt(m.valence.mse()),
+            fmt(m.arousal.ccc()),
+            fmt(m.arousal.mse()),
+            fmt(m.mean_ccc())
+        );
+    }
+}
+
+/// `affect-edge info MODEL`.
+pub fn info(model: &Path) -> Result<(), Failure> {
+    let contract = ModelContract::from_file(model).map_err(backend_failure)?;
+    println!("{}", describe_model(&contract));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&contract.metadata).map_err(other)?
+    );
+    Ok(())
+}
+
+/// Arguments of `affect-edge bench`.
+pub struct BenchArgs {
+    /// Model file (default: bundled synthetic model).
+    pub model: Option<std::path::PathBuf>,
+    /// Frame source.
+    pub source: SourceSpec,
+    /// Faces mode (default for the source).
+    pub faces: Option<FacesSpec>,
+    /// Frames to time.
+    pub frames: u64,
+    /// Engine threads.
+    pub threads: usize,
+}
+
+/// `affect-edge bench`: the whole pipeline with a sink reporter, then the model alone in every
+/// available backend on the same inputs.
+pub fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let config = EdgeConfig {
+        source: args.source.clone(),
+        model: args.model.clone(),
+        faces: args.faces,
+        threads: args.threads,
+        max_frames: args.frames,
+        ..EdgeConfig::default()
+    };
+    let model = config.model_path();
+    let faces = config.faces_mode();
+    let mut results = Vec::new();
+    for kind in [BackendKind::Tract, BackendKind::Onnxruntime] {
+        let backend = match backend::load(kind, &model, args.threads) {
+            Ok(b) => b,
+            Err(e @ BackendError::Unavailable(_)) => {
+                eprintln!("{kind:?}: skipped ({e})");
+                continue;
+            }
+            Err(e) => return Err(backend_failure(e)),
+        };
+        let contract = backend.contract().clone();
+        let mut source = open_source(&config, faces, contract.face_size as u32)?;
+        let mut pipeline = Pipeline::new(
+            face_mode(&config, faces, contract.landmarks)?,
+            backend,
+            PipelineConfig::default(),
+        )
+        .map_err(bad)?;
+        let mut reporters: Vec<Box<dyn Reporter>> =
+            vec![Box::new(JsonLinesReporter::new(std::io::sink(), "sink"))];
+        let stop = AtomicBool::new(false);
+        let limits = RunLimits {
+            max_frames: args.frames,
+            ..RunLimits::default()
+        };
+        let s = runner::run(
+            source.as_mut(),
+            &mut pipeline,
+            &mut reporters,
+            &stop,
+            limits,
+        )
+        .map_err(other)?;
+        let per_frame: Vec<Duration> = (0..pipeline.times.model.len())
+            .map(|i| {
+                s.source_times.get(i).copied().unwrap_or_default()
+                    + pipeline.times.faces[i]
+                    + pipeline.times.preprocess[i]
+                    + pipeline.times.model[i]
+                    + s.report_times.get(i).copied().unwrap_or_default()
+            })
+            .collect();
+        let model_ms = ms(mean(&pipeline.times.model));
+        let frame_ms = ms(mean(&per_frame));
+        println!(
+            "backend {}: {}",
+            pipeline.backend_name(),
+            describe_model(&contract)
+        );
+        println!(
+            "  stages (mean ms): decode/source {:.2}  faces {:.2}  preprocess {:.2}  model {:.2}  report {:.3}",
+            ms(mean(&s.source_times)),
+            ms(mean(&pipeline.times.faces)),
+            ms(mean(&pipeline.times.preprocess)),
+            model_ms,
+            ms(mean(&s.report_times))
+        );
+        println!(
+            "  end to end: {:.1} frames/s, latency p50 {:.2} ms p99 {:.2} ms; outside the model {:.0} % of the frame time",
+            s.frames as f64 / s.elapsed.as_secs_f64().max(1e-9),
+            ms(percentile(&per_frame, 0.5)),
+            ms(percentile(&per_frame, 0.99)),
+            100.0 * (frame_ms - model_ms) / frame_ms.max(1e-9)
+        );
+        results.push((pipeline.backend_name(), model_ms));
+    }
+    if let [(a, ta), (b, tb)] = results.as_slice() {
+        println!("model time {a} / {b}: {:.2}× (>1: {b} faster)", ta / tb);
+    }
+    Ok(())
+}

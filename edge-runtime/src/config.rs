@@ -1,0 +1,334 @@
+//! The runtime's one validated configuration: a TOML file (`--config edge.toml`) and command-line
+//! flags map onto [`EdgeConfig`]; flags override the file. Errors name the field.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendKind;
+use crate::report::{MqttConfig, RateLimitConfig, SerialConfig, SmoothConfig};
+use crate::source::{CameraConfig, ImageDirConfig, SyntheticConfig};
+use crate::tracker::TrackerConfig;
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// Config file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax or a field of the wrong type (the message names line and field).
+    #[error("{path}: {message}")]
+    Parse {
+        /// Config file.
+        path: String,
+        /// toml's message.
+        message: String,
+    },
+    /// A value is out of range or contradicts another.
+    #[error("`{field}`: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SourceSpec {
+    /// `camera:/dev/video0`.
+    Camera(PathBuf),
+    /// `images:DIR`.
+    Images(PathBuf),
+    /// `synthetic[:SEED]`.
+    Synthetic(u64),
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        match kind {
+            "camera" if !rest.is_empty() => Ok(Self::Camera(rest.into())),
+            "camera" => Ok(Self::Camera("/dev/video0".into())),
+            "images" if !rest.is_empty() => Ok(Self::Images(rest.into())),
+            "synthetic" if rest.is_empty() => Ok(Self::Synthetic(1)),
+            "synthetic" => rest
+                .parse()
+                .map(Self::Synthetic)
+                .map_err(|_| format!("synthetic seed {rest:?} is not a number")),
+            _ => Err(format!(
+                "unknown source {s:?} (expected camera:/dev/videoN, images:DIR or synthetic[:SEED])"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for SourceSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<SourceSpec> for String {
+    fn from(s: SourceSpec) -> String {
+        match s {
+            SourceSpec::Camera(p) => format!("camera:{}", p.display()),
+            SourceSpec::Images(p) => format!("images:{}", p.display()),
+            SourceSpec::Synthetic(seed) => format!("synthetic:{seed}"),
+        }
+    }
+}
+
+/// How faces are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FacesSpec {
+    /// The bundled BlazeFace detector and 68-landmark model.
+    Bundled,
+    /// Each frame is already a face crop.
+    None,
+}
+
+impl FromStr for FacesSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bundled" | "blazeface" => Ok(Self::Bundled),
+            "none" => Ok(Self::None),
+            _ => Err(format!(
+                "unknown faces mode {s:?} (expected bundled or none)"
+            )),
+        }
+    }
+}
+
+/// Everything `affect-edge run` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Frame source.
+    pub source: SourceSpec,
+    /// Model file; `None` picks the bundled default for the source.
+    pub model: Option<PathBuf>,
+    /// Inference engine.
+    pub backend: BackendKind,
+    /// How faces are found; `None` picks the default for the source.
+    pub faces: Option<FacesSpec>,
+    /// Where reports go (one or more): `stdout`, `serial:PATH[@BAUD]`,
+    /// `mqtt://[USER[:PASS]@]HOST[:PORT]/TOPIC` or `mqtts://…`.
+    pub report: Vec<String>,
+    /// Intra-op threads for the backend (0 = engine default).
+    pub threads: usize,
+    /// Stop after this many frames (0 = run until the source ends or a signal).
+    pub max_frames: u64,
+    /// Pace file and synthetic sources at this rate (0 = as fast as possible).
+    pub fps: f32,
+    /// Directory with the bundled models.
+    pub models_dir: PathBuf,
+    /// Camera settings (`[camera]`; the device comes from `source`).
+    pub camera: CameraConfig,
+    /// Image directory settings (`[images]`; the path comes from `source`).
+    pub images: ImageDirConfig,
+    /// Synthetic camera settings (`[synthetic]`; the seed comes from `source`).
+    pub synthetic: SyntheticConfig,
+    /// Serial settings besides path and baud (`[serial]`: mode, queue, timeouts, backoff).
+    pub serial: SerialConfig,
+    /// MQTT settings besides the URL (`[mqtt]`: credentials, TLS, queue, keep-alive, backoff).
+    pub mqtt: MqttConfig,
+    /// Exponential smoothing per track (`[smoothing]`; absent = off).
+    pub smoothing: Option<SmoothConfig>,
+    /// Rate limit per track (`[rate_limit]`; absent = every frame).
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Face tracking.
+    pub tracker: TrackerConfig,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            source: SourceSpec::Camera("/dev/video0".into()),
+            model: None,
+            backend: BackendKind::Tract,
+            faces: None,
+            report: vec!["stdout".into()],
+            threads: 0,
+            max_frames: 0,
+            fps: 0.0,
+            models_dir: default_models_dir(),
+            camera: CameraConfig::default(),
+            images: ImageDirConfig::default(),
+            synthetic: SyntheticConfig::default(),
+            serial: SerialConfig::default(),
+            mqtt: MqttConfig::default(),
+            smoothing: None,
+            rate_limit: None,
+            tracker: TrackerConfig::default(),
+        }
+    }
+}
+
+/// `$AFFECT_MODELS`, else `models/` next to the executable's workspace, else `./models`.
+pub fn default_models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("AFFECT_MODELS") {
+        return dir.into();
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    if repo.is_dir() {
+        return repo;
+    }
+    PathBuf::from("models")
+}
+
+/// Bundled model trained on the synthetic generator (for the synthetic camera / demo).
+pub const SYNTHETIC_MODEL: &str = "affect-synth.onnx";
+/// Bundled default for real faces: face-api expressions mapped onto the valence–arousal plane.
+pub const EXPRESSION_MODEL: &str = "expression-va.onnx";
+
+impl EdgeConfig {
+    /// Reads a TOML file; unknown keys and wrong types are errors naming line and field.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The model to load: explicit, or the bundled default for the source.
+    pub fn model_path(&self) -> PathBuf {
+        match &self.model {
+            Some(m) => m.clone(),
+            None => self.models_dir.join(match self.source {
+                SourceSpec::Synthetic(_) => SYNTHETIC_MODEL,
+                _ => EXPRESSION_MODEL,
+            }),
+        }
+    }
+
+    /// How faces are found: explicit, or the default for the source (the synthetic camera
+    /// frames one face like the training crops; real sources use the detector).
+    pub fn faces_mode(&self) -> FacesSpec {
+        self.faces.unwrap_or(match self.source {
+            SourceSpec::Synthetic(_) => FacesSpec::None,
+            _ => FacesSpec::Bundled,
+        })
+    }
+
+    /// Checks ranges and combinations (reporter and source settings are checked again by the
+    /// components themselves when they open).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.report.is_empty() {
+            return Err(invalid("report", "at least one report target is needed"));
+        }
+        for target in &self.report {
+            let known = target == "stdout"
+                || target.starts_with("serial:")
+                || target.starts_with("mqtt://")
+                || target.starts_with("mqtts://");
+            if !known {
+                return Err(invalid(
+                    "report",
+                    format!(
+                        "{target:?}: expected stdout, serial:PATH[@BAUD] or mqtt://HOST:PORT/TOPIC"
+                    ),
+                ));
+            }
+        }
+        if self.report.iter().filter(|r| *r == "stdout").count() > 1 {
+            return Err(invalid("report", "stdout listed twice"));
+        }
+        if !(self.fps.is_finite() && self.fps >= 0.0) {
+            return Err(invalid("fps", "must be ≥ 0"));
+        }
+        if let Some(s) = &self.smoothing
+            && !(s.time_constant_ms.is_finite() && s.time_constant_ms > 0.0)
+        {
+            return Err(invalid("smoothing.time_constant_ms", "must be > 0"));
+        }
+        if let Some(r) = &self.rate_limit
+            && !(r.max_hz.is_finite() && r.max_hz > 0.0)
+        {
+            return Err(invalid("rate_limit.max_hz", "must be > 0"));
+        }
+        if self.mqtt.queue == 0 {
+            return Err(invalid("mqtt.queue", "must be at least 1"));
+        }
+        let t = &self.tracker;
+        if !(0.0..=1.0).contains(&t.min_iou) || t.max_tracks == 0 {
+            return Err(invalid(
+                "tracker",
+                "min_iou must be in [0, 1] and max_tracks ≥ 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_strings_round_trip() {
+        for s in ["camera:/dev/video2", "images:/tmp/x", "synthetic:7"] {
+            assert_eq!(String::from(s.parse::<SourceSpec>().unwrap()), s);
+        }
+        assert_eq!(
+            "synthetic".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Synthetic(1)
+        );
+        assert!("synthetic:x".parse::<SourceSpec>().is_err());
+        assert!("webcam".parse::<SourceSpec>().is_err());
+    }
+
+    #[test]
+    fn toml_maps_onto_the_config_and_errors_name_the_field() {
+        let c = EdgeConfig::from_toml(
+            "source = \"synthetic:3\"\nreport = [\"stdout\", \"mqtt://127.0.0.1:1883/a\"]\n\
+             [smoothing]\ntime_constant_ms = 200.0\n[mqtt]\nqueue = 50\n",
+            "edge.toml",
+        )
+        .unwrap();
+        assert_eq!(c.source, SourceSpec::Synthetic(3));
+        assert_eq!(c.report.len(), 2);
+        assert_eq!(c.mqtt.queue, 50);
+        c.validate().unwrap();
+        assert!(c.model_path().ends_with(SYNTHETIC_MODEL));
+        assert_eq!(c.faces_mode(), FacesSpec::None);
+
+        let e =
+            EdgeConfig::from_toml("[smoothing]\ntime_constant = 5.0\n", "edge.toml").unwrap_err();
+        assert!(e.to_string().contains("time_constant"), "{e}");
+        let e = EdgeConfig::from_toml("source = \"webcam\"\n", "edge.toml").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let mut c = EdgeConfig::default();
+        c.report = vec!["udp://x".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("`report`"));
+    }
+}

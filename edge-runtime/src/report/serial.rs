@@ -1,0 +1,389 @@
+//! Reports on a serial line: one `affect_shared::wire` frame per report (`docs/wire-format.md`),
+//! or readable text lines for a human on a terminal. The port is reopened with backoff when the
+//! adapter is unplugged; reports wait in a bounded queue meanwhile (see [`ReopeningLink`]).
+//!
+//! After every (re)open the reporter first writes a lone delimiter (binary: `0x00`, text: `\n`),
+//! so a receiver throws away any half frame from before the break instead of losing the next one.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use affect_shared::wire::{self, StatusFlags};
+use serde::{Deserialize, Serialize};
+
+use super::link::{LinkOpener, LinkStats, ReopeningLink};
+use super::{Report, ReportError, Reporter, check_finite};
+use crate::backoff::BackoffConfig;
+
+/// What goes over the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialMode {
+    /// COBS-framed binary reports, `docs/wire-format.md` (for microcontrollers).
+    #[default]
+    Binary,
+    /// One readable line per report, see [`to_text_line`] (for a terminal).
+    Text,
+}
+
+/// Serial reporter settings; maps onto a `[report.serial]`-style TOML table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Device path, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/…`.
+    pub path: PathBuf,
+    /// Baud rate.
+    pub baud: u32,
+    /// Binary frames or text lines.
+    pub mode: SerialMode,
+    /// Reports kept while the port is gone; the oldest is dropped beyond this.
+    pub queue: usize,
+    /// How long one write may wait for the port to accept bytes before the port counts as gone,
+    /// milliseconds.
+    pub write_timeout_ms: u64,
+    /// Reopen schedule.
+    pub backoff: BackoffConfig,
+}
+
+impl Default for SerialConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/dev/ttyUSB0"),
+            baud: 115_200,
+            mode: SerialMode::Binary,
+            queue: 256,
+            write_timeout_ms: 500,
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+impl SerialConfig {
+    /// Settings for `serial:PATH[@BAUD]` (the CLI form); the rest default.
+    pub fn from_spec(spec: &str) -> Result<Self, ReportError> {
+        let (path, baud) = match spec.rsplit_once('@') {
+            Some((path, baud)) => {
+                let baud = baud.parse::<u32>().ok().filter(|b| *b > 0).ok_or_else(|| {
+                    ReportError::Config {
+                        what: format!("serial:{spec}"),
+                        message: format!("baud rate {baud:?} is not a positive integer"),
+                    }
+                })?;
+                (path, baud)
+            }
+            None => (spec, SerialConfig::default().baud),
+        };
+        if path.is_empty() {
+            return Err(ReportError::Config {
+                what: format!("serial:{spec}"),
+                message: "no device path".into(),
+            });
+        }
+        Ok(Self {
+            path: PathBuf::from(path),
+            baud,
+            ..Self::default()
+        })
+    }
+}
+
+/// One report as a readable line (with `\n`), e.g.
+/// `ts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 box=120,80,96,96 score=0.9876 flags=new-track`.
+pub fn to_text_line(report: &Report) -> String {
+    let names = [
+        (StatusFlags::NEW_TRACK, "new-track"),
+        (StatusFlags::SMOOTHED, "smoothed"),
+        (StatusFlags::LOW_CONFIDENCE, "low-confidence"),
+        (StatusFlags::FACE_LOST, "face-lost"),
+    ];
+    let flags: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| report.flags.contains(*bit))
+        .map(|(_, name)| *name)
+        .collect();
+    let [x, y, w, h] = report.bbox;
+    format!(
+        "ts={}.{:03} frame={} track={} valence={:+.4} arousal={:+.4} box={:.0},{:.0},{:.0},{:.0} score={:.4} flags={}\n",
+        report.timestamp_ms / 1000,
+        report.timestamp_ms % 1000,
+        report.frame,
+        report.track,
+        report.valence,
+        report.arousal,
+        x,
+        y,
+        w,
+        h,
+        report.score,
+        if flags.is_empty() {
+            "-".to_owned()
+        } else {
+            flags.join(",")
+        }
+    )
+}
+
+/// Opens a serial port with the `serialport` crate (8N1, no flow control).
+#[derive(Debug, Clone)]
+pub struct SerialOpener {
+    path: PathBuf,
+    baud: u32,
+    write_timeout: Duration,
+}
+
+impl SerialOpener {
+    /// An opener for `path` at `baud`.
+    pub fn new(path: PathBuf, baud: u32, write_timeout: Duration) -> Self {
+        Self {
+            path,
+            baud,
+            write_timeout,
+        }
+    }
+}
+
+/// An open port. `write` goes straight to the device; `flush` does not wait for the UART to
+/// empty (`tcdrain` could block forever on a vanished pty), the kernel sends what was written.
+pub struct SerialLink(Box<dyn serialport::SerialPort>);
+
+impl Write for SerialLink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LinkOpener for SerialOpener {
+    type Link = SerialLink;
+
+    fn open(&mut self) -> std::io::Result<SerialLink> {
+        let path = self.path.to_string_lossy();
+        serialport::new(path, self.baud)
+            .timeout(self.write_timeout)
+            .open()
+            .map(SerialLink)
+            .map_err(std::io::Error::from)
+    }
+
+    fn describe(&self) -> String {
+        format!("serial {}@{}", self.path.display(), self.baud)
+    }
+}
+
+/// Writes reports to a serial port, reopening it when it comes back.
+pub struct SerialReporter<O: LinkOpener = SerialOpener> {
+    link: ReopeningLink<O>,
+    mode: SerialMode,
+}
+
+impl SerialReporter<SerialOpener> {
+    /// A reporter for the configured port. The port is opened on the first report; a missing
+    /// device is not an error here (it may be plugged in later), a bad configuration is.
+    pub fn new(config: &SerialConfig) -> Result<Self, ReportError> {
+        let what = format!("serial {}", config.path.display());
+        let bad = |message: String| ReportError::Config {
+            what: what.clone(),
+            message,
+        };
+        if config.baud == 0 {
+            return Err(bad("baud must be positive".into()));
+        }
+        if config.queue == 0 {
+            return Err(bad("queue must hold at least 1 report".into()));
+        }
+        config.backoff.validate().map_err(bad)?;
+        let opener = SerialOpener::new(
+            config.path.clone(),
+            config.baud,
+            Duration::from_millis(config.write_timeout_ms.max(1)),
+        );
+        Ok(Self::with_opener(
+            opener,
+            config.mode,
+            config.queue,
+            config.backoff,
+        ))
+    }
+}
+
+impl<O: LinkOpener> SerialReporter<O> {
+    /// A reporter over any reopenable link (tests use an in-memory one).
+    pub fn with_opener(opener: O, mode: SerialMode, queue: usize, backoff: BackoffConfig) -> Self {
+        let resync = match mode {
+            SerialMode::Binary => vec![0],
+            SerialMode::Text => b"\n".to_vec(),
+        };
+        Self {
+            link: ReopeningLink::new(opener, queue, resync, backoff),
+            mode,
+        }
+    }
+
+    /// Delivery counters (sent, dropped, queued, opens, failures).
+    pub fn stats(&self) -> LinkStats {
+        self.link.stats()
+    }
+
+    fn encode(&self, report: &Report) -> Result<Vec<u8>, ReportError> {
+        match self.mode {
+            SerialMode::Binary => wire::encode_frame_vec(report)
+                .map(|frame| frame.to_vec())
+                .map_err(|source| ReportError::Encode {
+                    what: self.link.describe(),
+                    source,
+                }),
+            SerialMode::Text => {
+                check_finite(report, &self.link.describe())?;
+                Ok(to_text_line(report).into_bytes())
+            }
+        }
+    }
+}
+
+impl<O: LinkOpener> Reporter for SerialReporter<O> {
+    /// Encodes and queues the report, then writes what the port takes. A port that is gone is
+    /// not an error (the report waits); a report with NaN/infinite values is.
+    fn report(&mut self, report: &Report) -> Result<(), ReportError> {
+        let bytes = self.encode(report)?;
+        self.link.send(bytes, Instant::now());
+        Ok(())
+    }
+
+    fn drain(&mut self, timeout: Duration) -> Result<(), ReportError> {
+        let pending = self.link.drain(timeout);
+        if pending == 0 {
+            return Ok(());
+        }
+        Err(ReportError::Undelivered {
+            what: self.link.describe(),
+            pending,
+            waited_ms: timeout.as_millis() as u64,
+            detail: self.link.last_error().unwrap_or("link up").to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use affect_shared::wire::FrameDecoder;
+
+    use super::*;
+
+    struct Buffer(Rc<RefCell<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    struct BufferOpener(Rc<RefCell<Vec<u8>>>);
+    impl LinkOpener for BufferOpener {
+        type Link = Buffer;
+        fn open(&mut self) -> std::io::Result<Buffer> {
+            Ok(Buffer(self.0.clone()))
+        }
+        fn describe(&self) -> String {
+            "buffer".into()
+        }
+    }
+
+    fn report(frame: u32) -> Report {
+        Report {
+            timestamp_ms: 1_700_000_000_123,
+            frame,
+            track: 1,
+            valence: 0.25,
+            arousal: -0.5,
+            bbox: [120.0, 80.0, 96.0, 96.0],
+            score: 0.9876,
+            flags: StatusFlags(StatusFlags::NEW_TRACK),
+        }
+    }
+
+    #[test]
+    fn binary_mode_writes_the_documented_frames_after_a_resync_delimiter() {
+        let bytes = Rc::new(RefCell::new(Vec::new()));
+        let mut reporter = SerialReporter::with_opener(
+            BufferOpener(bytes.clone()),
+            SerialMode::Binary,
+            4,
+            BackoffConfig::default(),
+        );
+        reporter.report(&report(42)).unwrap();
+        reporter.drain(Duration::ZERO).unwrap();
+        let written = bytes.borrow().clone();
+        // docs/wire-format.md example 1, preceded by the lone resync delimiter.
+        let example = "08017b68e5cf8b0101022a0101020106c40978ec780250026002600694260197bb00";
+        let hex: String = written.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, format!("00{example}"));
+        let mut decoder = FrameDecoder::new();
+        let decoded: Vec<Report> = written
+            .iter()
+            .filter_map(|b| decoder.push(*b))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(decoded[0].frame, 42);
+    }
+
+    #[test]
+    fn text_mode_writes_one_readable_line_per_report() {
+        let bytes = Rc::new(RefCell::new(Vec::new()));
+        let mut reporter = SerialReporter::with_opener(
+            BufferOpener(bytes.clone()),
+            SerialMode::Text,
+            4,
+            BackoffConfig::default(),
+        );
+        reporter.report(&report(42)).unwrap();
+        let text = String::from_utf8(bytes.borrow().clone()).unwrap();
+        assert_eq!(
+            text,
+            "\nts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 \
+             box=120,80,96,96 score=0.9876 flags=new-track\n"
+        );
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_in_both_modes() {
+        for mode in [SerialMode::Binary, SerialMode::Text] {
+            let bytes = Rc::new(RefCell::new(Vec::new()));
+            let mut reporter = SerialReporter::with_opener(
+                BufferOpener(bytes.clone()),
+                mode,
+                4,
+                BackoffConfig::default(),
+            );
+            let bad = Report {
+                arousal: f32::NAN,
+                ..report(1)
+            };
+            let err = reporter.report(&bad).unwrap_err();
+            assert!(err.to_string().contains("arousal"), "{err}");
+            assert!(bytes.borrow().is_empty());
+        }
+    }
+
+    #[test]
+    fn cli_spec_parses_path_and_optional_baud() {
+        let plain = SerialConfig::from_spec("/dev/ttyACM0").unwrap();
+        assert_eq!(
+            (plain.path, plain.baud),
+            (PathBuf::from("/dev/ttyACM0"), 115_200)
+        );
+        let fast = SerialConfig::from_spec("/dev/ttyUSB1@921600").unwrap();
+        assert_eq!(fast.baud, 921_600);
+        let err = SerialConfig::from_spec("/dev/ttyUSB1@fast").unwrap_err();
+        assert!(err.to_string().contains("\"fast\""), "{err}");
+    }
+}

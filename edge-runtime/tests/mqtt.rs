@@ -1,0 +1,590 @@
+//! The MQTT reporter against a real broker (`mosquitto` on a free loopback port) and a real
+//! subscriber (`mosquitto_sub`): every report arrives and parses, the retained status follows
+//! the device, a broker restart loses nothing within the queue bound and keeps the order, and
+//! beyond the bound the oldest reports are dropped and counted.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use affect_edge::backoff::BackoffConfig;
+use affect_edge::report::{MqttConfig, MqttReporter, MqttTlsConfig, Report, Reporter};
+use affect_shared::wire::StatusFlags;
+
+fn make_readable(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A mosquitto broker bound to 127.0.0.1, persisting sessions in its directory.
+struct Broker {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    extra: String,
+}
+
+impl Broker {
+    fn start(dir: &Path, port: u16, extra: &str) -> Self {
+        // Started as root, mosquitto drops to its own user: let it into the directory (its
+        // persistence file, the test keys).
+        make_readable(dir, 0o777);
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 persistence true\n\
+                 persistence_location {}/\n\
+                 {extra}\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto not found: run tests/setup.sh (Debian package mosquitto)");
+        wait_until("the broker to listen", Duration::from_secs(5), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            extra: extra.to_owned(),
+        }
+    }
+
+    /// SIGTERM: mosquitto saves its sessions (persistence) and exits.
+    fn stop(mut self) -> (PathBuf, u16, String) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (self.dir.clone(), self.port, self.extra.clone())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `mosquitto_sub` collecting `topic payload` lines.
+struct Subscriber {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    subscribed: Arc<Mutex<bool>>,
+}
+
+impl Subscriber {
+    /// Subscribes with QoS 1 to `topics`; `session` keeps a persistent session under that id.
+    fn start(port: u16, topics: &[&str], session: Option<&str>, extra: &[&str]) -> Self {
+        // Line-buffered: through a pipe the client's log would otherwise sit in its buffer.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"]);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-v",
+            "-d",
+        ]);
+        for t in topics {
+            cmd.args(["-t", t]);
+        }
+        if let Some(id) = session {
+            cmd.args(["-i", id, "-c"]);
+        }
+        cmd.args(extra);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub not found: run tests/setup.sh (mosquitto-clients)");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let subscribed = Arc::new(Mutex::new(false));
+        {
+            let (lines, subscribed) = (lines.clone(), subscribed.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    // `-d` interleaves the client's log ("Client … received SUBACK") with messages.
+                    if line.starts_with("Client ") {
+                        if line.contains("SUBACK") {
+                            *subscribed.lock().unwrap() = true;
+                        }
+                        continue;
+                    }
+                    if line.starts_with("Subscribed (mid") {
+                        continue;
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let sub = Self {
+            child,
+            lines,
+            subscribed,
+        };
+        wait_until("the subscription", Duration::from_secs(5), || {
+            *sub.subscribed.lock().unwrap()
+        });
+        sub
+    }
+
+    /// Payloads received on `topic`, in arrival order.
+    fn payloads(&self, topic: &str) -> Vec<String> {
+        let prefix = format!("{topic} ");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn report(frame: u32) -> Report {
+    Report {
+        timestamp_ms: 1_764_000_000_000 + u64::from(frame) * 40,
+        frame,
+        track: (frame % 2) as u16,
+        valence: (frame as f32 * 0.01) - 0.5,
+        arousal: 0.25,
+        bbox: [10.0, 20.0, 64.0, 64.0],
+        score: 0.9,
+        flags: StatusFlags(0),
+    }
+}
+
+fn config(port: u16, topic: &str, queue: usize) -> MqttConfig {
+    MqttConfig {
+        host: "127.0.0.1".into(),
+        port,
+        topic: topic.into(),
+        queue,
+        keep_alive_s: 5,
+        connect_timeout_s: 2,
+        backoff: BackoffConfig {
+            initial_ms: 50,
+            max_ms: 300,
+            factor: 2.0,
+        },
+        ..MqttConfig::default()
+    }
+}
+
+/// Frame numbers of the JSON reports, duplicates (QoS 1 redelivery) removed, first kept.
+fn frames_in_order(payloads: &[String]) -> Vec<u32> {
+    let mut seen = HashSet::new();
+    payloads
+        .iter()
+        .map(|p| {
+            let v: serde_json::Value = serde_json::from_str(p).unwrap();
+            v["frame"].as_u64().unwrap() as u32
+        })
+        .filter(|f| seen.insert(*f))
+        .collect()
+}
+
+#[test]
+fn every_report_arrives_as_json_and_the_status_follows_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port(), "allow_anonymous true");
+    let topic = "lab/affect";
+    let sub = Subscriber::start(broker.port, &[topic, "lab/affect/status"], None, &[]);
+    let mut reporter = MqttReporter::new(&config(broker.port, topic, 1_000)).unwrap();
+    assert!(reporter.wait_connected(Duration::from_secs(5)));
+    let sent: Vec<Report> = (0..200).map(report).collect();
+    for r in &sent {
+        reporter.report(r).unwrap();
+    }
+    reporter.drain(Duration::from_secs(10)).unwrap();
+    wait_until("200 reports", Duration::from_secs(10), || {
+        sub.payloads(topic).len() >= 200
+    });
+    let payloads = sub.payloads(topic);
+    assert_eq!(payloads.len(), 200);
+    for (payload, sent) in payloads.iter().zip(&sent) {
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["arousal", "box", "frame", "score", "track", "ts", "valence"]
+        );
+        assert_eq!(v["frame"], sent.frame);
+        assert_eq!(v["track"], sent.track);
+        assert!((v["valence"].as_f64().unwrap() - f64::from(sent.valence)).abs() < 1e-6);
+        assert_eq!(v["ts"].as_f64().unwrap(), sent.timestamp_ms as f64 / 1000.0);
+    }
+    let stats = reporter.stats();
+    assert_eq!((stats.delivered, stats.dropped, stats.queued), (200, 0, 0));
+    assert_eq!(sub.payloads("lab/affect/status"), ["online"]);
+
+    reporter.close(Duration::from_secs(2)).unwrap();
+    wait_until("the offline status", Duration::from_secs(5), || {
+        sub.payloads("lab/affect/status").len() >= 2
+    });
+    assert_eq!(sub.payloads("lab/affect/status"), ["online", "offline"]);
+    // Retained: a late subscriber learns the device is offline.
+    let late = Subscriber::start(broker.port, &["lab/affect/status"], None, &[]);
+    wait_until("the retained status", Duration::from_secs(5), || {
+        !late.payloads("lab/affect/status").is_empty()
+    });
+    assert_eq!(late.payloads("lab/affect/status"), ["offline"]);
+}
+
+#[test]
+fn a_broker_restart_loses_nothing_within_the_bound_and_keeps_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "restart/affect";
+    let broker = Broker::start(dir.path(), free_port(), "allow_anonymous true");
+    // A persistent subscriber session: the broker keeps its messages across the restart.
+    let first = Subscriber::start(broker.port, &[topic], Some("restart-test-sub"), &[]);
+    let mut reporter = MqttReporter::new(&config(broker.port, topic, 100)).unwrap();
+    assert!(reporter.wait_connected(Duration::from_secs(5)));
+    for frame in 0..50 {
+        reporter.report(&report(frame)).unwrap();
+    }
+    reporter.drain(Duration::from_secs(10)).unwrap();
+    wait_until("the first 50", Duration::from_secs(10), || {
+        first.payloads(topic).len() >= 50
+    });
+
+    // The broker goes away mid-run; the device keeps reporting.
+    let (dir_path, port, extra) = broker.stop();
+    let before = frames_in_order(&first.payloads(topic));
+    drop(first);
+    for frame in 50..90 {
+        reporter.report(&report(frame)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait_until("the reporter to notice", Duration::from_secs(10), || {
+        !reporter.stats().connected
+    });
+    assert!(reporter.stats().queued > 0);
+
+    let _broker = Broker::start(&dir_path, port, &extra);
+    wait_until("the reconnect", Duration::from_secs(10), || {
+        reporter.stats().connects >= 2
+    });
+    for frame in 90..100 {
+        reporter.report(&report(frame)).unwrap();
+    }
+    reporter.drain(Duration::from_secs(10)).unwrap();
+    let stats = reporter.stats();
+    assert_eq!((stats.dropped, stats.queued), (0, 0));
+
+    // The same subscriber session collects what the broker kept for it meanwhile.
+    let second = Subscriber::start(port, &[topic], Some("restart-test-sub"), &[]);
+    let after_restart = || -> Vec<u32> {
+        frames_in_order(&second.payloads(topic))
+            .into_iter()
+            .filter(|f| *f >= 50)
+            .collect()
+    };
+    wait_until("reports 50..100", Duration::from_secs(10), || {
+        after_restart().len() >= 50
+    });
+    assert_eq!(before, (0..50).collect::<Vec<u32>>());
+    assert_eq!(after_restart(), (50..100).collect::<Vec<u32>>());
+}
+
+#[test]
+fn beyond_the_bound_the_oldest_reports_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let topic = "bound/affect";
+    // No broker yet: the device starts reporting into the void.
+    let mut reporter = MqttReporter::new(&config(port, topic, 10)).unwrap();
+    for frame in 0..25 {
+        reporter.report(&report(frame)).unwrap();
+    }
+    let stats = reporter.stats();
+    assert_eq!(
+        (stats.queued, stats.dropped, stats.connected),
+        (10, 15, false)
+    );
+    let err = reporter.drain(Duration::from_millis(100)).unwrap_err();
+    assert!(
+        err.to_string().contains("10 report(s) still queued"),
+        "{err}"
+    );
+
+    let broker = Broker::start(dir.path(), port, "allow_anonymous true");
+    let sub = Subscriber::start(broker.port, &[topic], None, &[]);
+    reporter.drain(Duration::from_secs(10)).unwrap();
+    wait_until("the 10 kept reports", Duration::from_secs(10), || {
+        sub.payloads(topic).len() >= 10
+    });
+    assert_eq!(
+        frames_in_order(&sub.payloads(topic)),
+        (15..25).collect::<Vec<u32>>()
+    );
+    assert_eq!(reporter.stats().delivered, 10);
+}
+
+#[test]
+fn a_login_is_required_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    let status = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args(["edge", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(status.success());
+    let broker = Broker::start(
+        dir.path(),
+        free_port(),
+        &format!(
+            "allow_anonymous false\npassword_file {}",
+            passwords.display()
+        ),
+    );
+    let topic = "login/affect";
+    let sub = Subscriber::start(broker.port, &[topic], None, &["-u", "edge", "-P", "s3cret"]);
+
+    let wrong = MqttConfig {
+        username: Some("edge".into()),
+        password: Some("wrong".into()),
+        ..config(broker.port, topic, 10)
+    };
+    let refused = MqttReporter::new(&wrong).unwrap();
+    assert!(!refused.wait_connected(Duration::from_millis(500)));
+    let error = refused.stats().last_error.unwrap_or_default();
+    assert!(error.contains("refused"), "{error}");
+
+    let right = MqttConfig {
+        password: Some("s3cret".into()),
+        ..wrong
+    };
+    let mut reporter = MqttReporter::new(&right).unwrap();
+    reporter.report(&report(7)).unwrap();
+    reporter.drain(Duration::from_secs(5)).unwrap();
+    wait_until("the report", Duration::from_secs(5), || {
+        !sub.payloads(topic).is_empty()
+    });
+    assert_eq!(frames_in_order(&sub.payloads(topic)), [7]);
+}
+
+/// Writes a CA and a broker certificate for `localhost`/127.0.0.1 with openssl.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=affect test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    // Throwaway test key; the broker reads it after dropping root.
+    make_readable(&dir.join("server.key"), 0o644);
+}
+
+#[test]
+fn tls_with_a_ca_file_connects_and_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let d = dir.path().display();
+    let broker = Broker::start(
+        dir.path(),
+        free_port(),
+        &format!(
+            "allow_anonymous true\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key"
+        ),
+    );
+    let topic = "tls/affect";
+    let ca = dir.path().join("ca.pem");
+    let sub = Subscriber::start(
+        broker.port,
+        &[topic],
+        None,
+        &["--cafile", ca.to_str().unwrap()],
+    );
+    let mut reporter = MqttReporter::new(&MqttConfig {
+        host: "localhost".into(),
+        tls: Some(MqttTlsConfig {
+            ca_file: ca.clone(),
+            client_cert: None,
+            client_key: None,
+        }),
+        ..config(broker.port, topic, 10)
+    })
+    .unwrap();
+    for frame in 0..5 {
+        reporter.report(&report(frame)).unwrap();
+    }
+    reporter.drain(Duration::from_secs(5)).unwrap();
+    wait_until("the TLS reports", Duration::from_secs(5), || {
+        sub.payloads(topic).len() >= 5
+    });
+    assert_eq!(frames_in_order(&sub.payloads(topic)), [0, 1, 2, 3, 4]);
+}
+
+/// A TCP relay between the reporter and the broker whose connections the test can cut, as a
+/// network failure or a device losing power would (no MQTT DISCONNECT reaches the broker).
+struct Relay {
+    port: u16,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let registry = live.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut list = registry.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, live }
+    }
+
+    /// Cuts every connection through the relay.
+    fn cut(&self) {
+        for stream in self.live.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_lost_connection_publishes_the_last_will_and_a_reconnect_announces_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port(), "allow_anonymous true");
+    let relay = Relay::start(broker.port);
+    let status = "will/affect/status";
+    let sub = Subscriber::start(broker.port, &[status], None, &[]);
+    let reporter = MqttReporter::new(&config(relay.port, "will/affect", 10)).unwrap();
+    assert!(reporter.wait_connected(Duration::from_secs(5)));
+    wait_until("online", Duration::from_secs(5), || {
+        sub.payloads(status) == ["online"]
+    });
+    relay.cut();
+    wait_until("the last will", Duration::from_secs(5), || {
+        sub.payloads(status).len() >= 2
+    });
+    assert_eq!(sub.payloads(status)[1], "offline");
+    wait_until("online again", Duration::from_secs(10), || {
+        sub.payloads(status).len() >= 3
+    });
+    assert_eq!(sub.payloads(status), ["online", "offline", "online"]);
+    assert!(reporter.stats().connects >= 2);
+}

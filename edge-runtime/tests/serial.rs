@@ -1,0 +1,367 @@
+//! The serial reporter against a real pseudo-terminal pair (`socat`), read back by an
+//! independent decoder (`tests/oracles/wire_oracle.py`). Unplugging is killing socat; plugging
+//! back in is starting it again on the same link names.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use affect_edge::backoff::BackoffConfig;
+use affect_edge::report::{Report, Reporter, SerialConfig, SerialMode, SerialReporter};
+use affect_shared::wire::StatusFlags;
+
+/// A socat pty pair: the device end (`dev`) for the reporter, the host end (`host`) for the
+/// reader.
+struct PtyPair {
+    child: Child,
+    dev: PathBuf,
+    host: PathBuf,
+}
+
+impl PtyPair {
+    fn start(dir: &Path) -> Self {
+        let dev = dir.join("dev");
+        let host = dir.join("host");
+        let child = Command::new("socat")
+            .arg("-d")
+            .arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", dev.display()))
+            .arg(format!("pty,raw,echo=0,link={}", host.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat not found: run tests/setup.sh (Debian package socat)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(dev.exists() && host.exists()) {
+            assert!(Instant::now() < deadline, "socat did not create its ptys");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { child, dev, host }
+    }
+
+    /// Unplugs: SIGTERM so socat removes its links, then waits for it.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(&self.dev);
+        let _ = std::fs::remove_file(&self.host);
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the host end into a buffer on a thread, reopening it whenever it goes away.
+struct Reader {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    opens: Arc<Mutex<u32>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reader {
+    fn start(host: PathBuf) -> Self {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let opens = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (bytes, opens, stop) = (bytes.clone(), opens.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut port) = serialport::new(host.to_string_lossy(), 115_200)
+                        .timeout(Duration::from_millis(50))
+                        .open()
+                    else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    *opens.lock().unwrap() += 1;
+                    let mut buf = [0u8; 4096];
+                    while !stop.load(Ordering::Relaxed) {
+                        match port.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => bytes.lock().unwrap().extend_from_slice(&buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            })
+        };
+        Self {
+            bytes,
+            opens,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn frames_seen(&self) -> usize {
+        self.bytes
+            .lock()
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|f| !f.is_empty())
+            .count()
+    }
+
+    fn wait_for_frames(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.frames_seen() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} frames arrived",
+                self.frames_seen()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_for_opens(&self, n: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while *self.opens.lock().unwrap() < n {
+            assert!(
+                Instant::now() < deadline,
+                "reader did not reopen the host end"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        std::mem::take(&mut *self.bytes.lock().unwrap())
+    }
+}
+
+fn report(frame: u32) -> Report {
+    Report {
+        timestamp_ms: 1_764_000_000_000 + u64::from(frame) * 33,
+        frame,
+        track: (frame % 3) as u16,
+        valence: ((frame as f32) * 0.37).sin(),
+        arousal: ((frame as f32) * 0.11).cos() * 0.8,
+        bbox: [frame as f32, 20.5, 96.0, 100.0 + frame as f32 / 7.0],
+        score: 0.5 + (frame % 50) as f32 / 100.0,
+        flags: StatusFlags(if frame.is_multiple_of(3) {
+            StatusFlags::NEW_TRACK
+        } else {
+            StatusFlags::SMOOTHED
+        }),
+    }
+}
+
+/// Decodes the byte stream with the Python oracle; one JSON value per frame.
+fn oracle_decode(bytes: &[u8]) -> Vec<serde_json::Value> {
+    let hex: String = bytes
+        .split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            let mut line: String = f.iter().map(|b| format!("{b:02x}")).collect();
+            line.push_str("00\n");
+            line
+        })
+        .collect();
+    let python = std::env::var("AFFECT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oracles/wire_oracle.py");
+    let mut child = Command::new(python)
+        .arg(oracle)
+        .arg("decode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 for the wire oracle");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(hex.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "oracle failed on the received bytes"
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Checks a decoded frame against the report it came from (wire quantisation: 1e-4, whole
+/// pixels).
+fn assert_same(decoded: &serde_json::Value, sent: &Report) {
+    let f = |k: &str| decoded[k].as_f64().unwrap();
+    assert_eq!(decoded["frame"], sent.frame, "{decoded}");
+    assert_eq!(decoded["timestamp_ms"], sent.timestamp_ms);
+    assert_eq!(decoded["track"], sent.track);
+    assert_eq!(decoded["flags"], sent.flags.0);
+    assert!((f("valence") - f64::from(sent.valence)).abs() <= 0.5e-4 + 1e-9);
+    assert!((f("arousal") - f64::from(sent.arousal)).abs() <= 0.5e-4 + 1e-9);
+    assert!((f("score") - f64::from(sent.score)).abs() <= 0.5e-4 + 1e-9);
+    let bbox: Vec<f64> = decoded["bbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (got, want) in bbox.iter().zip(sent.bbox) {
+        assert!(
+            (got - f64::from(want)).abs() <= 0.5,
+            "{bbox:?} vs {:?}",
+            sent.bbox
+        );
+    }
+}
+
+fn config(dev: &Path, queue: usize, mode: SerialMode) -> SerialConfig {
+    SerialConfig {
+        path: dev.to_path_buf(),
+        mode,
+        queue,
+        backoff: BackoffConfig {
+            initial_ms: 20,
+            max_ms: 200,
+            factor: 2.0,
+        },
+        ..SerialConfig::default()
+    }
+}
+
+#[test]
+fn every_report_crosses_the_line_and_the_oracle_decodes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    let reader = Reader::start(pty.host.clone());
+    reader.wait_for_opens(1, Duration::from_secs(5));
+    let mut reporter = SerialReporter::new(&config(&pty.dev, 64, SerialMode::Binary)).unwrap();
+    let sent: Vec<Report> = (0..300).map(report).collect();
+    for r in &sent {
+        reporter.report(r).unwrap();
+    }
+    reporter.drain(Duration::from_secs(5)).unwrap();
+    reader.wait_for_frames(sent.len(), Duration::from_secs(10));
+    let decoded = oracle_decode(&reader.finish());
+    assert_eq!(decoded.len(), sent.len());
+    for (d, s) in decoded.iter().zip(&sent) {
+        assert_same(d, s);
+    }
+    let stats = reporter.stats();
+    assert_eq!((stats.sent, stats.dropped, stats.opens), (300, 0, 1));
+    pty.stop();
+}
+
+#[test]
+fn unplugging_queues_within_the_bound_and_replugging_delivers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    let reader = Reader::start(pty.host.clone());
+    reader.wait_for_opens(1, Duration::from_secs(5));
+    let queue = 16;
+    let mut reporter = SerialReporter::new(&config(&pty.dev, queue, SerialMode::Binary)).unwrap();
+    for frame in 0..50 {
+        reporter.report(&report(frame)).unwrap();
+    }
+    reader.wait_for_frames(50, Duration::from_secs(10));
+
+    // Unplug, and keep reporting while the port is gone: 30 reports, the queue holds 16.
+    let dev = pty.dev.clone();
+    let host = pty.host.clone();
+    pty.stop();
+    for frame in 50..80 {
+        reporter.report(&report(frame)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gone = reporter.stats();
+    assert_eq!(gone.queued, queue);
+    assert_eq!(gone.dropped, 30 - queue as u64);
+    assert!(gone.failures >= 1, "{gone:?}");
+
+    // Plug back in (same device name), once the far end listens again.
+    let pty = PtyPair::start(dir.path());
+    assert_eq!((pty.dev.clone(), pty.host.clone()), (dev, host));
+    reader.wait_for_opens(2, Duration::from_secs(5));
+    reporter.drain(Duration::from_secs(5)).unwrap();
+    for frame in 80..100 {
+        reporter.report(&report(frame)).unwrap();
+    }
+    reporter.drain(Duration::from_secs(5)).unwrap();
+    let expected: Vec<u32> = (0..50).chain(80 - queue as u32..100).collect();
+    reader.wait_for_frames(expected.len(), Duration::from_secs(10));
+    let decoded = oracle_decode(&reader.finish());
+    let frames: Vec<u64> = decoded
+        .iter()
+        .map(|d| d["frame"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        frames,
+        expected.iter().map(|f| u64::from(*f)).collect::<Vec<_>>()
+    );
+    for (d, f) in decoded.iter().zip(&expected) {
+        assert_same(d, &report(*f));
+    }
+    let stats = reporter.stats();
+    assert_eq!(stats.opens, 2);
+    pty.stop();
+}
+
+#[test]
+fn text_mode_is_readable_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    let reader = Reader::start(pty.host.clone());
+    reader.wait_for_opens(1, Duration::from_secs(5));
+    let mut reporter = SerialReporter::new(&config(&pty.dev, 8, SerialMode::Text)).unwrap();
+    for frame in 0..5 {
+        reporter.report(&report(frame)).unwrap();
+    }
+    reporter.drain(Duration::from_secs(2)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = reader
+            .bytes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        if lines >= 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "text lines did not arrive");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = String::from_utf8(reader.finish()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 5);
+    for (frame, line) in lines.iter().enumerate() {
+        assert!(line.starts_with("ts=1764000000."), "{line}");
+        assert!(line.contains(&format!(" frame={frame} ")), "{line}");
+        assert!(
+            line.contains(" valence=") && line.contains(" flags="),
+            "{line}"
+        );
+    }
+    pty.stop();
+}

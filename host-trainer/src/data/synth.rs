@@ -1,0 +1,206 @@
+//! Writes a synthetic dataset ([`affect_shared::synth`]) in the Aff-Wild2 layout, plus landmark
+//! tables, so training and evaluation on synthetic data run the real readers.
+//!
+//! ```text
+//! annotations/VA_Estimation_Challenge/{Train_Set,Validation_Set}/<video>.txt
+//! cropped_aligned/<video>/00001.jpg     (missing where no face was "detected")
+//! landmarks/<video>.csv                 frame,x0,y0,…,x67,y67 in crop pixels
+//! synth.json                            the generator's configuration and counts
+//! ```
+//!
+//! Videos render in parallel (rayon), each from its own `(seed, index)` random stream, and every
+//! file's bytes depend only on that stream: the same seed gives a byte-identical tree whatever
+//! the thread count.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use affect_shared::synth::{SynthConfig, SyntheticVideo};
+use image::codecs::jpeg::JpegEncoder;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::files::{self, landmark_header, landmark_row};
+use super::problems::DataError;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct SynthDatasetConfig {
+    /// Number of videos (people).
+    pub videos: usize,
+    /// Fraction of videos in `Validation_Set` (the last ones); at least one each when
+    /// `videos >= 2` and the fraction is in (0, 1).
+    pub val_fraction: f64,
+    /// Random seed: the same seed gives byte-identical output.
+    pub seed: u64,
+    /// JPEG quality (1–100) of the crops.
+    pub jpeg_quality: u8,
+    /// Renderer settings (crop size, frames per video, nuisance rates).
+    pub render: SynthConfig,
+}
+
+impl Default for SynthDatasetConfig {
+    fn default() -> Self {
+        Self {
+            videos: 40,
+            val_fraction: 0.2,
+            seed: 0,
+            jpeg_quality: 90,
+            render: SynthConfig::default(),
+        }
+    }
+}
+
+/// Counts of what was written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SynthSummary {
+    /// Videos in `Train_Set`.
+    pub train_videos: usize,
+    /// Videos in `Validation_Set`.
+    pub validation_videos: usize,
+    /// Frames (annotation rows) in total.
+    pub frames: usize,
+    /// Frames with a face crop.
+    pub faces: usize,
+    /// Frames annotated `-5`.
+    pub unlabelled: usize,
+}
+
+/// The name of synthetic video `index`: Aff-Wild2 style, encoding fps and size.
+pub fn video_name(index: usize, size: u32) -> String {
+    format!("synth{index:04}-30-{size}x{size}")
+}
+
+/// Renders and writes the dataset into `out` (created; must be empty or absent).
+pub fn write_dataset(out: &Path, config: &SynthDatasetConfig) -> Result<SynthSummary, DataError> {
+    if config.videos == 0 || config.render.frames == 0 || config.render.size < 16 {
+        return Err(DataError::Config(
+            "need at least one video, one frame and a crop size of 16 or more".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&config.val_fraction) {
+        return Err(DataError::Config(format!(
+            "validation fraction {} is outside [0, 1]",
+            config.val_fraction
+        )));
+    }
+    if !(1..=100).contains(&config.jpeg_quality) {
+        return Err(DataError::Config(format!(
+            "JPEG quality {} is outside 1..=100",
+            config.jpeg_quality
+        )));
+    }
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(DataError::io(out))?
+            .next()
+            .is_some()
+    {
+        return Err(DataError::Config(format!(
+            "{} exists and is not empty; choose a new directory",
+            out.display()
+        )));
+    }
+    let validation = validation_count(config.videos, config.val_fraction);
+    let train = config.videos - validation;
+    let annotations = out.join("annotations").join("VA_Estimation_Challenge");
+    let summaries: Vec<SynthSummary> = (0..config.videos)
+        .into_par_iter()
+        .map(|index| {
+            let split = if index < train {
+                "Train_Set"
+            } else {
+                "Validation_Set"
+            };
+            write_video(out, &annotations.join(split), index, config)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut summary = SynthSummary {
+        train_videos: train,
+        validation_videos: validation,
+        ..SynthSummary::default()
+    };
+    for s in summaries {
+        summary.frames += s.frames;
+        summary.faces += s.faces;
+        summary.unlabelled += s.unlabelled;
+    }
+    let manifest = serde_json::json!({
+        "generator": "affect-shared synth",
+        "seed": config.seed,
+        "videos": config.videos,
+        "frames_per_video": config.render.frames,
+        "size": config.render.size,
+        "val_fraction": config.val_fraction,
+        "jpeg_quality": config.jpeg_quality,
+        "render": {
+            "expression_jitter": config.render.expression_jitter,
+            "annotation_noise": config.render.annotation_noise,
+            "blink_rate": config.render.blink_rate,
+            "occlusion_rate": config.render.occlusion_rate,
+            "blur_rate": config.render.blur_rate,
+            "no_face_rate": config.render.no_face_rate,
+            "invalid_label_rate": config.render.invalid_label_rate,
+        },
+        "summary": summary,
+    });
+    let text = serde_json::to_string_pretty(&manifest).expect("JSON values always serialise");
+    files::write_text(&out.join("synth.json"), &(text + "\n"))?;
+    Ok(summary)
+}
+
+/// Validation videos for `videos` in total: the rounded fraction, at least one on each side.
+fn validation_count(videos: usize, fraction: f64) -> usize {
+    let n = (videos as f64 * fraction).round() as usize;
+    if videos >= 2 && fraction > 0.0 && fraction < 1.0 {
+        n.clamp(1, videos - 1)
+    } else {
+        n.min(videos)
+    }
+}
+
+fn write_video(
+    root: &Path,
+    annotation_dir: &Path,
+    index: usize,
+    config: &SynthDatasetConfig,
+) -> Result<SynthSummary, DataError> {
+    let name = video_name(index, config.render.size);
+    let crops: PathBuf = root.join("cropped_aligned").join(&name);
+    std::fs::create_dir_all(&crops).map_err(DataError::io(&crops))?;
+    let mut annotation = String::from("valence,arousal\n");
+    let mut landmarks = landmark_header() + "\n";
+    let mut summary = SynthSummary::default();
+    let mut jpeg = Vec::new();
+    for frame in SyntheticVideo::new(&config.render, config.seed, index as u64) {
+        let number = frame.index + 1;
+        summary.frames += 1;
+        match frame.annotation {
+            Some([v, a]) => annotation.push_str(&format!("{v:.3},{a:.3}\n")),
+            None => {
+                summary.unlabelled += 1;
+                annotation.push_str("-5,-5\n");
+            }
+        }
+        if let Some((image, points)) = frame.face {
+            summary.faces += 1;
+            let path = crops.join(format!("{number:05}.jpg"));
+            jpeg.clear();
+            JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), config.jpeg_quality)
+                .encode_image(&image)
+                .map_err(|source| DataError::Image {
+                    path: path.clone(),
+                    source,
+                })?;
+            std::fs::write(&path, &jpeg).map_err(DataError::io(&path))?;
+            landmarks.push_str(&landmark_row(number, &points));
+            landmarks.push('\n');
+        }
+    }
+    files::write_text(&annotation_dir.join(format!("{name}.txt")), &annotation)?;
+    files::write_text(
+        &root.join("landmarks").join(format!("{name}.csv")),
+        &landmarks,
+    )?;
+    Ok(summary)
+}
