@@ -1,8 +1,27 @@
 //! Faces in a frame: detection (BlazeFace) and 68-point landmarks (face-api.js landmark net),
 //! both real pretrained ONNX models from `models/`, run with tract.
+//!
+//! [`BundledFaces`] is the [`FaceFinder`] the runtime uses: [`BlazeFace`] finds faces (optionally
+//! also on tiles of large frames), [`LandmarkNet`] adds 68 landmarks per face. The pure parts
+//! (letterboxing, anchors, decoding, suppression, landmark mapping) live in [`decode`] and
+//! [`landmarks`] and are tested without models.
 
-use affect_shared::preprocess::{FaceBox, Landmarks68};
+use std::path::Path;
+use std::sync::Arc;
+
+use affect_shared::preprocess::{FaceBox, Landmarks68, PreprocessError};
 use image::RgbImage;
+use tract_onnx::prelude::*;
+
+pub mod blazeface;
+pub mod decode;
+pub mod landmarks;
+pub mod pipeline;
+
+pub use blazeface::{BlazeFace, DetectorConfig};
+pub use decode::{Detection, Suppression, Tiling};
+pub use landmarks::LandmarkNet;
+pub use pipeline::{BundledFaces, FacesConfig};
 
 /// One face found in a frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,10 +51,68 @@ pub enum FaceError {
     /// Running a model failed.
     #[error("inference: {0}")]
     Inference(String),
+    /// A threshold, size or margin in the face-finding configuration is unusable.
+    #[error("face finding configuration: {0}")]
+    Config(String),
+    /// A face could not be cropped for the landmark net.
+    #[error("landmark crop: {0}")]
+    Preprocess(#[from] PreprocessError),
 }
 
 /// Finds faces (and their landmarks) in frames.
 pub trait FaceFinder {
     /// All faces in `frame`, best first.
     fn find(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError>;
+}
+
+/// An optimised tract plan.
+type Plan = Arc<TypedRunnableModel>;
+
+/// Loads an ONNX file with tract, optionally fixing the first input's shape, and optimises it.
+/// Errors name the file.
+fn load_plan(path: &Path, input_shape: Option<&[usize]>) -> Result<Plan, FaceError> {
+    let error = |e: TractError| FaceError::Model {
+        path: path.display().to_string(),
+        message: format!("{e:#}"),
+    };
+    if !path.is_file() {
+        return Err(FaceError::Model {
+            path: path.display().to_string(),
+            message: "no such model file (the bundled face models are in models/)".into(),
+        });
+    }
+    let model = tract_onnx::onnx().model_for_path(path).map_err(error)?;
+    let Some(shape) = input_shape else {
+        return model
+            .into_optimized()
+            .map_err(error)?
+            .into_runnable()
+            .map_err(error);
+    };
+    let wrong_input = |e: TractError| FaceError::Model {
+        path: path.display().to_string(),
+        message: format!("does not take an input of shape {shape:?} (wrong model file?): {e:#}"),
+    };
+    model
+        .with_input_fact(0, f32::fact(shape).into())
+        .and_then(|m| m.into_optimized())
+        .map_err(wrong_input)?
+        .into_runnable()
+        .map_err(error)
+}
+
+/// Runs a plan on one f32 tensor and returns its outputs.
+fn run(plan: &Plan, shape: &[usize], data: &[f32]) -> Result<TVec<TValue>, FaceError> {
+    let tensor =
+        Tensor::from_shape(shape, data).map_err(|e| FaceError::Inference(format!("{e:#}")))?;
+    plan.run(tvec!(tensor.into()))
+        .map_err(|e| FaceError::Inference(format!("{e:#}")))
+}
+
+/// The values of an f32 output, in row-major order.
+fn values(output: &TValue) -> Result<Vec<f32>, FaceError> {
+    let view = output
+        .to_plain_array_view::<f32>()
+        .map_err(|e| FaceError::Inference(format!("{e:#}")))?;
+    Ok(view.iter().copied().collect())
 }

@@ -1,0 +1,258 @@
+//! The BlazeFace detector (`models/blazeface.onnx`, MediaPipe front / short-range model) run
+//! with tract: letterbox → model → decode → suppression, optionally on tiles of large frames.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use super::decode::{self, Detection, INPUT_SIZE, Region, Suppression, Tiling};
+use super::{FaceError, Plan};
+
+/// Detector settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Minimum confidence of a detection, in [0, 1] (MediaPipe: 0.5).
+    pub score_threshold: f32,
+    /// Detections overlapping more than this IoU are merged or suppressed (MediaPipe: 0.3).
+    pub iou_threshold: f32,
+    /// How overlapping detections are merged.
+    pub suppression: Suppression,
+    /// At most this many faces per frame (the most confident).
+    pub max_faces: usize,
+    /// Also run on tiles, for frames whose faces are small (group photos, wide shots).
+    pub tiling: Option<Tiling>,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            score_threshold: 0.5,
+            iou_threshold: 0.3,
+            suppression: Suppression::Weighted,
+            max_faces: 16,
+            tiling: None,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Checks thresholds, face count and tiling.
+    pub fn validate(&self) -> Result<(), FaceError> {
+        let unit = |v: f32| (0.0..=1.0).contains(&v);
+        if !unit(self.score_threshold) {
+            return Err(FaceError::Config(format!(
+                "score_threshold {} must be in [0, 1]",
+                self.score_threshold
+            )));
+        }
+        if !unit(self.iou_threshold) {
+            return Err(FaceError::Config(format!(
+                "iou_threshold {} must be in [0, 1]",
+                self.iou_threshold
+            )));
+        }
+        if self.max_faces == 0 {
+            return Err(FaceError::Config("max_faces must be at least 1".into()));
+        }
+        if let Some(Tiling { tile, overlap }) = self.tiling
+            && (tile < 32 || overlap >= tile)
+        {
+            return Err(FaceError::Config(format!(
+                "tiling: tile {tile} must be at least 32 px and overlap {overlap} smaller than the tile"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which model output holds what: indices of the score and regressor outputs of the 16×16
+/// (512 anchors) and 8×8 (384 anchors) layers.
+#[derive(Debug, Clone, Copy)]
+struct OutputLayout {
+    scores: [usize; 2],
+    regressors: [usize; 2],
+}
+
+/// The BlazeFace face detector.
+#[derive(Debug, Clone)]
+pub struct BlazeFace {
+    plan: Plan,
+    path: PathBuf,
+    layout: OutputLayout,
+    anchors: Vec<[f64; 2]>,
+    config: DetectorConfig,
+}
+
+impl BlazeFace {
+    /// Loads `blazeface.onnx` (input NHWC `[1, 128, 128, 3]`, outputs scores `[1, 512|384, 1]`
+    /// and regressors `[1, 512|384, 16]`); refuses any other network, naming the file.
+    pub fn load(path: &Path, config: DetectorConfig) -> Result<Self, FaceError> {
+        config.validate()?;
+        let plan = super::load_plan(path, Some(&[1, INPUT_SIZE, INPUT_SIZE, 3]))?;
+        let layout = output_layout(&plan).map_err(|message| FaceError::Model {
+            path: path.display().to_string(),
+            message: format!("not the BlazeFace front model: {message}"),
+        })?;
+        Ok(Self {
+            plan,
+            path: path.to_owned(),
+            layout,
+            anchors: decode::anchors(),
+            config,
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Raw candidates of one region (above the score threshold), in frame pixels.
+    pub fn candidates(
+        &self,
+        frame: &RgbImage,
+        region: Region,
+    ) -> Result<Vec<Detection>, FaceError> {
+        let (input, mapping) = decode::letterbox_input(frame, region);
+        let outputs = super::run(&self.plan, &[1, INPUT_SIZE, INPUT_SIZE, 3], &input)?;
+        let mut logits = Vec::with_capacity(decode::ANCHOR_COUNT);
+        let mut regressors = Vec::with_capacity(decode::ANCHOR_COUNT * decode::REGRESSOR_WIDTH);
+        for i in self.layout.scores {
+            logits.extend(super::values(&outputs[i])?);
+        }
+        for i in self.layout.regressors {
+            regressors.extend(super::values(&outputs[i])?);
+        }
+        Ok(decode::decode(
+            &logits,
+            &regressors,
+            &self.anchors,
+            &mapping,
+            self.config.score_threshold,
+        ))
+    }
+
+    /// Faces in `frame`, best first: candidates of the whole frame and of every tile (without
+    /// those cut by an inner tile edge), merged by non-maximum suppression.
+    pub fn detect(&self, frame: &RgbImage) -> Result<Vec<Detection>, FaceError> {
+        let (width, height) = frame.dimensions();
+        if width == 0 || height == 0 {
+            return Ok(Vec::new());
+        }
+        let mut all = Vec::new();
+        for region in decode::regions(width, height, self.config.tiling) {
+            let whole = region.width == width && region.height == height;
+            all.extend(
+                self.candidates(frame, region)?
+                    .into_iter()
+                    .filter(|d| whole || !decode::touches_inner_edge(d, region, width, height)),
+            );
+        }
+        Ok(decode::suppress(
+            all,
+            self.config.iou_threshold,
+            self.config.suppression,
+            self.config.max_faces,
+        ))
+    }
+}
+
+/// Finds the four outputs by shape.
+fn output_layout(plan: &Plan) -> Result<OutputLayout, String> {
+    let model = plan.model();
+    let count = model.outputs.len();
+    if count != 4 {
+        return Err(format!("expected 4 outputs, found {count}"));
+    }
+    let mut scores = [None; 2];
+    let mut regressors = [None; 2];
+    for i in 0..count {
+        let fact = model.output_fact(i).map_err(|e| format!("{e:#}"))?;
+        let shape = fact
+            .shape
+            .as_concrete()
+            .ok_or_else(|| format!("output {i} has a symbolic shape {:?}", fact.shape))?;
+        let layer = match shape {
+            [1, 512, _] => 0,
+            [1, 384, _] => 1,
+            _ => return Err(format!("output {i} has shape {shape:?}")),
+        };
+        let slot = match shape[2] {
+            1 => &mut scores[layer],
+            decode::REGRESSOR_WIDTH => &mut regressors[layer],
+            _ => return Err(format!("output {i} has shape {shape:?}")),
+        };
+        if slot.replace(i).is_some() {
+            return Err(format!("two outputs of shape {shape:?}"));
+        }
+    }
+    match (scores, regressors) {
+        ([Some(s0), Some(s1)], [Some(r0), Some(r1)]) => Ok(OutputLayout {
+            scores: [s0, s1],
+            regressors: [r0, r1],
+        }),
+        _ => Err("missing score or regressor outputs".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_names_the_bad_setting() {
+        assert!(DetectorConfig::default().validate().is_ok());
+        let bad = DetectorConfig {
+            score_threshold: 1.5,
+            ..DetectorConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("score_threshold")
+        );
+        let bad = DetectorConfig {
+            tiling: Some(Tiling {
+                tile: 256,
+                overlap: 256,
+            }),
+            ..DetectorConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("overlap"));
+        let bad = DetectorConfig {
+            max_faces: 0,
+            ..DetectorConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_faces")
+        );
+    }
+
+    #[test]
+    fn config_reads_from_toml_with_defaults() {
+        let config: DetectorConfig =
+            toml::from_str("score_threshold = 0.6\ntiling = { tile = 256, overlap = 96 }\n")
+                .unwrap();
+        assert_eq!(config.score_threshold, 0.6);
+        assert_eq!(config.iou_threshold, 0.3);
+        assert_eq!(
+            config.tiling,
+            Some(Tiling {
+                tile: 256,
+                overlap: 96
+            })
+        );
+        assert!(toml::from_str::<DetectorConfig>("scor = 1").is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! The face-api.js 68-point landmark net (`models/face-landmarks-68.onnx`) run with tract:
+//! a square crop around each face box, one batched run, outputs mapped back to frame pixels.
+
+use std::path::{Path, PathBuf};
+
+use affect_shared::preprocess::{Alignment, ColourOrder, FaceBox, Landmarks68, Preprocess};
+use image::RgbImage;
+use tract_onnx::prelude::{TDim, TractResult, TypedFact};
+
+use super::{FaceError, Plan};
+
+/// Side of the landmark net's square input.
+pub const INPUT_SIZE: u32 = 112;
+
+/// face-api.js's per-channel RGB mean (`FaceFeatureExtractor.ts`); inputs are
+/// `(value - mean) / 255`.
+pub const FACE_API_MEAN_RGB: [f32; 3] = [122.782, 117.001, 104.298];
+
+/// Margin around the detector box (fraction of its side, each side) of the landmark crop;
+/// chosen on the Solvay photo, where it best matched BlazeFace's eye, nose and mouth keypoints.
+/// The bundled `expression-va.onnx` declares the same margin in its metadata.
+pub const DEFAULT_MARGIN: f32 = 0.2;
+
+/// The preprocessing face-api.js nets expect, with crop `margin`: 112×112 RGB, no alignment,
+/// `(value - mean) / 255`.
+pub fn face_api_preprocess(margin: f32) -> Preprocess {
+    Preprocess {
+        size: INPUT_SIZE,
+        colour: ColourOrder::Rgb,
+        scale: 255.0,
+        mean: FACE_API_MEAN_RGB,
+        std: [255.0; 3],
+        margin,
+        alignment: Alignment::None,
+        landmarks: false,
+    }
+}
+
+/// The square frame area a face's crop covers: top-left corner and side, in frame pixels
+/// (side `max(w, h) · (1 + 2 · margin)`, centred on the box), as `Preprocess::crop` takes it.
+pub fn crop_square(face: &FaceBox, margin: f32) -> ([f32; 2], f32) {
+    let side = face.w.max(face.h) * (1.0 + 2.0 * margin);
+    let centre = [face.x + face.w / 2.0, face.y + face.h / 2.0];
+    ([centre[0] - side / 2.0, centre[1] - side / 2.0], side)
+}
+
+/// Maps the net's 136 outputs (`x0, y0, x1, y1, …` as fractions of the crop) to frame pixels.
+pub fn to_frame(fractions: &[f32], origin: [f32; 2], side: f32) -> Landmarks68 {
+    let mut points = [[0.0; 2]; 68];
+    for (p, xy) in points.iter_mut().zip(fractions.chunks_exact(2)) {
+        *p = [origin[0] + xy[0] * side, origin[1] + xy[1] * side];
+    }
+    Landmarks68(points)
+}
+
+/// The 68-point landmark net.
+#[derive(Debug, Clone)]
+pub struct LandmarkNet {
+    plan: Plan,
+    path: PathBuf,
+    preprocess: Preprocess,
+}
+
+impl LandmarkNet {
+    /// Loads `face-landmarks-68.onnx` (input `[N, 3, 112, 112]`, output `[N, 136]`) with the
+    /// given crop margin; refuses another network, naming the file.
+    pub fn load(path: &Path, margin: f32) -> Result<Self, FaceError> {
+        let preprocess = face_api_preprocess(margin);
+        preprocess
+            .validate()
+            .map_err(|e| FaceError::Config(format!("landmark margin: {e}")))?;
+        // A fixed batch of one: tract optimises concrete shapes far better than a symbolic N
+        // (measured ~70× slower with N symbolic), and faces run one after another.
+        let side = INPUT_SIZE as usize;
+        let plan = super::load_plan(path, Some(&[1, 3, side, side]))?;
+        let model = plan.model();
+        let dims = |fact: TractResult<&TypedFact>| -> Vec<TDim> {
+            fact.map(|f| f.shape.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        let (input, output) = (dims(model.input_fact(0)), dims(model.output_fact(0)));
+        let side_dim = TDim::from(side);
+        let expected_input = [TDim::from(3usize), side_dim.clone(), side_dim];
+        if model.inputs.len() != 1
+            || model.outputs.len() != 1
+            || input.len() != 4
+            || input[1..] != expected_input
+            || output.len() != 2
+            || output[1] != TDim::from(136usize)
+        {
+            return Err(FaceError::Model {
+                path: path.display().to_string(),
+                message: format!(
+                    "not the 68-landmark net: expected one input [N,3,112,112] and one output \
+                     [N,136], found input {input:?} and output {output:?}"
+                ),
+            });
+        }
+        Ok(Self {
+            plan,
+            path: path.to_owned(),
+            preprocess,
+        })
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The crop and normalisation in use.
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
+    /// Landmarks in frame pixels for each face box, in order.
+    pub fn landmarks(
+        &self,
+        frame: &RgbImage,
+        faces: &[FaceBox],
+    ) -> Result<Vec<Landmarks68>, FaceError> {
+        faces
+            .iter()
+            .map(|face| {
+                let input = self.preprocess.face_input(frame, face, None)?;
+                let side = INPUT_SIZE as usize;
+                let outputs = super::run(&self.plan, &[1, 3, side, side], &input.pixels)?;
+                let fractions = super::values(&outputs[0])?;
+                if fractions.len() != 136 {
+                    return Err(FaceError::Inference(format!(
+                        "{}: {} landmark values instead of 136",
+                        self.path.display(),
+                        fractions.len()
+                    )));
+                }
+                let (origin, side) = crop_square(face, self.preprocess.margin);
+                Ok(to_frame(&fractions, origin, side))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_square_is_centred_and_enlarged() {
+        let face = FaceBox {
+            x: 100.0,
+            y: 50.0,
+            w: 40.0,
+            h: 50.0,
+        };
+        let (origin, side) = crop_square(&face, 0.2);
+        assert!((side - 70.0).abs() < 1e-4);
+        assert!((origin[0] - 85.0).abs() < 1e-4);
+        assert!((origin[1] - 40.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn fractions_map_to_frame_pixels() {
+        let mut fractions = [0.5f32; 136];
+        fractions[0] = 0.0;
+        fractions[1] = 1.0;
+        let lm = to_frame(&fractions, [10.0, 20.0], 100.0);
+        assert_eq!(lm.0[0], [10.0, 120.0]);
+        assert_eq!(lm.0[67], [60.0, 70.0]);
+    }
+
+    #[test]
+    fn the_crop_matches_crop_square() {
+        // A frame with one bright pixel: it must land where crop_square says it does.
+        let mut frame = RgbImage::new(200, 200);
+        frame.put_pixel(120, 80, image::Rgb([255, 255, 255]));
+        let face = FaceBox {
+            x: 100.0,
+            y: 60.0,
+            w: 56.0,
+            h: 56.0,
+        };
+        let pre = face_api_preprocess(0.0);
+        let crop = pre.crop(&frame, &face, None).unwrap();
+        let (origin, side) = crop_square(&face, 0.0);
+        let scale = INPUT_SIZE as f32 / side;
+        let (u, v) = (
+            ((120.5 - origin[0]) * scale) as u32,
+            ((80.5 - origin[1]) * scale) as u32,
+        );
+        assert!(crop.get_pixel(u, v).0[0] > 128, "pixel at ({u}, {v})");
+        let normalised = pre.normalise(&crop);
+        assert!((normalised[0] - (0.0 - 122.782) / 255.0).abs() < 1e-6);
+    }
+}
