@@ -15,5 +15,6 @@ step "no_std: affect-shared core for thumbv7em-none-eabihf"
 cargo build -p affect-shared --no-default-features --target thumbv7em-none-eabihf
 
 step "workspace tests: shared, libtorch trainer, edge runtime, Python oracles"
-# One cargo invocation, so every crate is compiled once with one feature set.
-cargo test --workspace --all-targets
+# One cargo invocation, so every crate is compiled once with one feature set (all features:
+# the ONNX Runtime backend loads the wheel's library at run time; CUDA code compiles without CUDA).
+cargo test --workspace --all-targets --all-features

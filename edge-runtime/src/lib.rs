@@ -1,5 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backend;
+pub mod config;
 pub mod faces;
+pub mod pipeline;
 pub mod report;
+pub mod runner;
 pub mod source;
+pub mod tracker;

@@ -1,8 +1,16 @@
 //! Subcommands of `affect-train`: each turns parsed flags into calls of the library.
 
+#[cfg(feature = "torch")]
+pub mod ablate;
+#[cfg(feature = "torch")]
+pub mod bench;
 pub mod data;
+#[cfg(feature = "torch")]
+pub mod eval;
 pub mod score;
 pub mod synth;
+#[cfg(feature = "torch")]
+pub mod train;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,134 @@
+//! Inference backends for exported affect models: tract (default, pure Rust) and ONNX Runtime
+//! (feature `onnxruntime`; CUDA / TensorRT providers with feature `cuda`).
+//!
+//! Every backend serves the same streaming contract (DESIGN.md §1): inputs `face` [N,3,S,S],
+//! optional `landmarks` [N,136] and recurrent state `h_in` (+ `c_in` for LSTM) [layers,N,hidden];
+//! outputs `va` [N,2] and `h_out` (+ `c_out`). [`ModelContract`] checks a model file against it
+//! and against its own metadata before anything runs, so a model the runtime cannot serve is
+//! refused with the reason.
+
+mod contract;
+#[cfg(feature = "onnxruntime")]
+mod onnxruntime;
+mod tract;
+
+use std::path::Path;
+
+use affect_shared::metadata::ModelMetadata;
+use affect_shared::preprocess::FaceInput;
+
+pub use contract::{ModelContract, StateLayout};
+#[cfg(feature = "onnxruntime")]
+pub use onnxruntime::{ExecutionProvider, OnnxRuntimeBackend};
+pub use tract::TractBackend;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The file is missing or is not ONNX.
+    #[error("{path}: {message}")]
+    Load {
+        /// Model file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The model does not follow the streaming contract or its metadata; the message says which
+    /// input, output or field.
+    #[error("{path}: this runtime cannot serve the model: {reason}")]
+    Unsupported {
+        /// Model file.
+        path: String,
+        /// The reason.
+        reason: String,
+    },
+    /// Inference failed.
+    #[error("inference: {0}")]
+    Run(String),
+    /// The backend is not available in this build or on this machine.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Recurrent state of one face track: `h` (and `c` for LSTM), each `[layers, hidden]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackState {
+    /// Hidden state.
+    pub h: Vec<f32>,
+    /// Cell state (LSTM only).
+    pub c: Option<Vec<f32>>,
+}
+
+impl TrackState {
+    /// The all-zero state a new track starts from (empty for models without recurrence).
+    pub fn zeros(layout: &StateLayout) -> Self {
+        Self {
+            h: vec![0.0; layout.len()],
+            c: layout.has_cell.then(|| vec![0.0; layout.len()]),
+        }
+    }
+}
+
+/// A loaded affect model that turns one preprocessed face into (valence, arousal), advancing
+/// the track's recurrent state.
+pub trait AffectBackend {
+    /// The model's metadata (preprocessing, recurrent layout, validation scores).
+    fn contract(&self) -> &ModelContract;
+    /// Runs one frame of one track; `state` is read and replaced by the new state.
+    fn step(&mut self, face: &FaceInput, state: &mut TrackState) -> Result<[f32; 2], BackendError>;
+    /// Short name for logs and benchmarks ("tract", "onnxruntime/cpu").
+    fn name(&self) -> String;
+}
+
+/// Which engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// tract (pure Rust).
+    Tract,
+    /// ONNX Runtime, loaded from `ORT_DYLIB_PATH`.
+    Onnxruntime,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tract" => Ok(Self::Tract),
+            "onnxruntime" | "ort" => Ok(Self::Onnxruntime),
+            other => Err(format!(
+                "unknown backend {other:?} (expected tract or onnxruntime)"
+            )),
+        }
+    }
+}
+
+/// Loads `path` with the chosen backend. `threads` bounds intra-op parallelism (0 = default).
+pub fn load(
+    kind: BackendKind,
+    path: &Path,
+    threads: usize,
+) -> Result<Box<dyn AffectBackend>, BackendError> {
+    match kind {
+        BackendKind::Tract => Ok(Box::new(TractBackend::load(path)?)),
+        #[cfg(feature = "onnxruntime")]
+        BackendKind::Onnxruntime => Ok(Box::new(OnnxRuntimeBackend::load(
+            path,
+            ExecutionProvider::Cpu,
+            threads,
+        )?)),
+        #[cfg(not(feature = "onnxruntime"))]
+        BackendKind::Onnxruntime => {
+            let _ = threads;
+            Err(BackendError::Unavailable(
+                "this build has no ONNX Runtime backend; rebuild with `--features onnxruntime`"
+                    .into(),
+            ))
+        }
+    }
+}
+
+/// Reads and validates the `affect` metadata JSON of an ONNX file without running it.
+pub fn read_metadata(path: &Path) -> Result<ModelMetadata, BackendError> {
+    Ok(ModelContract::from_file(path)?.metadata)
+}

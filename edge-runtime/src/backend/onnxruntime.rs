@@ -1,0 +1,174 @@
+//! ONNX Runtime backend through `ort` with `load-dynamic`: the shared library is found at run
+//! time (`ORT_DYLIB_PATH`, e.g. the PyPI wheel's `libonnxruntime.so.1.*`, or JetPack's build on a
+//! Jetson). Runs fp32 and QDQ int8 models; on Jetson the CUDA / TensorRT providers are
+//! registered with `error_on_failure`, so a missing provider is an error, never a silent CPU
+//! fallback.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use affect_shared::preprocess::FaceInput;
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::{AffectBackend, BackendError, ModelContract, TrackState};
+
+/// Where ONNX Runtime executes the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionProvider {
+    /// The CPU provider.
+    Cpu,
+    /// NVIDIA CUDA (feature `cuda`).
+    Cuda,
+    /// NVIDIA TensorRT (feature `cuda`), with CUDA behind it for unsupported nodes.
+    TensorRt,
+}
+
+/// ONNX Runtime allows one environment per process; it lives for the whole run.
+static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+fn environment() -> Result<&'static Environment, BackendError> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let path = std::env::var_os("ORT_DYLIB_PATH").ok_or_else(|| {
+                "ONNX Runtime backend: set ORT_DYLIB_PATH to libonnxruntime.so (tests/setup.sh \
+                 points it at the onnxruntime wheel; on Jetson use JetPack's library)"
+                    .to_string()
+            })?;
+            ort::init_from(&path)
+                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?
+                .with_name("affect-edge")
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| BackendError::Unavailable(e.clone()))
+}
+
+/// An affect model in an ONNX Runtime session (batch size 1 per call).
+pub struct OnnxRuntimeBackend {
+    contract: ModelContract,
+    session: Session,
+    provider: ExecutionProvider,
+}
+
+impl OnnxRuntimeBackend {
+    /// Loads and checks the model at `path` on `provider` with `threads` intra-op threads
+    /// (0 = ONNX Runtime's default).
+    pub fn load(
+        path: &Path,
+        provider: ExecutionProvider,
+        threads: usize,
+    ) -> Result<Self, BackendError> {
+        let contract = ModelContract::from_file(path)?;
+        let env = environment()?;
+        let display = path.display().to_string();
+        let load_err = |e: String| BackendError::Load {
+            path: display.clone(),
+            message: e,
+        };
+        let mut builder = Session::builder(env).map_err(|e| load_err(e.to_string()))?;
+        if threads > 0 {
+            builder = builder
+                .with_intra_threads(threads)
+                .map_err(|e| load_err(e.to_string()))?;
+        }
+        builder = match provider {
+            ExecutionProvider::Cpu => builder,
+            #[cfg(feature = "cuda")]
+            ExecutionProvider::Cuda => builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(|e| load_err(format!("CUDA execution provider: {e}")))?,
+            #[cfg(feature = "cuda")]
+            ExecutionProvider::TensorRt => builder
+                .with_execution_providers([
+                    ort::ep::TensorRT::default().build().error_on_failure(),
+                    ort::ep::CUDA::default().build().error_on_failure(),
+                ])
+                .map_err(|e| load_err(format!("TensorRT execution provider: {e}")))?,
+            #[cfg(not(feature = "cuda"))]
+            other => {
+                return Err(BackendError::Unavailable(format!(
+                    "{other:?} needs a build with `--features cuda`"
+                )));
+            }
+        };
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| load_err(e.to_string()))?;
+        Ok(Self {
+            contract,
+            session,
+            provider,
+        })
+    }
+}
+
+impl AffectBackend for OnnxRuntimeBackend {
+    fn contract(&self) -> &ModelContract {
+        &self.contract
+    }
+
+    fn step(&mut self, face: &FaceInput, state: &mut TrackState) -> Result<[f32; 2], BackendError> {
+        let s = self.contract.face_size as i64;
+        let st = self.contract.state;
+        let run = |e: ort::Error| BackendError::Run(e.to_string());
+        let state_shape = [st.layers as i64, 1, st.hidden as i64];
+        let mut inputs = ort::inputs![
+            "face" => Tensor::from_array(([1i64, 3, s, s], face.pixels.clone())).map_err(run)?,
+        ];
+        if self.contract.landmarks {
+            let lm = face.landmarks.ok_or_else(|| {
+                BackendError::Run("the model needs landmarks but none were given".into())
+            })?;
+            inputs.push((
+                "landmarks".into(),
+                Tensor::from_array(([1i64, 136], lm.to_vec()))
+                    .map_err(run)?
+                    .into(),
+            ));
+        }
+        if !st.is_empty() {
+            inputs.push((
+                "h_in".into(),
+                Tensor::from_array((state_shape, state.h.clone()))
+                    .map_err(run)?
+                    .into(),
+            ));
+            if st.has_cell {
+                let c = state.c.clone().unwrap_or_else(|| vec![0.0; st.len()]);
+                inputs.push((
+                    "c_in".into(),
+                    Tensor::from_array((state_shape, c)).map_err(run)?.into(),
+                ));
+            }
+        }
+        let outputs = self.session.run(inputs).map_err(run)?;
+        let extract = |name: &str| -> Result<Vec<f32>, BackendError> {
+            let value = outputs
+                .get(name)
+                .ok_or_else(|| BackendError::Run(format!("no `{name}` output")))?;
+            let (_, data) = value.try_extract_tensor::<f32>().map_err(run)?;
+            Ok(data.to_vec())
+        };
+        let va = extract("va")?;
+        if va.len() != 2 {
+            return Err(BackendError::Run(format!(
+                "`va` has {} values, expected 2",
+                va.len()
+            )));
+        }
+        if !st.is_empty() {
+            state.h = extract("h_out")?;
+            if st.has_cell {
+                state.c = Some(extract("c_out")?);
+            }
+        }
+        Ok([va[0], va[1]])
+    }
+
+    fn name(&self) -> String {
+        format!("onnxruntime/{:?}", self.provider).to_lowercase()
+    }
+}

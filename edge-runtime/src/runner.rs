@@ -1,0 +1,147 @@
+//! The main loop: frames from a source through the pipeline to every reporter, until the source
+//! ends, a frame limit is reached or a stop signal arrives; then reporters drain their queues.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::report::Reporter;
+use crate::source::{FrameSource, SourceError};
+
+/// Why a run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The source cannot work at all (bad configuration, not a transient outage).
+    #[error("source: {0}")]
+    Source(SourceError),
+    /// The model failed on a frame.
+    #[error(transparent)]
+    Pipeline(PipelineError),
+}
+
+/// Limits of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Stop after this many frames (0 = no limit).
+    pub max_frames: u64,
+    /// Longest wait for one frame before checking the stop flag again.
+    pub poll: Duration,
+    /// Time given to reporters to deliver their queues at the end.
+    pub drain: Duration,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_frames: 0,
+            poll: Duration::from_millis(200),
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Frames processed.
+    pub frames: u64,
+    /// Reports produced (one per face per frame).
+    pub reports: u64,
+    /// Frames the source could not decode (skipped).
+    pub bad_frames: u64,
+    /// Frames whose faces could not be preprocessed (skipped).
+    pub skipped_frames: u64,
+    /// Reporter errors (each reporter keeps or queues what it can).
+    pub report_errors: u64,
+    /// Time spent waiting for and decoding frames, per frame.
+    pub source_times: Vec<Duration>,
+    /// Time spent in reporters, per frame.
+    pub report_times: Vec<Duration>,
+    /// Wall-clock time of the loop.
+    pub elapsed: Duration,
+}
+
+/// Runs until the source ends, `limits.max_frames`, or `stop` becomes true.
+pub fn run(
+    source: &mut dyn FrameSource,
+    pipeline: &mut Pipeline,
+    reporters: &mut [Box<dyn Reporter>],
+    stop: &AtomicBool,
+    limits: RunLimits,
+) -> Result<RunSummary, RunError> {
+    let mut summary = RunSummary::default();
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed)
+        && (limits.max_frames == 0 || summary.frames < limits.max_frames)
+    {
+        let t = Instant::now();
+        let frame = match source.next_frame(limits.poll) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(SourceError::Unavailable { what, message }) => {
+                tracing::warn!("{what}: {message}; waiting for it to come back");
+                continue;
+            }
+            Err(SourceError::Decode { what, message }) => {
+                tracing::warn!("{what}: cannot decode frame, skipped: {message}");
+                summary.bad_frames += 1;
+                continue;
+            }
+            Err(e @ SourceError::Config(_)) => return Err(RunError::Source(e)),
+        };
+        summary.source_times.push(t.elapsed());
+        let reports = match pipeline.process(&frame) {
+            Ok(r) => r,
+            Err(PipelineError::Preprocess(e)) => {
+                tracing::warn!("frame {}: {e}; skipped", frame.index);
+                summary.skipped_frames += 1;
+                continue;
+            }
+            Err(e) => return Err(RunError::Pipeline(e)),
+        };
+        summary.frames += 1;
+        let t = Instant::now();
+        for report in &reports {
+            summary.reports += 1;
+            for r in reporters.iter_mut() {
+                if let Err(e) = r.report(report) {
+                    summary.report_errors += 1;
+                    tracing::warn!("report: {e}");
+                }
+            }
+        }
+        summary.report_times.push(t.elapsed());
+    }
+    summary.elapsed = started.elapsed();
+    drain_all(reporters, limits.drain, &mut summary);
+    Ok(summary)
+}
+
+fn drain_all(reporters: &mut [Box<dyn Reporter>], timeout: Duration, summary: &mut RunSummary) {
+    for r in reporters.iter_mut() {
+        if let Err(e) = r.drain(timeout) {
+            summary.report_errors += 1;
+            tracing::warn!("draining reports: {e}");
+        }
+    }
+}
+
+/// Sorted-sample percentile (`q` in [0, 1]); zero for no samples.
+pub fn percentile(samples: &[Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut s = samples.to_vec();
+    s.sort();
+    let ix = ((s.len() - 1) as f64 * q).round() as usize;
+    s[ix.min(s.len() - 1)]
+}
+
+/// Mean of samples; zero for none.
+pub fn mean(samples: &[Duration]) -> Duration {
+    if samples.is_empty() {
+        Duration::ZERO
+    } else {
+        samples.iter().sum::<Duration>() / samples.len() as u32
+    }
+}

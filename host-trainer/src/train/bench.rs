@@ -1,0 +1,180 @@
+//! Training-step throughput of our tch network against the same network in PyTorch, measured in
+//! one run with the same thread count, weights and batch (`affect-train bench-train`).
+//!
+//! The Rust side saves its initial weights and a random batch as safetensors; the Python twin
+//! (`tests/oracles/torch_bench_train.py`) rebuilds the network with the same parameter names,
+//! loads them (refusing any name mismatch), checks that its first loss equals ours, and times the
+//! same number of steps (forward, CCC loss, backward, Adam). Dropout is off on both sides.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::config::TrainConfig;
+use super::optim::{Adam, learning_rate};
+use super::source::BatchTensors;
+use super::{TrainError, loss_value};
+use crate::model::{Architecture, Model, Outputs};
+
+/// Result of one comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchResult {
+    /// Frames per training step.
+    pub frames_per_step: usize,
+    /// Timed steps on each side.
+    pub steps: usize,
+    /// Intra-op threads on each side.
+    pub threads: u32,
+    /// Our frames per second.
+    pub tch_frames_per_second: f64,
+    /// PyTorch's frames per second.
+    pub torch_frames_per_second: f64,
+    /// `tch / torch` (≥ 1: we are at least as fast).
+    pub ratio: f64,
+    /// Loss of the first step on our side …
+    pub tch_first_loss: f64,
+    /// … and on PyTorch's (equal up to float rounding: proves the same network and batch).
+    pub torch_first_loss: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct TorchOutput {
+    frames_per_second: f64,
+    first_loss: f64,
+}
+
+/// Runs the comparison; `python` runs `script` (the PyTorch twin); `work` holds the exchange
+/// files.
+pub fn bench_train(
+    config: &TrainConfig,
+    steps: usize,
+    warmup: usize,
+    threads: u32,
+    python: &Path,
+    script: &Path,
+    work: &Path,
+) -> Result<BenchResult, TrainError> {
+    let mut config = config.clone();
+    config.network.dropout = 0.0;
+    config.validate()?;
+    if config.network.outputs != Outputs::Joint || config.network.pretrained.is_some() {
+        return Err(TrainError::Config(crate::model::ConfigError::new(
+            "network.outputs",
+            "bench-train compares joint-output networks with random initialisation",
+        )));
+    }
+    tch::set_num_threads(threads as i32);
+    tch::manual_seed(config.seed as i64);
+    let model = Model::new(&config.network, Device::Cpu)?;
+    let (b, t) = config.batch_shape();
+    let s = i64::from(config.network.input_size);
+    let opts = (Kind::Float, Device::Cpu);
+    let (bi, ti) = (b as i64, t as i64);
+    let batch = BatchTensors {
+        faces: Tensor::randn([bi, ti, 3, s, s], opts),
+        landmarks: Tensor::rand([bi, ti, 136], opts),
+        labels: Tensor::rand([bi, ti, 2], opts) * 2.0 - 1.0,
+        mask: Tensor::ones([bi, ti], opts),
+    };
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TrainError::Io { path, source }
+    };
+    std::fs::create_dir_all(work).map_err(io(work))?;
+    let weights = work.join("weights.safetensors");
+    let batch_file = work.join("batch.safetensors");
+    model.save(&weights)?;
+    Tensor::write_safetensors(
+        &[
+            ("faces", &batch.faces),
+            ("landmarks", &batch.landmarks),
+            ("labels", &batch.labels),
+            ("mask", &batch.mask),
+        ],
+        &batch_file,
+    )?;
+
+    let mut adam = Adam::new(model.trainable_parameters(), &config.optim);
+    let lr = learning_rate(&config.optim, 0);
+    let mut step = || -> Result<f64, TrainError> {
+        let (pred, _) = model.forward(&batch.faces, Some(&batch.landmarks), None, true)?;
+        let loss = loss_value(&config, &pred, &batch);
+        adam.zero_grad();
+        loss.backward();
+        adam.step(lr);
+        Ok(loss.double_value(&[]))
+    };
+    let tch_first_loss = step()?;
+    for _ in 0..warmup {
+        step()?;
+    }
+    let started = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    let tch_seconds = started.elapsed().as_secs_f64();
+    let frames_per_step = b * t;
+
+    let plan = config.network.head_plan();
+    let n = &config.network;
+    let spec = serde_json::json!({
+        "network": {
+            "backbone": n.backbone.name(),
+            "kind": if n.kind == Architecture::Cnn { "cnn" } else { "cnn_rnn" },
+            "cell": match n.cell { crate::model::Cell::Gru => "gru", crate::model::Cell::Lstm => "lstm" },
+            "hidden": n.hidden,
+            "layers": n.layers,
+            "width": n.width,
+            "pool": n.pool_side(),
+            "fcs": plan.fcs,
+            "landmarks_at": plan.landmarks_at,
+            "outputs": plan.outputs,
+        },
+        "threads": threads,
+        "steps": steps,
+        "warmup": warmup,
+        "lr": lr,
+        "weight_decay": config.optim.weight_decay,
+        "weights": weights,
+        "batch": batch_file,
+    });
+    let spec_path: PathBuf = work.join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).map_err(io(&spec_path))?;
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(&spec_path)
+        .output()
+        .map_err(io(python))?;
+    if !output.status.success() {
+        return Err(TrainError::Run {
+            path: script.to_owned(),
+            message: format!(
+                "PyTorch twin failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let torch: TorchOutput = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| TrainError::Run {
+            path: script.to_owned(),
+            message: format!("unexpected output: {stdout}"),
+        })?;
+    let tch_fps = (frames_per_step * steps) as f64 / tch_seconds.max(1e-9);
+    Ok(BenchResult {
+        frames_per_step,
+        steps,
+        threads,
+        tch_frames_per_second: tch_fps,
+        torch_frames_per_second: torch.frames_per_second,
+        ratio: tch_fps / torch.frames_per_second,
+        tch_first_loss,
+        torch_first_loss: torch.first_loss,
+    })
+}

@@ -1,0 +1,415 @@
+//! The training configuration: defaults, a TOML file on top, `--set key=value` on top of that.
+//! Saved as `config.toml` in every run directory; a bad value is reported with its dotted key.
+
+use std::path::Path;
+
+use affect_shared::preprocess::Preprocess;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Backbone, ConfigError, NetworkConfig};
+
+/// Which loss the optimiser minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// `1 − mean CCC` (the paper's best).
+    Ccc,
+    /// Mean squared error.
+    Mse,
+    /// `1 − mean CCC + mse_weight · MSE`.
+    Weighted,
+}
+
+/// Loss settings (`[loss]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// Loss kind.
+    pub kind: LossKind,
+    /// Weight of the MSE term for [`LossKind::Weighted`].
+    pub mse_weight: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            kind: LossKind::Ccc,
+            mse_weight: 1.0,
+        }
+    }
+}
+
+/// Adam with a staircase exponential decay (`[optim]`): `lr · decay^⌊step / decay_steps⌋`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Initial learning rate (paper: 1e-3).
+    pub lr: f64,
+    /// Multiplier applied every `decay_steps` (paper: 0.97).
+    pub decay: f64,
+    /// Steps between decays (paper: 400).
+    pub decay_steps: u64,
+    /// L2 weight decay added to the gradient (PyTorch `Adam(weight_decay=…)`).
+    pub weight_decay: f64,
+    /// Adam β₁.
+    pub beta1: f64,
+    /// Adam β₂.
+    pub beta2: f64,
+    /// Adam ε.
+    pub eps: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            decay: 0.97,
+            decay_steps: 400,
+            weight_decay: 1e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Batch shapes (`[batch]`): CNNs see `frames` single frames, CNN-RNNs `sequences` clips of
+/// `sequence_length` consecutive frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Frames per CNN batch (paper: 80).
+    pub frames: u32,
+    /// Clips per CNN-RNN batch.
+    pub sequences: u32,
+    /// Frames per clip (paper: 100).
+    pub sequence_length: u32,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            frames: 80,
+            sequences: 4,
+            sequence_length: 100,
+        }
+    }
+}
+
+/// Length of training and how often to validate, log and checkpoint (`[schedule]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Optimiser steps in total.
+    pub steps: u64,
+    /// Steps between validations (0: only at the end).
+    pub validate_every: u64,
+    /// Steps between checkpoints (0: only at the end and on Ctrl-C).
+    pub checkpoint_every: u64,
+    /// Steps between training-loss lines in `metrics.jsonl`.
+    pub log_every: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            steps: 4000,
+            validate_every: 400,
+            checkpoint_every: 400,
+            log_every: 20,
+        }
+    }
+}
+
+/// Where the network runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// CUDA when available, else CPU.
+    Auto,
+    /// CPU.
+    Cpu,
+    /// The first CUDA device (an error when there is none).
+    Cuda,
+}
+
+/// Dataset side of training (`[data]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Split trained on.
+    pub train_split: String,
+    /// Split validated on (best checkpoint); empty to skip validation.
+    pub validation_split: String,
+    /// Oversample frames so valence/arousal quadrants are balanced (paper §2.1).
+    pub balance: bool,
+    /// Preprocessing; `None` picks the backbone's convention (VGG-Face: Caffe BGR, else
+    /// ImageNet) at `network.input_size`, with landmarks when `network.landmarks`.
+    pub preprocess: Option<Preprocess>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            train_split: "Train_Set".into(),
+            validation_split: "Validation_Set".into(),
+            balance: true,
+            preprocess: None,
+        }
+    }
+}
+
+/// Everything a training run needs; `config.toml` in the run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Seed of initialisation, dropout and sampling.
+    pub seed: u64,
+    /// Device.
+    pub device: DeviceChoice,
+    /// libtorch intra-op threads (`None`: libtorch's default).
+    pub threads: Option<u32>,
+    /// Network architecture.
+    pub network: NetworkConfig,
+    /// Loss.
+    pub loss: LossConfig,
+    /// Optimiser.
+    pub optim: OptimConfig,
+    /// Batch shapes.
+    pub batch: BatchConfig,
+    /// Lengths and intervals.
+    pub schedule: ScheduleConfig,
+    /// Dataset options.
+    pub data: DataConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            device: DeviceChoice::Auto,
+            threads: None,
+            network: NetworkConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            batch: BatchConfig::default(),
+            schedule: ScheduleConfig::default(),
+            data: DataConfig::default(),
+        }
+    }
+}
+
+/// Dotted leaves of a TOML table: `[("network.width", 0.25), …]`.
+fn leaves(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) if !t.is_empty() => leaves(&key, t, out),
+            _ => out.push((key, v.clone())),
+        }
+    }
+}
+
+/// Sets `key` (dotted) in `root` to `value`, creating tables on the way.
+fn set_dotted(root: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), ConfigError> {
+    let mut table = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for part in &parts[..parts.len() - 1] {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::new(key, format!("`{part}` is not a table")))?;
+    }
+    table.insert(parts[parts.len() - 1].to_owned(), value);
+    Ok(())
+}
+
+/// Parses the value of `--set key=value`: a TOML value (`0.5`, `true`, `"x"`, `[1, 2]`), or
+/// else the bare text as a string (`--set network.cell=lstm`).
+pub fn parse_set(assignment: &str) -> Result<(String, toml::Value), ConfigError> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        ConfigError::new(
+            assignment,
+            "expected `key=value` (e.g. `network.hidden=150`)",
+        )
+    })?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(ConfigError::new(key, "empty key part"));
+    }
+    let raw = raw.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    Ok((key.to_owned(), value))
+}
+
+impl TrainConfig {
+    /// Defaults, then the TOML `file`, then each `key=value` of `sets`; validated. Errors name
+    /// the key that is wrong (and the file when it does not parse).
+    pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Self, ConfigError> {
+        let mut overrides = Vec::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
+            leaves("", &table, &mut overrides);
+        }
+        for s in sets {
+            overrides.push(parse_set(s)?);
+        }
+        Self::from_overrides(&overrides)
+    }
+
+    /// Reads a run's saved `config.toml` (strict: every key must be known).
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        Self::load(Some(path), &[])
+    }
+
+    /// Defaults with dotted overrides applied in order, then validated.
+    pub fn from_overrides(overrides: &[(String, toml::Value)]) -> Result<Self, ConfigError> {
+        let base: toml::Table = toml::from_str(&Self::default().to_toml())
+            .map_err(|e| ConfigError::new("config", e.to_string()))?;
+        let apply = |pairs: &[(String, toml::Value)]| -> Result<Self, ConfigError> {
+            let mut table = base.clone();
+            for (k, v) in pairs {
+                set_dotted(&mut table, k, v.clone())?;
+            }
+            toml::Value::Table(table)
+                .try_into::<Self>()
+                .map_err(|e| ConfigError::new("config", e.to_string()))
+        };
+        let config = match apply(overrides) {
+            Ok(c) => c,
+            Err(whole) => {
+                // Find the key to blame: the first override that fails on its own.
+                for pair in overrides {
+                    if let Err(e) = apply(std::slice::from_ref(pair)) {
+                        return Err(ConfigError::new(pair.0.clone(), e.message));
+                    }
+                }
+                return Err(whole);
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot (ranges, consistency); errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.network.validate("network")?;
+        let o = &self.optim;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(o.lr) {
+            return Err(ConfigError::new("optim.lr", "must be a positive number"));
+        }
+        if !(positive(o.decay) && o.decay <= 1.0) {
+            return Err(ConfigError::new("optim.decay", "must be in (0, 1]"));
+        }
+        if o.decay_steps == 0 {
+            return Err(ConfigError::new("optim.decay_steps", "must be at least 1"));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(ConfigError::new("optim.weight_decay", "must be >= 0"));
+        }
+        for (key, beta) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
+            if !(beta.is_finite() && (0.0..1.0).contains(&beta)) {
+                return Err(ConfigError::new(key, "must be in [0, 1)"));
+            }
+        }
+        if !positive(o.eps) {
+            return Err(ConfigError::new("optim.eps", "must be a positive number"));
+        }
+        if !(self.loss.mse_weight.is_finite() && self.loss.mse_weight >= 0.0) {
+            return Err(ConfigError::new("loss.mse_weight", "must be >= 0"));
+        }
+        let b = &self.batch;
+        if self.network.is_recurrent() {
+            if b.sequences == 0 {
+                return Err(ConfigError::new("batch.sequences", "must be at least 1"));
+            }
+            if b.sequence_length < 2 {
+                return Err(ConfigError::new(
+                    "batch.sequence_length",
+                    "must be at least 2",
+                ));
+            }
+        } else if b.frames < 2 {
+            return Err(ConfigError::new(
+                "batch.frames",
+                "must be at least 2 (CCC needs a spread)",
+            ));
+        }
+        if self.schedule.steps == 0 {
+            return Err(ConfigError::new("schedule.steps", "must be at least 1"));
+        }
+        if self.schedule.log_every == 0 {
+            return Err(ConfigError::new("schedule.log_every", "must be at least 1"));
+        }
+        if self.threads == Some(0) {
+            return Err(ConfigError::new("threads", "must be at least 1"));
+        }
+        if self.data.train_split.is_empty() {
+            return Err(ConfigError::new("data.train_split", "must not be empty"));
+        }
+        let p = self.preprocess();
+        p.validate()
+            .map_err(|e| ConfigError::new("data.preprocess", e.to_string()))?;
+        if p.size != self.network.input_size {
+            return Err(ConfigError::new(
+                "data.preprocess.size",
+                format!(
+                    "is {} but network.input_size is {}",
+                    p.size, self.network.input_size
+                ),
+            ));
+        }
+        if p.landmarks != self.network.landmarks {
+            return Err(ConfigError::new(
+                "data.preprocess.landmarks",
+                "must equal network.landmarks",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The preprocessing the run uses (explicit, or the backbone's convention).
+    pub fn preprocess(&self) -> Preprocess {
+        self.data.preprocess.clone().unwrap_or_else(|| {
+            let size = self.network.input_size;
+            let base = match self.network.backbone {
+                Backbone::VggFace => Preprocess::vgg_face(size),
+                Backbone::Vgg16 | Backbone::Resnet50 => Preprocess::imagenet(size),
+            };
+            Preprocess {
+                landmarks: self.network.landmarks,
+                ..base
+            }
+        })
+    }
+
+    /// `(sequences, steps)` of one training batch.
+    pub fn batch_shape(&self) -> (usize, usize) {
+        if self.network.is_recurrent() {
+            (
+                self.batch.sequences as usize,
+                self.batch.sequence_length as usize,
+            )
+        } else {
+            (self.batch.frames as usize, 1)
+        }
+    }
+
+    /// The configuration as TOML text (what `config.toml` holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a TrainConfig always serialises to TOML")
+    }
+}

@@ -1,0 +1,271 @@
+//! Preprocessed videos held in memory, serving both data traits: random training clips
+//! ([`BatchSource`], deterministic in seed and position) and whole videos ([`VideoSource`]).
+//! Small datasets (synthetic sets, ablations, tests) are loaded once into this form.
+
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::source::{BatchSource, SourceError, VideoSource};
+use crate::data::Batch;
+
+/// One preprocessed video: per frame a `3 × size × size` crop, 136 landmark values, a
+/// (valence, arousal) label and a mask (1 = face and label present).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryVideo {
+    /// Video name.
+    pub name: String,
+    /// `[T, 3, S, S]`.
+    pub faces: Vec<f32>,
+    /// `[T, 136]`.
+    pub landmarks: Vec<f32>,
+    /// `[T, 2]`.
+    pub labels: Vec<f32>,
+    /// `[T]`.
+    pub mask: Vec<f32>,
+}
+
+impl MemoryVideo {
+    /// Number of frames.
+    pub fn frames(&self) -> usize {
+        self.mask.len()
+    }
+}
+
+/// Videos of one split at one crop size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryDataset {
+    /// Crop side length.
+    pub size: usize,
+    /// The videos.
+    pub videos: Vec<MemoryVideo>,
+}
+
+/// A video name that is not in the dataset, or a clip outside a video.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// Unknown video.
+    #[error("no video named {0}")]
+    UnknownVideo(String),
+    /// Frames outside the video.
+    #[error("video {video} has {frames} frames; frames {first}..{end} requested")]
+    OutOfRange {
+        /// Video name.
+        video: String,
+        /// Its length.
+        frames: usize,
+        /// First frame asked.
+        first: usize,
+        /// One past the last frame asked.
+        end: usize,
+    },
+    /// No video is long enough for the requested clip length.
+    #[error("no video has {0} frames for a training clip")]
+    TooShort(usize),
+}
+
+impl MemoryDataset {
+    fn video(&self, name: &str) -> Result<&MemoryVideo, MemoryError> {
+        self.videos
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| MemoryError::UnknownVideo(name.to_owned()))
+    }
+
+    /// Copies frames `first..first + count` of video `v` into `batch` (appending one sequence).
+    fn append_clip(&self, v: &MemoryVideo, first: usize, count: usize, batch: &mut Batch) {
+        let px = 3 * self.size * self.size;
+        let end = first + count;
+        batch
+            .faces
+            .extend_from_slice(&v.faces[first * px..end * px]);
+        batch
+            .landmarks
+            .extend_from_slice(&v.landmarks[first * 136..end * 136]);
+        batch
+            .labels
+            .extend_from_slice(&v.labels[first * 2..end * 2]);
+        batch.mask.extend_from_slice(&v.mask[first..end]);
+        batch.videos.push(v.name.clone());
+        batch.first_frames.push(first as u32);
+        batch.sequences += 1;
+    }
+
+    fn empty_batch(&self, steps: usize) -> Batch {
+        Batch {
+            sequences: 0,
+            steps,
+            size: self.size,
+            faces: Vec::new(),
+            landmarks: Vec::new(),
+            labels: Vec::new(),
+            mask: Vec::new(),
+            videos: Vec::new(),
+            first_frames: Vec::new(),
+        }
+    }
+}
+
+impl VideoSource for MemoryDataset {
+    fn videos(&self) -> Vec<String> {
+        self.videos.iter().map(|v| v.name.clone()).collect()
+    }
+
+    fn frames(&self, video: &str) -> Result<usize, SourceError> {
+        Ok(self.video(video)?.frames())
+    }
+
+    fn clip(&self, video: &str, first: usize, count: usize) -> Result<Batch, SourceError> {
+        let v = self.video(video)?;
+        if first + count > v.frames() {
+            return Err(MemoryError::OutOfRange {
+                video: video.to_owned(),
+                frames: v.frames(),
+                first,
+                end: first + count,
+            }
+            .into());
+        }
+        let mut batch = self.empty_batch(count);
+        self.append_clip(v, first, count, &mut batch);
+        Ok(batch)
+    }
+}
+
+/// Random training clips from a [`MemoryDataset`]: batch `n` is drawn with a generator seeded by
+/// `(seed, n)`, so seeking is free and exact.
+#[derive(Debug, Clone)]
+pub struct MemoryBatches {
+    dataset: Arc<MemoryDataset>,
+    seed: u64,
+    sequences: usize,
+    steps: usize,
+    position: u64,
+}
+
+impl MemoryBatches {
+    /// Batches of `sequences` clips of `steps` frames; videos shorter than `steps` are skipped.
+    pub fn new(
+        dataset: Arc<MemoryDataset>,
+        seed: u64,
+        sequences: usize,
+        steps: usize,
+    ) -> Result<Self, MemoryError> {
+        if !dataset.videos.iter().any(|v| v.frames() >= steps) {
+            return Err(MemoryError::TooShort(steps));
+        }
+        Ok(Self {
+            dataset,
+            seed,
+            sequences,
+            steps,
+            position: 0,
+        })
+    }
+}
+
+impl BatchSource for MemoryBatches {
+    fn next_batch(&mut self) -> Result<Batch, SourceError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.seed ^ self.position.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let long: Vec<&MemoryVideo> = self
+            .dataset
+            .videos
+            .iter()
+            .filter(|v| v.frames() >= self.steps)
+            .collect();
+        let mut batch = self.dataset.empty_batch(self.steps);
+        // Videos weighted by length, so every frame is equally likely to be drawn.
+        let total: usize = long.iter().map(|v| v.frames() - self.steps + 1).sum();
+        for _ in 0..self.sequences {
+            let mut pick = rng.random_range(0..total);
+            for v in &long {
+                let starts = v.frames() - self.steps + 1;
+                if pick < starts {
+                    self.dataset.append_clip(v, pick, self.steps, &mut batch);
+                    break;
+                }
+                pick -= starts;
+            }
+        }
+        self.position += 1;
+        Ok(batch)
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn seek(&mut self, position: u64) -> Result<(), SourceError> {
+        self.position = position;
+        Ok(())
+    }
+}
+
+/// Renders videos `indices` of the synthetic dataset `(synth, seed)` (the same faces
+/// `affect-train synth` writes to disk) and preprocesses every frame with `preprocess`, in
+/// parallel; deterministic. Frames without a face or annotation get mask 0 (and zero pixels /
+/// labels), exactly as the loader reads them from disk.
+pub fn render_synthetic(
+    synth: &affect_shared::synth::SynthConfig,
+    seed: u64,
+    indices: std::ops::Range<u64>,
+    preprocess: &affect_shared::preprocess::Preprocess,
+) -> Result<MemoryDataset, affect_shared::preprocess::PreprocessError> {
+    use affect_shared::preprocess::FaceBox;
+    use affect_shared::synth::SyntheticVideo;
+    use rayon::prelude::*;
+
+    preprocess.validate()?;
+    let size = preprocess.size as usize;
+    let px = 3 * size * size;
+    let videos = indices
+        .into_par_iter()
+        .map(|index| {
+            let mut video = MemoryVideo {
+                name: format!("synthetic-{index:04}"),
+                faces: Vec::new(),
+                landmarks: Vec::new(),
+                labels: Vec::new(),
+                mask: Vec::new(),
+            };
+            for frame in SyntheticVideo::new(synth, seed, index) {
+                let label = frame.annotation.unwrap_or([0.0, 0.0]);
+                let input = match &frame.face {
+                    Some((crop, landmarks)) => {
+                        // An aligned crop: the centred square the margin enlarges to the crop.
+                        let (w, h) = crop.dimensions();
+                        let side = w.min(h) as f32 / (1.0 + 2.0 * preprocess.margin);
+                        let face = FaceBox {
+                            x: (w as f32 - side) / 2.0,
+                            y: (h as f32 - side) / 2.0,
+                            w: side,
+                            h: side,
+                        };
+                        Some(preprocess.face_input(crop, &face, Some(landmarks))?)
+                    }
+                    None => None,
+                };
+                match input {
+                    Some(input) => {
+                        video.faces.extend_from_slice(&input.pixels);
+                        video
+                            .landmarks
+                            .extend_from_slice(&input.landmarks.unwrap_or([0.0; 136]));
+                    }
+                    None => {
+                        video.faces.extend(std::iter::repeat_n(0.0, px));
+                        video.landmarks.extend([0.0; 136]);
+                    }
+                }
+                let usable = frame.face.is_some() && frame.annotation.is_some();
+                video.labels.extend(label);
+                video.mask.push(if usable { 1.0 } else { 0.0 });
+            }
+            Ok(video)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MemoryDataset { size, videos })
+}

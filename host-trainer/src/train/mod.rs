@@ -1,0 +1,493 @@
+//! Training: Adam on the CCC / MSE loss, validation, checkpoints, exact resume.
+//!
+//! # Run directory
+//! ```text
+//! RUN/config.toml                      the full TrainConfig (network, optimiser, data, …)
+//! RUN/metrics.jsonl                    one JSON object per line: {"step","lr","loss"} every
+//!                                      `schedule.log_every` steps, {"step","validation":{…}}
+//!                                      after each validation
+//! RUN/checkpoint/model.safetensors     latest weights (+ BatchNorm statistics)
+//! RUN/checkpoint/optimizer.safetensors Adam moments and step count
+//! RUN/checkpoint/state.json            step, loader position, best score so far
+//! RUN/best/model.safetensors           weights with the best validation mean CCC
+//! RUN/best/score.json                  that validation score and its step
+//! ```
+//! Checkpoints are written every `schedule.checkpoint_every` steps, at the end, and when the
+//! stop flag is raised (Ctrl-C). A checkpoint is written to a temporary directory and renamed,
+//! so a kill never leaves a half-written one.
+//!
+//! # Reproducibility
+//! Initialisation is seeded with `seed`; before step `n` the libtorch generator is re-seeded with
+//! `seed + n + 1` (dropout), and the batch source is positioned by count. Together with the saved
+//! weights, BatchNorm statistics and Adam state, a resumed CPU run continues bit for bit.
+//! libtorch's generator is process-global: run one training at a time per process.
+
+pub mod bench;
+pub mod config;
+pub mod dataset;
+pub mod memory;
+pub mod optim;
+pub mod source;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use affect_shared::metadata::Validation;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::eval::{EvalError, predict};
+use crate::loss;
+use crate::model::{ConfigError, Model, ModelError};
+use config::{DeviceChoice, LossKind, TrainConfig};
+use optim::{Adam, learning_rate};
+use source::{BatchShapeError, BatchSource, BatchTensors, SourceError, VideoSource};
+
+/// Why training stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The network could not be built or run.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The data source failed.
+    #[error("training data: {0}")]
+    Source(SourceError),
+    /// A batch has inconsistent field lengths.
+    #[error(transparent)]
+    Batch(#[from] BatchShapeError),
+    /// Validation failed.
+    #[error("validation: {0}")]
+    Validation(#[from] EvalError),
+    /// Reading or writing the run directory failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// libtorch failed while saving or loading.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// The run directory cannot be started or resumed.
+    #[error("run directory {}: {message}", path.display())]
+    Run {
+        /// Run directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("training diverged at step {step} (loss {loss}); try a lower optim.lr")]
+    Diverged {
+        /// Step at which it happened.
+        step: u64,
+        /// The loss value.
+        loss: f64,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Files of a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// `metrics.jsonl`.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    /// `checkpoint/`.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.root.join("checkpoint")
+    }
+    /// `best/`.
+    pub fn best(&self) -> PathBuf {
+        self.root.join("best")
+    }
+    /// The weights to evaluate or export: `best/model.safetensors` when validation ran, else the
+    /// latest checkpoint's.
+    pub fn weights(&self) -> PathBuf {
+        let best = self.best().join("model.safetensors");
+        if best.exists() {
+            best
+        } else {
+            self.checkpoint().join("model.safetensors")
+        }
+    }
+}
+
+/// Best validation score so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BestScore {
+    /// Step at which it was reached.
+    pub step: u64,
+    /// Mean of valence and arousal CCC.
+    pub mean_ccc: f64,
+    /// The full score.
+    pub validation: Validation,
+}
+
+/// `checkpoint/state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CheckpointState {
+    step: u64,
+    source_position: u64,
+    best: Option<BestScore>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// All `schedule.steps` done.
+    Finished,
+    /// The stop flag was raised; a checkpoint was saved at this step.
+    Interrupted {
+        /// Steps completed.
+        step: u64,
+    },
+}
+
+/// Result of [`train`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    /// Finished or interrupted.
+    pub outcome: Outcome,
+    /// Training loss of the last step.
+    pub last_loss: Option<f64>,
+    /// The last validation score.
+    pub last_validation: Option<Validation>,
+    /// The best validation score.
+    pub best: Option<BestScore>,
+}
+
+/// Run-time switches that are not part of the saved configuration.
+#[derive(Debug, Default)]
+pub struct TrainOptions {
+    /// Continue the run in the directory from its checkpoint.
+    pub resume: bool,
+    /// Draw an indicatif progress bar on stderr.
+    pub progress: bool,
+    /// Raised (e.g. by a SIGINT handler) to checkpoint and stop after the current step.
+    pub stop: std::sync::Arc<AtomicBool>,
+}
+
+/// The device `choice` selects.
+pub fn select_device(choice: DeviceChoice) -> Result<Device, ConfigError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Cuda => Err(ConfigError::new(
+            "device",
+            "CUDA requested but libtorch sees no CUDA device",
+        )),
+    }
+}
+
+/// The training loss of `config.loss` on predictions `[B, T, 2]`.
+pub fn loss_value(config: &TrainConfig, pred: &Tensor, t: &BatchTensors) -> Tensor {
+    match config.loss.kind {
+        LossKind::Ccc => loss::ccc_loss(pred, &t.labels, &t.mask),
+        LossKind::Mse => loss::mse_loss(pred, &t.labels, &t.mask),
+        LossKind::Weighted => {
+            loss::ccc_loss(pred, &t.labels, &t.mask)
+                + loss::mse_loss(pred, &t.labels, &t.mask) * config.loss.mse_weight
+        }
+    }
+}
+
+/// Builds the model of a finished or running run and loads its evaluation weights
+/// ([`RunDir::weights`]).
+pub fn load_run_model(run: &RunDir, device: Device) -> Result<(TrainConfig, Model), TrainError> {
+    let config = TrainConfig::read(&run.config())?;
+    let mut network = config.network.clone();
+    // The weights come from the run; the pretrained file is not needed (or maybe not present).
+    network.pretrained = None;
+    network.freeze_conv = false;
+    let mut model = Model::new(&network, device)?;
+    let weights = run.weights();
+    if !weights.exists() {
+        return Err(TrainError::Run {
+            path: run.root().to_owned(),
+            message: "no checkpoint yet (checkpoint/model.safetensors missing)".into(),
+        });
+    }
+    model.load(&weights)?;
+    Ok((config, model))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(value).expect("plain data serialises");
+    std::fs::write(path, text).map_err(io_err(path))
+}
+
+/// The stateful part of a run.
+struct Session<'a> {
+    config: &'a TrainConfig,
+    run: RunDir,
+    model: Model,
+    adam: Adam,
+    step: u64,
+    best: Option<BestScore>,
+    metrics: std::fs::File,
+}
+
+impl Session<'_> {
+    fn log(&mut self, value: serde_json::Value) -> Result<(), TrainError> {
+        let path = self.run.metrics();
+        writeln!(self.metrics, "{value}").map_err(io_err(&path))?;
+        self.metrics.flush().map_err(io_err(&path))
+    }
+
+    fn save_checkpoint(&self, source_position: u64) -> Result<(), TrainError> {
+        let dir = self.run.checkpoint();
+        let tmp = self.run.root().join("checkpoint.tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        self.model.save(&tmp.join("model.safetensors"))?;
+        self.adam.save(&tmp.join("optimizer.safetensors"))?;
+        write_json(
+            &tmp.join("state.json"),
+            &CheckpointState {
+                step: self.step,
+                source_position,
+                best: self.best,
+            },
+        )?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))
+    }
+
+    fn validate(&mut self, videos: &dyn VideoSource) -> Result<Option<Validation>, TrainError> {
+        let chunk = self
+            .config
+            .batch
+            .sequence_length
+            .max(self.config.batch.frames) as usize;
+        let predictions = predict::predict_split(&self.model, videos, chunk)?;
+        let Some(score) = predict::split_scores(&predictions).pooled else {
+            return Ok(None);
+        };
+        let mean_ccc = (score.valence.ccc + score.arousal.ccc) / 2.0;
+        self.log(
+            serde_json::json!({"step": self.step, "validation": score, "mean_ccc": mean_ccc}),
+        )?;
+        if self.best.is_none_or(|b| mean_ccc > b.mean_ccc) {
+            let best = BestScore {
+                step: self.step,
+                mean_ccc,
+                validation: score,
+            };
+            self.best = Some(best);
+            let dir = self.run.best();
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            self.model.save(&dir.join("model.safetensors"))?;
+            write_json(&dir.join("score.json"), &best)?;
+        }
+        Ok(Some(score))
+    }
+}
+
+/// Keeps the lines of `metrics.jsonl` up to `step` (a resumed run rewrites what came after).
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(io_err(path))
+}
+
+/// Trains `config` in `run` on batches from `source`, validating on `validation` (best
+/// checkpoint by mean CCC). With `options.resume`, continues the run from its checkpoint
+/// (`config` must then be the run's saved configuration, possibly with more steps).
+pub fn train(
+    config: &TrainConfig,
+    run: &Path,
+    source: &mut dyn BatchSource,
+    validation: Option<&dyn VideoSource>,
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
+    config.validate()?;
+    let run = RunDir::new(run);
+    let device = select_device(config.device)?;
+    if let Some(threads) = config.threads {
+        tch::set_num_threads(threads as i32);
+    }
+    let run_error = |message: &str| TrainError::Run {
+        path: run.root().to_owned(),
+        message: message.to_owned(),
+    };
+    tch::manual_seed(config.seed as i64);
+    let model = Model::new(&config.network, device)?;
+    let adam = Adam::new(model.trainable_parameters(), &config.optim);
+    let mut best = None;
+    let mut step = 0;
+    if options.resume {
+        let state_path = run.checkpoint().join("state.json");
+        let text = std::fs::read_to_string(&state_path)
+            .map_err(|_| run_error("no checkpoint to resume from (checkpoint/state.json)"))?;
+        let state: CheckpointState = serde_json::from_str(&text)
+            .map_err(|e| run_error(&format!("checkpoint/state.json: {e}")))?;
+        step = state.step;
+        best = state.best;
+        source
+            .seek(state.source_position)
+            .map_err(TrainError::Source)?;
+        truncate_metrics(&run.metrics(), step)?;
+    } else {
+        if run.checkpoint().exists() || run.metrics().exists() {
+            return Err(run_error(
+                "already holds a run; pass --resume to continue it or choose a new --out",
+            ));
+        }
+        std::fs::create_dir_all(run.root()).map_err(io_err(run.root()))?;
+    }
+    std::fs::write(run.config(), config.to_toml()).map_err(io_err(&run.config()))?;
+    let metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.metrics())
+        .map_err(io_err(&run.metrics()))?;
+    let mut session = Session {
+        config,
+        run: run.clone(),
+        model,
+        adam,
+        step,
+        best,
+        metrics,
+    };
+    if options.resume {
+        let dir = run.checkpoint();
+        session.model.load(&dir.join("model.safetensors"))?;
+        session.adam.load(&dir.join("optimizer.safetensors"))?;
+    }
+
+    let total = config.schedule.steps;
+    let bar = progress_bar(options.progress, total, session.step);
+    let started = Instant::now();
+    let first_step = session.step;
+    let mut summary = TrainSummary {
+        outcome: Outcome::Finished,
+        last_loss: None,
+        last_validation: None,
+        best: session.best,
+    };
+    let mut smoothed: Option<f64> = None;
+    let mut val_text = String::new();
+    while session.step < total {
+        if options.stop.load(Ordering::SeqCst) {
+            session.save_checkpoint(source.position())?;
+            bar.abandon_with_message(format!("interrupted at step {}", session.step));
+            summary.outcome = Outcome::Interrupted { step: session.step };
+            summary.best = session.best;
+            return Ok(summary);
+        }
+        let step = session.step;
+        tch::manual_seed(config.seed.wrapping_add(step + 1) as i64);
+        let batch = source.next_batch().map_err(TrainError::Source)?;
+        let tensors = BatchTensors::new(&batch, device)?;
+        let (pred, _) =
+            session
+                .model
+                .forward(&tensors.faces, Some(&tensors.landmarks), None, true)?;
+        let loss = loss_value(config, &pred, &tensors);
+        session.adam.zero_grad();
+        loss.backward();
+        let lr = learning_rate(&config.optim, step);
+        session.adam.step(lr);
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(TrainError::Diverged {
+                step: step + 1,
+                loss: value,
+            });
+        }
+        session.step += 1;
+        summary.last_loss = Some(value);
+        smoothed = Some(smoothed.map_or(value, |s| 0.9 * s + 0.1 * value));
+        if session.step.is_multiple_of(config.schedule.log_every) {
+            session.log(serde_json::json!({"step": session.step, "lr": lr, "loss": value}))?;
+        }
+        let at_end = session.step == total;
+        let done = session.step;
+        let every = |n: u64| n > 0 && done.is_multiple_of(n);
+        if let Some(videos) = validation
+            && (every(config.schedule.validate_every) || at_end)
+            && let Some(score) = session.validate(videos)?
+        {
+            val_text = format!(
+                " | val CCC v {:.3} a {:.3}",
+                score.valence.ccc, score.arousal.ccc
+            );
+            summary.last_validation = Some(score);
+        }
+        if every(config.schedule.checkpoint_every) || at_end {
+            session.save_checkpoint(source.position())?;
+        }
+        bar.set_position(session.step);
+        bar.set_message(format!(
+            "loss {:.4}{val_text} | {:.2} steps/s",
+            smoothed.unwrap_or(value),
+            (session.step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        ));
+    }
+    bar.finish();
+    summary.best = session.best;
+    Ok(summary)
+}
+
+fn progress_bar(show: bool, total: u64, position: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(position);
+    bar
+}

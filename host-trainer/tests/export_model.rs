@@ -1,0 +1,419 @@
+//! Trained-network export end to end on tiny networks of every architecture: the streaming ONNX
+//! graph (batch norm folded, dropout gone, landmarks joined where the network joins them, GRU /
+//! peephole LSTM state carried) must equal the tch network frame by frame in tract and ONNX
+//! Runtime, pass `onnx.checker` (full check), carry readable metadata, and the int8 QDQ model must
+//! run on integer kernels in ONNX Runtime. Broken graphs and bad checkpoints are refused.
+#![cfg(feature = "torch")]
+
+use std::path::Path;
+use tract_onnx::prelude::Framework;
+
+use affect_shared::metadata::{METADATA_KEY, ModelMetadata, Precision};
+use affect_trainer::export::calibrate::{CalibrationClip, RangeMethod, calibrate};
+use affect_trainer::export::network::{NetworkExportError, Parameters, streaming_graph};
+use affect_trainer::export::onnx::encode;
+use affect_trainer::export::ort_oracle::OrtOracle;
+use affect_trainer::export::pipeline::{ExportOptions, Provenance, export};
+use affect_trainer::export::proof::{Bounds, ExportedFiles, LabelledClip, prove};
+use affect_trainer::export::quantize::quantize_qdq;
+use affect_trainer::model::{Architecture, Backbone, Cell, Model, NetworkConfig, Outputs};
+use affect_trainer::train::config::TrainConfig;
+use affect_trainer::train::memory::{MemoryDataset, MemoryVideo};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tch::{Device, Kind, Tensor};
+use tract_onnx::pb;
+
+const SIZE: usize = 32;
+
+fn tiny(backbone: Backbone, kind: Architecture, cell: Cell, landmarks: bool) -> NetworkConfig {
+    NetworkConfig {
+        backbone,
+        kind,
+        cell,
+        landmarks,
+        hidden: 8,
+        layers: 2,
+        width: 1.0 / 16.0,
+        input_size: SIZE as u32,
+        dropout: 0.5,
+        ..NetworkConfig::default()
+    }
+}
+
+/// A model with random weights and random batch-norm statistics (so folding is exercised).
+fn model(config: &NetworkConfig, seed: i64) -> Model {
+    tch::manual_seed(seed);
+    let model = Model::new(config, Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        for (name, mut t) in model.var_store().variables() {
+            let shape = t.size();
+            let opts = (Kind::Float, Device::Cpu);
+            if name.ends_with("running_var")
+                || (name.contains("bn") && name.ends_with("weight"))
+                || (name.contains("downsample.1") && name.ends_with("weight"))
+            {
+                t.copy_(&(Tensor::rand(&shape, opts) + 0.5));
+            } else if name.ends_with("running_mean")
+                || (name.contains("bn") && name.ends_with("bias"))
+                || (name.contains("downsample.1") && name.ends_with("bias"))
+            {
+                t.copy_(&((Tensor::rand(&shape, opts) - 0.5) * 0.4));
+            }
+        }
+    });
+    model
+}
+
+/// Smoothly drifting faces and landmarks; labels are the network's own outputs plus noise, so
+/// CCC is high and any deviation of an engine shows.
+fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let px = 3 * SIZE * SIZE;
+    let a: Vec<f32> = (0..px).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let b: Vec<f32> = (0..px).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut faces = Vec::with_capacity(frames * px);
+    let mut landmarks = Vec::with_capacity(frames * 136);
+    for t in 0..frames {
+        let phase = t as f32 * 0.15;
+        faces.extend(
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| x * phase.sin() + y * phase.cos() + rng.random_range(-0.1..0.1)),
+        );
+        landmarks.extend((0..136).map(|k| 0.5 + 0.3 * (phase + k as f32).sin()));
+    }
+    let f = Tensor::from_slice(&faces).reshape([1, frames as i64, 3, SIZE as i64, SIZE as i64]);
+    let l = Tensor::from_slice(&landmarks).reshape([1, frames as i64, 136]);
+    let (y, _) = tch::no_grad(|| {
+        model
+            .forward(&f, model.config().landmarks.then_some(&l), None, false)
+            .unwrap()
+    });
+    let y = Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap();
+    let mean = y.iter().sum::<f32>() / y.len() as f32;
+    let std = (y.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / y.len() as f32).sqrt();
+    let labels = y
+        .iter()
+        .map(|v| v + 0.2 * std * rng.random_range(-1.0..1.0))
+        .collect();
+    let mut mask = vec![1.0; frames];
+    mask[frames / 3] = 0.0;
+    MemoryVideo {
+        name: name.into(),
+        faces,
+        landmarks,
+        labels,
+        mask,
+    }
+}
+
+fn clip(v: &MemoryVideo) -> LabelledClip {
+    LabelledClip {
+        video: v.name.clone(),
+        frames: v.frames(),
+        size: SIZE,
+        faces: v.faces.clone(),
+        landmarks: v.landmarks.clone(),
+        labels: v.labels.clone(),
+        mask: v.mask.clone(),
+    }
+}
+
+fn oracle() -> OrtOracle {
+    OrtOracle::from_env().unwrap_or_else(|why| panic!("the ONNX Runtime oracle is needed: {why}"))
+}
+
+fn save(model: &pb::ModelProto, path: &Path) {
+    std::fs::write(path, encode(model)).unwrap();
+}
+
+fn metadata_json(config: &NetworkConfig, precision: Precision) -> String {
+    let train = TrainConfig {
+        network: config.clone(),
+        ..TrainConfig::default()
+    };
+    affect_trainer::export::pipeline::metadata(
+        &train,
+        &Provenance {
+            dataset_fingerprint: "test".into(),
+            validation: None,
+            git_revision: "test".into(),
+        },
+        precision,
+    )
+    .unwrap()
+    .to_json()
+    .unwrap()
+}
+
+fn fp32_proof(config: NetworkConfig, seed: i64) {
+    let model = model(&config, seed);
+    let v = video(&model, "clip", 12, seed as u64);
+    let graph = streaming_graph(
+        &config,
+        &Parameters::from_model(&model).unwrap(),
+        &metadata_json(&config, Precision::Fp32),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    save(&graph, &path);
+    let oracle = oracle();
+    let report = prove(
+        &model,
+        ExportedFiles {
+            fp32: (&graph, &path),
+            int8: None,
+        },
+        &clip(&v),
+        Ok(&oracle),
+        Bounds::default(),
+    )
+    .unwrap();
+    assert!(report.failures.is_empty(), "{config:?}: {:#?}", report);
+    let ort = report.onnxruntime.as_ref().unwrap();
+    assert!(ort.max_abs_diff <= 1e-4 && report.tract.max_abs_diff <= 1e-4);
+    assert_eq!(report.onnx_checker.values().next().unwrap(), "ok");
+    assert!(report.torch.valence.ccc.unwrap() > 0.5, "{report:#?}");
+
+    // The metadata the runtime reads.
+    let loaded = tract_onnx::onnx().model_for_path(&path).unwrap();
+    let json = loaded.properties[&format!("onnx.metadata_props.{METADATA_KEY}")]
+        .to_plain_array_view::<String>()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    let metadata = ModelMetadata::from_json(&json).unwrap();
+    assert_eq!(metadata.precision, Precision::Fp32);
+    assert_eq!(
+        metadata.recurrent.is_some(),
+        config.kind == Architecture::CnnRnn
+    );
+}
+
+#[test]
+fn vgg_gru_with_landmarks_equals_tch_in_tract_and_onnxruntime() {
+    fp32_proof(
+        tiny(Backbone::Vgg16, Architecture::CnnRnn, Cell::Gru, true),
+        1,
+    );
+}
+
+#[test]
+fn resnet_peephole_lstm_equals_tch_in_tract_and_onnxruntime() {
+    fp32_proof(
+        tiny(Backbone::Resnet50, Architecture::CnnRnn, Cell::Lstm, false),
+        2,
+    );
+}
+
+#[test]
+fn cnn_heads_equal_tch_in_tract_and_onnxruntime() {
+    fp32_proof(
+        tiny(Backbone::VggFace, Architecture::Cnn, Cell::Gru, true),
+        3,
+    );
+    fp32_proof(
+        tiny(Backbone::Resnet50, Architecture::Cnn, Cell::Gru, true),
+        4,
+    );
+}
+
+#[test]
+fn per_dimension_networks_export_side_by_side() {
+    fp32_proof(
+        NetworkConfig {
+            outputs: Outputs::PerDimension,
+            ..tiny(Backbone::Vgg16, Architecture::CnnRnn, Cell::Lstm, true)
+        },
+        5,
+    );
+}
+
+/// The whole pipeline on an in-memory dataset: fp32 + int8 files, the report beside them, int8
+/// on integer kernels in ONNX Runtime, metadata saying int8.
+#[test]
+fn pipeline_writes_proven_fp32_and_int8_models() {
+    let network = NetworkConfig {
+        width: 0.25,
+        ..tiny(Backbone::Vgg16, Architecture::Cnn, Cell::Gru, true)
+    };
+    let config = TrainConfig {
+        network: network.clone(),
+        ..TrainConfig::default()
+    };
+    let model = model(&network, 6);
+    let dataset = MemoryDataset {
+        size: SIZE,
+        videos: (0..3)
+            .map(|k| video(&model, &format!("v{k}"), 40, 10 + k))
+            .collect(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = ExportOptions {
+        out: dir.path().join("model.onnx"),
+        int8: true,
+        calibration_frames: 60,
+        range: RangeMethod::MinMax,
+        proof_frames: 40,
+        bounds: Bounds {
+            // Random weights spread their outputs over a tiny range, so the CCC of a random
+            // network is far more fragile than a trained one's; the size bound holds as is.
+            int8_ccc_drop: 0.05,
+            ..Bounds::default()
+        },
+    };
+    let provenance = Provenance {
+        dataset_fingerprint: "f".into(),
+        validation: None,
+        git_revision: "r".into(),
+    };
+    let (paths, report) =
+        export(&config, &model, &provenance, &dataset, &dataset, &options).unwrap();
+    assert!(report.failures.is_empty(), "{report:#?}");
+    let int8 = report.int8.as_ref().unwrap();
+    let ops = int8.onnxruntime_ops.as_ref().unwrap();
+    assert_eq!(ops.get("QLinearConv"), Some(&13), "{ops:?}");
+    assert!(!ops.contains_key("Conv"), "{ops:?}");
+    assert!(int8.size_ratio <= 0.3, "{int8:?}");
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&paths.report).unwrap()).unwrap();
+    assert_eq!(written["failures"], serde_json::json!([]));
+    let loaded = tract_onnx::onnx().model_for_path(&paths.int8).unwrap();
+    let json = loaded.properties[&format!("onnx.metadata_props.{METADATA_KEY}")]
+        .to_plain_array_view::<String>()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        ModelMetadata::from_json(&json).unwrap().precision,
+        Precision::Int8
+    );
+}
+
+/// A graph that does not compute the trained network is caught, not shipped.
+#[test]
+fn proof_reports_a_graph_that_differs_from_the_network() {
+    let config = tiny(Backbone::Vgg16, Architecture::CnnRnn, Cell::Gru, true);
+    let model = model(&config, 7);
+    let v = video(&model, "clip", 8, 7);
+    let mut graph = streaming_graph(
+        &config,
+        &Parameters::from_model(&model).unwrap(),
+        &metadata_json(&config, Precision::Fp32),
+    )
+    .unwrap();
+    let bias = graph
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "out.bias")
+        .unwrap();
+    bias.raw_data[..4].copy_from_slice(&1.0f32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    save(&graph, &path);
+    let report = prove(
+        &model,
+        ExportedFiles {
+            fp32: (&graph, &path),
+            int8: None,
+        },
+        &clip(&v),
+        Err("not needed".into()),
+        Bounds::default(),
+    )
+    .unwrap();
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.contains("tract fp32 differs")),
+        "{:?}",
+        report.failures
+    );
+    assert_eq!(report.onnxruntime_skipped.as_deref(), Some("not needed"));
+}
+
+#[test]
+fn refuses_checkpoints_that_do_not_match_or_diverged() {
+    let config = tiny(Backbone::Vgg16, Architecture::Cnn, Cell::Gru, false);
+    let model = model(&config, 8);
+    let params = Parameters::from_model(&model).unwrap();
+    // The run's config says landmarks, the checkpoint was trained without.
+    let other = NetworkConfig {
+        landmarks: true,
+        ..config.clone()
+    };
+    let err = streaming_graph(&other, &params, "{}").unwrap_err();
+    assert!(matches!(err, NetworkExportError::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("head.fc"), "{err}");
+    let rnn = NetworkConfig {
+        kind: Architecture::CnnRnn,
+        ..config.clone()
+    };
+    let err = streaming_graph(&rnn, &params, "{}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no parameter `head.fc1.weight`") || err.contains("rnn.l0"),
+        "{err}"
+    );
+
+    tch::no_grad(|| {
+        let mut vars = model.var_store().variables();
+        let _ = vars.get_mut("out.bias").unwrap().fill_(f64::NAN);
+    });
+    let err = Parameters::from_model(&model).unwrap_err().to_string();
+    assert!(
+        err.contains("out.bias") && err.contains("non-finite"),
+        "{err}"
+    );
+}
+
+/// Calibration clips carry state within a clip; percentile ranges are never wider than min/max.
+#[test]
+fn percentile_ranges_lie_inside_min_max() {
+    let config = tiny(Backbone::Resnet50, Architecture::CnnRnn, Cell::Gru, true);
+    let model = model(&config, 9);
+    let graph = streaming_graph(
+        &config,
+        &Parameters::from_model(&model).unwrap(),
+        &metadata_json(&config, Precision::Fp32),
+    )
+    .unwrap();
+    let v = video(&model, "c", 10, 9);
+    let clips = [CalibrationClip {
+        faces: v.faces.clone(),
+        landmarks: Some(v.landmarks.clone()),
+        frames: v.frames(),
+    }];
+    let min_max = calibrate(&graph, &clips, RangeMethod::MinMax).unwrap();
+    let central = calibrate(&graph, &clips, RangeMethod::Percentile(99.0)).unwrap();
+    for (name, r) in &min_max {
+        let p = central[name];
+        assert!(
+            p.min >= r.min && p.max <= r.max && p.min <= p.max,
+            "{name}: {p:?} vs {r:?}"
+        );
+    }
+    let int8 = quantize_qdq(&graph, &central).unwrap();
+    let ops: Vec<&str> = int8
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert!(
+        ops.contains(&"GRU") && ops.iter().filter(|o| **o == "Conv").count() == 53,
+        "{ops:?}"
+    );
+}
