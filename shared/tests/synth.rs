@@ -262,3 +262,44 @@ fn videos_carry_jitter_nuisances_missing_faces_and_unlabelled_frames() {
     let rms = (residual.iter().map(|r| r * r).sum::<f32>() / residual.len() as f32).sqrt();
     assert!((0.05..0.3).contains(&rms), "jitter rms {rms}");
 }
+
+/// Pearson correlation.
+fn correlation(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len() as f32;
+    let (mx, my) = (x.iter().sum::<f32>() / n, y.iter().sum::<f32>() / n);
+    let cov: f32 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f32 = x.iter().map(|a| (a - mx) * (a - mx)).sum();
+    let vy: f32 = y.iter().map(|b| (b - my) * (b - my)).sum();
+    cov / (vx * vy).sqrt()
+}
+
+#[test]
+fn averaging_over_time_recovers_affect_better_than_single_frames() {
+    // The design claim behind CNN-RNN > CNN: the expression shown on one frame is a noisy view of
+    // the affect; a window of frames of the same person is a much better one.
+    let config = SynthConfig {
+        frames: 600,
+        ..SynthConfig::default()
+    };
+    let (mut single, mut averaged) = (0.0, 0.0);
+    for index in 0..4 {
+        let frames: Vec<_> = SyntheticVideo::new(&config, 2, index).collect();
+        let clean: Vec<f32> = frames.iter().map(|f| f.clean[0]).collect();
+        let shown: Vec<f32> = frames.iter().map(|f| f.state.valence).collect();
+        let window = 9;
+        let smooth: Vec<f32> = (0..shown.len())
+            .map(|i| {
+                let lo = i.saturating_sub(window / 2);
+                let hi = (i + window / 2 + 1).min(shown.len());
+                shown[lo..hi].iter().sum::<f32>() / (hi - lo) as f32
+            })
+            .collect();
+        single += correlation(&shown, &clean) / 4.0;
+        averaged += correlation(&smooth, &clean) / 4.0;
+    }
+    eprintln!("valence correlation: single frames {single:.3}, 9-frame average {averaged:.3}");
+    assert!(
+        averaged > single + 0.05,
+        "single {single:.3}, averaged {averaged:.3}"
+    );
+}

@@ -31,8 +31,8 @@ pub struct InspectArgs {
     /// Fail (exit 2) once more than this many problems are found.
     #[arg(long)]
     max_errors: Option<usize>,
-    /// Write the 2-D valence-arousal histogram here (PNG); default DIR/label-histogram.png
-    /// unless --no-plot.
+    /// Write the 2-D valence-arousal histogram here (PNG); default `label-histogram.png` in the
+    /// current directory (the dataset itself is never written to) unless --no-plot.
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Do not write the histogram PNG.
@@ -115,7 +115,7 @@ fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
     if !args.no_plot {
         let path = args
             .plot
-            .unwrap_or_else(|| args.dir.join("label-histogram.png"));
+            .unwrap_or_else(|| PathBuf::from("label-histogram.png"));
         let title = format!("{} labels ({})", report.format.name(), args.dir.display());
         plot_histogram(&report.histogram(), &title, &path)?;
         eprintln!("histogram written to {}", path.display());

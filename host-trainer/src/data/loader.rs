@@ -334,7 +334,7 @@ impl Epoch {
     fn start(shared: Arc<Shared>, plan: EpochPlan) -> Self {
         let config = &shared.config;
         let full = plan.order.len() / config.batch_size;
-        let batches = if config.drop_last || plan.order.len() % config.batch_size == 0 {
+        let batches = if config.drop_last || plan.order.len().is_multiple_of(config.batch_size) {
             full
         } else {
             full + 1
