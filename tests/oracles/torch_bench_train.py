@@ -11,7 +11,7 @@ lr and weight decay, and paths to
 The script builds the same network in PyTorch with the same parameter names, loads the weights
 with strict=True (so names and shapes must agree), checks that the first loss equals the Rust
 side's, then times `steps` steps (forward, CCC loss, backward, Adam) after `warmup` steps.
-Prints one JSON line: {"frames_per_second": …, "first_loss": …, "seconds": …}.
+Prints one JSON line: {"frames_per_second": …, "first_loss": …, "last_loss": …, "seconds": …}.
 Dropout is off on both sides (its random numbers differ between the implementations).
 """
 import json
@@ -235,11 +235,12 @@ def main():
     for _ in range(spec["warmup"]):
         step()
     start = time.perf_counter()
+    last = first
     for _ in range(spec["steps"]):
-        step()
+        last = step()
     seconds = time.perf_counter() - start
     frames = batch["faces"].shape[0] * batch["faces"].shape[1] * spec["steps"]
-    print(json.dumps({"frames_per_second": frames / seconds, "first_loss": first, "seconds": seconds}))
+    print(json.dumps({"frames_per_second": frames / seconds, "first_loss": first, "last_loss": last, "seconds": seconds}))
 
 
 if __name__ == "__main__":

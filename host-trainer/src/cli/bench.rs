@@ -81,6 +81,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "  first-step loss: tch {:.6}, PyTorch {:.6}",
         r.tch_first_loss, r.torch_first_loss
     );
+    println!(
+        "  last-step loss:  tch {:.6}, PyTorch {:.6}",
+        r.tch_last_loss, r.torch_last_loss
+    );
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }

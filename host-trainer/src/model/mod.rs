@@ -40,6 +40,9 @@
 //! p = landmarks as [N, 68, 2];  c = p − mean over the 68 points (x and y separately)
 //! lm = c / sqrt(mean(c²) over all 136 values + 1e-6),  reshaped to [N, 136]
 //! ```
+//! Initialisation: convolutions and hidden FC layers He-uniform (fan-in), BatchNorm weight 1 and
+//! bias 0, recurrent layers as in PyTorch, the output layer N(0, 0.01²) with bias 0.
+//!
 //! Per-dimension networks run side by side on the same input; their outputs are concatenated
 //! (valence, arousal) and their states stacked on the layer axis (valence's layers first).
 //! Dropout probability is `dropout`; it is inactive in evaluation, so the exported graph has
@@ -364,7 +367,21 @@ impl Network {
             in_features = i64::from(config.hidden);
             r
         });
-        let out = nn::linear(p / "out", in_features, plan.outputs, Default::default());
+        // Near-zero initial predictions: with the CCC loss, output noise that is uncorrelated
+        // with the labels gets no gradient (∂CCC/∂var ∝ cov ≈ 0), so it must start small.
+        let out = nn::linear(
+            p / "out",
+            in_features,
+            plan.outputs,
+            nn::LinearConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.01,
+                },
+                bs_init: Some(nn::Init::Const(0.0)),
+                bias: true,
+            },
+        );
         Self {
             features,
             head,

@@ -37,12 +37,17 @@ pub struct BenchResult {
     pub tch_first_loss: f64,
     /// … and on PyTorch's (equal up to float rounding: proves the same network and batch).
     pub torch_first_loss: f64,
+    /// Loss of the last step on our side …
+    pub tch_last_loss: f64,
+    /// … and on PyTorch's (close: the same optimiser trajectory, up to rounding drift).
+    pub torch_last_loss: f64,
 }
 
 #[derive(Debug, Deserialize)]
 struct TorchOutput {
     frames_per_second: f64,
     first_loss: f64,
+    last_loss: f64,
 }
 
 /// Runs the comparison; `python` runs `script` (the PyTorch twin); `work` holds the exchange
@@ -111,8 +116,9 @@ pub fn bench_train(
         step()?;
     }
     let started = Instant::now();
+    let mut tch_last_loss = tch_first_loss;
     for _ in 0..steps {
-        step()?;
+        tch_last_loss = step()?;
     }
     let tch_seconds = started.elapsed().as_secs_f64();
     let frames_per_step = b * t;
@@ -176,5 +182,7 @@ pub fn bench_train(
         ratio: tch_fps / torch.frames_per_second,
         tch_first_loss,
         torch_first_loss: torch.first_loss,
+        tch_last_loss,
+        torch_last_loss: torch.last_loss,
     })
 }
