@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine, as far as it exists today: installs what it needs, builds
-# `affect-train` (with libtorch) and scores an example prediction file against its ground truth
-# (tests/data/example-*.csv, Aff-Wild2 format with -5 unlabelled frames) with the paper's metrics.
-# Arguments override the files: tests/demo.sh --pred P.csv --truth T.csv
+# The main job on a fresh machine: installs what it needs (tests/setup.sh), builds the edge
+# runtime and runs it end to end with no camera and no broker: the synthetic camera (generator
+# faces with known valence/arousal) → the bundled model → live valence/arousal as JSON lines on
+# stdout, then a summary on stderr with per-stage times and the CCC/MSE against the synthetic
+# ground truth. Arguments are passed to `affect-edge run` and override the defaults, e.g.
+#   tests/demo.sh --source images:DIR --faces bundled
+#   tests/demo.sh --report mqtt://127.0.0.1:1883/affect
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/setup.sh
-if [ $# -eq 0 ]; then
-  set -- --pred tests/data/example-pred.csv --truth tests/data/example-truth.csv
-fi
-cargo run --release -q -p affect-host-trainer --bin affect-train -- score "$@"
+cargo build --release -q -p affect-edge-runtime --features onnxruntime --bin affect-edge
+exec target/release/affect-edge run --source synthetic:7 --max-frames 300 "$@"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use affect_edge::backend::{self, BackendError, BackendKind, ModelContract};
 use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
+use affect_edge::faces::{BundledFaces, FacesConfig};
 use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig, PipelineError};
 use affect_edge::report::{
     JsonLinesReporter, MqttConfig, MqttReporter, RateLimited, Reporter, SerialConfig,
@@ -82,10 +83,13 @@ pub fn face_mode(
     Ok(match faces {
         FacesSpec::None => FaceMode::WholeFrame,
         FacesSpec::Bundled => {
-            let _ = (config, needs_landmarks);
-            return Err(bad(anyhow::anyhow!(
-                "the bundled face models are not wired in yet; use --faces none"
-            )));
+            let faces_config = FacesConfig {
+                landmarks: needs_landmarks,
+                ..config.face_models
+            };
+            FaceMode::Detect(Box::new(
+                BundledFaces::from_dir(&config.models_dir, &faces_config).map_err(bad)?,
+            ))
         }
     })
 }

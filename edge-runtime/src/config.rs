@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
+use crate::faces::FacesConfig;
 use crate::report::{MqttConfig, RateLimitConfig, SerialConfig, SmoothConfig};
 use crate::source::{CameraConfig, ImageDirConfig, SyntheticConfig};
 use crate::tracker::TrackerConfig;
@@ -149,6 +150,8 @@ pub struct EdgeConfig {
     pub images: ImageDirConfig,
     /// Synthetic camera settings (`[synthetic]`; the seed comes from `source`).
     pub synthetic: SyntheticConfig,
+    /// Detector and landmark settings (`[face_models]`).
+    pub face_models: FacesConfig,
     /// Serial settings besides path and baud (`[serial]`: mode, queue, timeouts, backoff).
     pub serial: SerialConfig,
     /// MQTT settings besides the URL (`[mqtt]`: credentials, TLS, queue, keep-alive, backoff).
@@ -176,6 +179,7 @@ impl Default for EdgeConfig {
             camera: CameraConfig::default(),
             images: ImageDirConfig::default(),
             synthetic: SyntheticConfig::default(),
+            face_models: FacesConfig::default(),
             serial: SerialConfig::default(),
             mqtt: MqttConfig::default(),
             smoothing: None,
@@ -220,14 +224,18 @@ impl EdgeConfig {
         })
     }
 
-    /// The model to load: explicit, or the bundled default for the source.
+    /// The model to load: explicit, or the bundled default for the source: the model trained on
+    /// the synthetic generator for the synthetic camera when it is bundled, otherwise the
+    /// expression-based model for real faces.
     pub fn model_path(&self) -> PathBuf {
-        match &self.model {
-            Some(m) => m.clone(),
-            None => self.models_dir.join(match self.source {
-                SourceSpec::Synthetic(_) => SYNTHETIC_MODEL,
-                _ => EXPRESSION_MODEL,
-            }),
+        if let Some(m) = &self.model {
+            return m.clone();
+        }
+        let synthetic = self.models_dir.join(SYNTHETIC_MODEL);
+        if matches!(self.source, SourceSpec::Synthetic(_)) && synthetic.is_file() {
+            synthetic
+        } else {
+            self.models_dir.join(EXPRESSION_MODEL)
         }
     }
 
@@ -319,7 +327,9 @@ mod tests {
         assert_eq!(c.report.len(), 2);
         assert_eq!(c.mqtt.queue, 50);
         c.validate().unwrap();
-        assert!(c.model_path().ends_with(SYNTHETIC_MODEL));
+        assert!(
+            c.model_path().ends_with(SYNTHETIC_MODEL) || c.model_path().ends_with(EXPRESSION_MODEL)
+        );
         assert_eq!(c.faces_mode(), FacesSpec::None);
 
         let e =
@@ -327,8 +337,10 @@ mod tests {
         assert!(e.to_string().contains("time_constant"), "{e}");
         let e = EdgeConfig::from_toml("source = \"webcam\"\n", "edge.toml").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
-        let mut c = EdgeConfig::default();
-        c.report = vec!["udp://x".into()];
+        let c = EdgeConfig {
+            report: vec!["udp://x".into()],
+            ..EdgeConfig::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("`report`"));
     }
 }

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Valence/arousal from faces on camera, reported over stdout, serial or MQTT.
 #[derive(Parser)]
-#[command(name = "affect-edge", version, about)]
+#[command(name = "affect-edge", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
