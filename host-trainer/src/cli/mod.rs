@@ -5,6 +5,8 @@ pub mod ablate;
 #[cfg(feature = "torch")]
 pub mod bench;
 pub mod data;
+#[cfg(feature = "torch")]
+pub mod export;
 pub mod score;
 pub mod synth;
 
