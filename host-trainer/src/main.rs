@@ -33,6 +33,9 @@ enum Command {
     /// The paper's comparisons (backbone, landmarks, CNN vs CNN-RNN, cells, units, loss).
     #[cfg(feature = "torch")]
     Ablate(cli::ablate::Args),
+    /// Streaming ONNX (fp32, optionally int8) of a trained run, proven equal to the network.
+    #[cfg(feature = "torch")]
+    Export(cli::export::Args),
     /// Synthetic dataset in the Aff-Wild2 layout (face crops, labels, landmarks).
     Synth(cli::synth::Args),
     /// Dataset tools: inspect a dataset, benchmark the loader.
@@ -54,6 +57,8 @@ fn main() -> ExitCode {
         Command::BenchTrain(args) => cli::bench::run(args),
         #[cfg(feature = "torch")]
         Command::Ablate(args) => cli::ablate::run(args),
+        #[cfg(feature = "torch")]
+        Command::Export(args) => cli::export::run(args),
         Command::Synth(args) => cli::synth::run(args),
         Command::Data(command) => cli::data::run(command),
     };

@@ -1,18 +1,77 @@
 //! `affect-train export`: a trained run → streaming ONNX (fp32, optionally int8 QDQ) with
 //! embedded preprocessing, proven equal to the trained network on a held-out clip.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use affect_shared::preprocess::Preprocess;
+use affect_trainer::data::Batch;
+use affect_trainer::data::dataset::{Dataset, ReadOptions};
+use affect_trainer::data::loader::{Clip, Loader, LoaderConfig};
 use affect_trainer::export::calibrate::RangeMethod;
 use affect_trainer::export::pipeline::{
-    ExportOptions, Provenance, dataset_fingerprint, export, git_revision,
+    ExportError, ExportOptions, Provenance, export, git_revision,
 };
 use affect_trainer::export::proof::Bounds;
+use affect_trainer::train::source::{SourceError, VideoSource};
 use affect_trainer::train::{BestScore, RunDir, load_run_model};
 use anyhow::Context;
 use tch::Device;
 
 use super::bad_input;
+
+/// One split of a dataset on disk as whole videos, preprocessed like training by the data
+/// loader (one clip at a time, on the calling thread).
+struct DiskVideos {
+    dataset: Arc<Dataset>,
+    preprocess: Preprocess,
+}
+
+impl DiskVideos {
+    fn open(root: &Path, split: &str, preprocess: &Preprocess) -> anyhow::Result<Self> {
+        let dataset = Dataset::open(root, split, &ReadOptions::default())
+            .with_context(|| format!("dataset {} split {split}", root.display()))?;
+        Ok(Self {
+            dataset: Arc::new(dataset),
+            preprocess: preprocess.clone(),
+        })
+    }
+
+    fn index(&self, video: &str) -> Result<usize, SourceError> {
+        self.dataset
+            .videos
+            .iter()
+            .position(|v| v.name == video)
+            .ok_or_else(|| format!("no video named {video} in split {}", self.dataset.split).into())
+    }
+}
+
+impl VideoSource for DiskVideos {
+    fn videos(&self) -> Vec<String> {
+        self.dataset.videos.iter().map(|v| v.name.clone()).collect()
+    }
+
+    fn frames(&self, video: &str) -> Result<usize, SourceError> {
+        Ok(self.dataset.videos[self.index(video)?].frames.len())
+    }
+
+    fn clip(&self, video: &str, first: usize, count: usize) -> Result<Batch, SourceError> {
+        let index = self.index(video)?;
+        let config = LoaderConfig {
+            batch_size: 1,
+            steps: count,
+            stride: count,
+            shuffle: false,
+            workers: 1,
+            ..LoaderConfig::default()
+        };
+        let loader = Loader::new(Arc::clone(&self.dataset), self.preprocess.clone(), config)?;
+        Ok(loader.load(&[Clip {
+            video: index,
+            first,
+        }]))
+    }
+}
 
 /// Flags of `affect-train export`.
 #[derive(clap::Args)]
@@ -60,21 +119,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bad_input(anyhow::Error::new(e).context(format!("run {}", args.run.display())))
     })?;
     let preprocess = config.preprocess();
-    let training = super::data::open_split(&args.data, &config.data.train_split, &preprocess)
-        .map_err(bad_input)?;
+    let training =
+        DiskVideos::open(&args.data, &config.data.train_split, &preprocess).map_err(bad_input)?;
     let held_out_split = if config.data.validation_split.is_empty() {
         &config.data.train_split
     } else {
         &config.data.validation_split
     };
-    let held_out =
-        super::data::open_split(&args.data, held_out_split, &preprocess).map_err(bad_input)?;
+    let held_out = DiskVideos::open(&args.data, held_out_split, &preprocess).map_err(bad_input)?;
     let validation = std::fs::read_to_string(run.best().join("score.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<BestScore>(&text).ok())
         .map(|best| best.validation);
     let provenance = Provenance {
-        dataset_fingerprint: dataset_fingerprint(&args.data).map_err(bad_input)?,
+        dataset_fingerprint: training.dataset.fingerprint(),
         validation,
         git_revision: git_revision(),
     };
@@ -88,19 +146,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         proof_frames: args.proof_frames,
         bounds: Bounds::default(),
     };
-    let (paths, report) = export(
-        &config,
-        &model,
-        &provenance,
-        training.as_ref(),
-        held_out.as_ref(),
-        &options,
-    )
-    .map_err(|e| match e {
-        affect_trainer::export::pipeline::ExportError::Network(_) => bad_input(e),
-        other => anyhow::Error::new(other),
-    })
-    .context("export")?;
+    let (paths, report) = export(&config, &model, &provenance, &training, &held_out, &options)
+        .map_err(|e| match e {
+            ExportError::Network(_) | ExportError::Data { .. } => bad_input(e),
+            other => anyhow::Error::new(other),
+        })
+        .context("export")?;
     let ort = report
         .onnxruntime
         .as_ref()

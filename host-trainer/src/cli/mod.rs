@@ -7,6 +7,8 @@ pub mod bench;
 pub mod data;
 #[cfg(feature = "torch")]
 pub mod eval;
+#[cfg(feature = "torch")]
+pub mod export;
 pub mod score;
 pub mod synth;
 #[cfg(feature = "torch")]

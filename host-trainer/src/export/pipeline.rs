@@ -10,7 +10,6 @@ use std::time::SystemTime;
 use affect_shared::metadata::{
     METADATA_KEY, ModelMetadata, Precision, RecurrentLayout, Validation,
 };
-use sha2::{Digest, Sha256};
 use tract_onnx::pb;
 
 use super::calibrate::{CalibrateError, CalibrationClip, RangeMethod, calibrate};
@@ -44,7 +43,8 @@ pub struct ExportOptions {
 /// Provenance recorded in the metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provenance {
-    /// SHA-256 over the training data's annotation files.
+    /// The training split's fingerprint (`Dataset::fingerprint`: names, labels, faces,
+    /// landmarks).
     pub dataset_fingerprint: String,
     /// Best validation score of the run, if it validated.
     pub validation: Option<Validation>,
@@ -143,42 +143,6 @@ pub fn rfc3339_now() -> String {
         rest % 3600 / 60,
         rest % 60
     )
-}
-
-/// SHA-256 over every file under `data/annotations` (relative path and contents, in path order).
-pub fn dataset_fingerprint(data: &Path) -> Result<String, ExportError> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                walk(&path, out)?;
-            } else {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let root = data.join("annotations");
-    let io = |source| ExportError::Io {
-        path: root.clone(),
-        source,
-    };
-    let mut files = Vec::new();
-    walk(&root, &mut files).map_err(io)?;
-    files.sort();
-    let mut hash = Sha256::new();
-    for file in files {
-        let bytes = std::fs::read(&file).map_err(|source| ExportError::Io {
-            path: file.clone(),
-            source,
-        })?;
-        let relative = file.strip_prefix(&root).unwrap_or(&file);
-        hash.update(relative.to_string_lossy().as_bytes());
-        hash.update([0]);
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(&bytes);
-    }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The trainer's source revision (`git rev-parse` of the source tree), or `unknown`.
