@@ -298,6 +298,8 @@ fn training_learns_the_toy_task() {
     let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let config = tiny_config(&[
         "network.kind=\"cnn\"",
+        "network.landmark_norm=true",
+        "loss.kind=\"weighted\"",
         "schedule.steps=60",
         "schedule.validate_every=20",
         "optim.lr=0.003",

@@ -25,7 +25,7 @@
 //! ```text
 //! face  [N, 3, S, S]           (N = B·T frames; preprocessed by affect_shared::preprocess)
 //! x = backbone(face)            [N, F]   (VGG: avg-pool to pool×pool then flatten C,H,W; ResNet: global avg-pool)
-//! lm = normalise(landmarks)     [N, 136] (scenario 2 only, see below)
+//! lm = landmark_norm ? normalise(landmarks) : landmarks     [N, 136] (scenario 2 only)
 //! for k = 1..=K:                          (head.fc1 … head.fcK)
 //!     if landmarks join at head.fck: x = concat([x, lm], dim 1)   (features first)
 //!     x = dropout(relu(head.fck(x)))      (dropout only in training)
@@ -34,8 +34,9 @@
 //!           x → [B, T, D]; for each layer l: y = cell_l over time (state h_in[l], c_in[l]);
 //!           y = dropout(y); va = out(y)   [B, T, outputs]; h_out[l] = last step's state
 //! ```
-//! `normalise` makes the 68 points translation- and scale-free (the crop-relative coordinates
-//! vary by only a few hundredths with expression, and drift with head position):
+//! `normalise` (config `landmark_norm`, off by default) makes the 68 points translation- and
+//! scale-free (the crop-relative coordinates vary by only a few hundredths with expression, and
+//! drift with head position):
 //! ```text
 //! p = landmarks as [N, 68, 2];  c = p − mean over the 68 points (x and y separately)
 //! lm = c / sqrt(mean(c²) over all 136 values + 1e-6),  reshaped to [N, 136]
@@ -137,6 +138,8 @@ pub struct NetworkConfig {
     pub pool: Option<u32>,
     /// Dropout probability after hidden FC and recurrent layers.
     pub dropout: f64,
+    /// Normalise the landmarks per frame (translation and scale removed) before they join.
+    pub landmark_norm: bool,
     /// Joint or per-dimension networks.
     pub outputs: Outputs,
     /// Pretrained backbone weights (torchvision VGG-16 / ResNet-50 state dict or VGG-Face),
@@ -159,6 +162,7 @@ impl Default for NetworkConfig {
             input_size: 224,
             pool: None,
             dropout: 0.5,
+            landmark_norm: false,
             outputs: Outputs::Joint,
             pretrained: None,
             freeze_conv: false,
@@ -332,6 +336,7 @@ struct Network {
     rnn: Option<Recurrent>,
     out: nn::Linear,
     dropout: f64,
+    landmark_norm: bool,
     frozen_conv: bool,
 }
 
@@ -389,6 +394,7 @@ impl Network {
             rnn,
             out,
             dropout: config.dropout,
+            landmark_norm: config.landmark_norm,
             frozen_conv: config.freeze_conv,
         }
     }
@@ -401,7 +407,13 @@ impl Network {
         } else {
             self.features.forward(faces, train)
         };
-        let landmarks = landmarks.map(normalise_landmarks);
+        let landmarks = landmarks.map(|l| {
+            if self.landmark_norm {
+                normalise_landmarks(l)
+            } else {
+                l.to_kind(Kind::Float)
+            }
+        });
         let join = |x: Tensor| match &landmarks {
             Some(l) => Tensor::cat(&[x, l.shallow_clone()], 1),
             None => x,
