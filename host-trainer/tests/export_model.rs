@@ -108,11 +108,18 @@ fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
             .unwrap()
     });
     let y = Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap();
-    let mean = y.iter().sum::<f32>() / y.len() as f32;
-    let std = (y.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / y.len() as f32).sqrt();
+    // Noise scaled per output (valence, arousal interleaved): their spreads can differ by orders
+    // of magnitude with the near-zero output initialisation.
+    let spread = |d: usize| {
+        let vals: Vec<f32> = y.iter().skip(d).step_by(2).copied().collect();
+        let mean = vals.iter().sum::<f32>() / vals.len() as f32;
+        (vals.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / vals.len() as f32).sqrt()
+    };
+    let std = [spread(0), spread(1)];
     let labels = y
         .iter()
-        .map(|v| v + 0.2 * std * rng.random_range(-1.0..1.0))
+        .enumerate()
+        .map(|(i, v)| v + 0.2 * std[i % 2] * rng.random_range(-1.0..1.0))
         .collect();
     let mut mask = vec![1.0; frames];
     mask[frames / 3] = 0.0;
