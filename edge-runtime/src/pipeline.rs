@@ -166,10 +166,9 @@ impl Pipeline {
         let started = Instant::now();
         let mut reports = Vec::with_capacity(inputs.len());
         for (a, input) in update.assignments.iter().zip(&inputs) {
+            // A new track id is never live and lost tracks' states are dropped above, so a
+            // missing entry is exactly a new track: it starts from zeros.
             let layout = self.backend.contract().state;
-            if a.new {
-                self.states.insert(a.track, TrackState::zeros(&layout));
-            }
             let state = self
                 .states
                 .entry(a.track)
