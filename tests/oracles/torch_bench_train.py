@@ -163,7 +163,11 @@ class Network(nn.Module):
         f = self.backbone.out_features
         self.head = nn.Module()
         self.fcs, self.landmarks_at = n["fcs"], n["landmarks_at"]
-        self.landmark_norm = n["landmark_norm"]
+        if self.landmarks_at is not None:
+            # Training-set landmark statistics (buffers), as in host-trainer/src/model/mod.rs.
+            self.landmarks = nn.Module()
+            self.landmarks.register_buffer("mean", torch.zeros(136))
+            self.landmarks.register_buffer("std", torch.ones(136))
         for k, units in enumerate(self.fcs):
             if self.landmarks_at == k:
                 f += 136
@@ -181,11 +185,8 @@ class Network(nn.Module):
         b, t = faces.shape[:2]
         x = self.backbone(faces.reshape(b * t, *faces.shape[2:]), True)
         lm = landmarks.reshape(b * t, 136)
-        if self.landmark_norm:
-            # Per-frame landmark normalisation, as in host-trainer/src/model/mod.rs.
-            p = lm.reshape(b * t, 68, 2)
-            c = p - p.mean(1, keepdim=True)
-            lm = (c / (c.square().mean((1, 2), keepdim=True) + 1e-6).sqrt()).reshape(b * t, 136)
+        if self.landmarks_at is not None:
+            lm = (lm - self.landmarks.mean) / self.landmarks.std
         for k in range(len(self.fcs)):
             if self.landmarks_at == k:
                 x = torch.cat([x, lm], 1)

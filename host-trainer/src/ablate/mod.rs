@@ -122,7 +122,6 @@ pub fn quick_base() -> Vec<(String, toml::Value)> {
         ("network.width".into(), f(0.0625)),
         ("network.input_size".into(), i(48)),
         ("network.dropout".into(), f(0.2)),
-        ("network.landmark_norm".into(), toml::Value::Boolean(true)),
         ("batch.sequences".into(), i(4)),
         ("batch.sequence_length".into(), i(32)),
         ("schedule.steps".into(), i(300)),

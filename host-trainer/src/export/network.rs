@@ -1,7 +1,7 @@
 //! Maps a trained [`Model`] (its [`NetworkConfig`] and parameters by name) onto the streaming
 //! ONNX graph, reproducing the evaluation-mode forward documented in [`crate::model`]:
-//! batch norm folded into the preceding convolution, dropout removed, landmarks concatenated where
-//! the network joins them, recurrent layers as ONNX `GRU` / `LSTM` (with `P`) running one step.
+//! batch norm folded into the preceding convolution, dropout removed, landmarks standardised with
+//! the training set's statistics and concatenated where the network joins them, recurrent layers as ONNX `GRU` / `LSTM` (with `P`) running one step.
 //!
 //! Graph interface (read by the edge runtime by name): inputs `face` `[N, 3, S, S]`, `landmarks`
 //! `[N, 136]` (scenario 2), `h_in` `[layers, N, hidden]` and for LSTM `c_in` (CNN-RNN); outputs
@@ -362,6 +362,16 @@ pub fn streaming_graph(
                 LANDMARKS,
                 &[Dim::Batch, Dim::Fixed(LANDMARK_VALUES as usize)],
             )
+        })
+        .transpose()?
+        .map(|raw| {
+            g.standardise(
+                "landmarks",
+                &raw,
+                params.get("landmarks.mean")?,
+                params.get("landmarks.std")?,
+            )
+            .map_err(NetworkExportError::from)
         })
         .transpose()?;
     let prefixes: &[&str] = match config.outputs {

@@ -590,6 +590,21 @@ impl GraphBuilder {
         self.single("Add", name, &[&a.0, &b.0], vec![])
     }
 
+    /// `(x − mean) / std` as `Sub` and `Div` with initializers `{name}.mean` and `{name}.std`
+    /// (broadcast over the batch).
+    pub fn standardise(
+        &mut self,
+        name: &str,
+        x: &Value,
+        mean: &FloatTensor,
+        std: &FloatTensor,
+    ) -> Result<Value, OnnxError> {
+        let m = self.initializer(&format!("{name}.mean"), mean)?;
+        let s = self.initializer(&format!("{name}.std"), std)?;
+        let centred = self.single("Sub", &format!("{name}.sub"), &[&x.0, &m.0], vec![])?;
+        self.single("Div", &format!("{name}.div"), &[&centred.0, &s.0], vec![])
+    }
+
     fn pool_attributes(spec: &PoolSpec) -> Vec<pb::AttributeProto> {
         vec![
             attr_ints("kernel_shape", &spec.kernel),

@@ -25,7 +25,7 @@
 //! ```text
 //! face  [N, 3, S, S]           (N = B·T frames; preprocessed by affect_shared::preprocess)
 //! x = backbone(face)            [N, F]   (VGG: avg-pool to pool×pool then flatten C,H,W; ResNet: global avg-pool)
-//! lm = landmark_norm ? normalise(landmarks) : landmarks     [N, 136] (scenario 2 only)
+//! lm = (landmarks − landmarks.mean) / landmarks.std          [N, 136] (scenario 2 only)
 //! for k = 1..=K:                          (head.fc1 … head.fcK)
 //!     if landmarks join at head.fck: x = concat([x, lm], dim 1)   (features first)
 //!     x = dropout(relu(head.fck(x)))      (dropout only in training)
@@ -34,13 +34,11 @@
 //!           x → [B, T, D]; for each layer l: y = cell_l over time (state h_in[l], c_in[l]);
 //!           y = dropout(y); va = out(y)   [B, T, outputs]; h_out[l] = last step's state
 //! ```
-//! `normalise` (config `landmark_norm`, off by default) makes the 68 points translation- and
-//! scale-free (the crop-relative coordinates vary by only a few hundredths with expression, and
-//! drift with head position):
-//! ```text
-//! p = landmarks as [N, 68, 2];  c = p − mean over the 68 points (x and y separately)
-//! lm = c / sqrt(mean(c²) over all 136 values + 1e-6),  reshaped to [N, 136]
-//! ```
+//! `landmarks.mean` and `landmarks.std` (`[136]` buffers, not trained) are the training set's
+//! per-coordinate statistics, set by the trainer before the first step
+//! ([`Model::set_landmark_statistics`]) and saved with the weights: crop-relative coordinates
+//! move by only a few hundredths of the crop with expression, far below the scale of the
+//! backbone features they join, so unstandardised they barely reach the next layer.
 //! Initialisation: convolutions and hidden FC layers He-uniform (fan-in), BatchNorm weight 1 and
 //! bias 0, recurrent layers as in PyTorch, the output layer N(0, 0.01²) with bias 0.
 //!
@@ -138,8 +136,6 @@ pub struct NetworkConfig {
     pub pool: Option<u32>,
     /// Dropout probability after hidden FC and recurrent layers.
     pub dropout: f64,
-    /// Normalise the landmarks per frame (translation and scale removed) before they join.
-    pub landmark_norm: bool,
     /// Joint or per-dimension networks.
     pub outputs: Outputs,
     /// Pretrained backbone weights (torchvision VGG-16 / ResNet-50 state dict or VGG-Face),
@@ -162,7 +158,6 @@ impl Default for NetworkConfig {
             input_size: 224,
             pool: None,
             dropout: 0.5,
-            landmark_norm: false,
             outputs: Outputs::Joint,
             pretrained: None,
             freeze_conv: false,
@@ -336,7 +331,6 @@ struct Network {
     rnn: Option<Recurrent>,
     out: nn::Linear,
     dropout: f64,
-    landmark_norm: bool,
     frozen_conv: bool,
 }
 
@@ -394,7 +388,6 @@ impl Network {
             rnn,
             out,
             dropout: config.dropout,
-            landmark_norm: config.landmark_norm,
             frozen_conv: config.freeze_conv,
         }
     }
@@ -407,15 +400,8 @@ impl Network {
         } else {
             self.features.forward(faces, train)
         };
-        let landmarks = landmarks.map(|l| {
-            if self.landmark_norm {
-                normalise_landmarks(l)
-            } else {
-                l.to_kind(Kind::Float)
-            }
-        });
         let join = |x: Tensor| match &landmarks {
-            Some(l) => Tensor::cat(&[x, l.shallow_clone()], 1),
+            Some(l) => Tensor::cat(&[x, l.to_kind(Kind::Float)], 1),
             None => x,
         };
         for (k, fc) in self.head.iter().enumerate() {
@@ -462,6 +448,14 @@ pub struct Model {
     config: NetworkConfig,
     vs: nn::VarStore,
     nets: Vec<Network>,
+    landmark_stats: Option<LandmarkStatistics>,
+}
+
+/// The `landmarks.mean` / `landmarks.std` buffers (see the module documentation).
+#[derive(Debug)]
+struct LandmarkStatistics {
+    mean: Tensor,
+    std: Tensor,
 }
 
 impl Model {
@@ -478,10 +472,18 @@ impl Model {
                 Network::new(&(&root / "arousal"), config),
             ],
         };
+        let landmark_stats = config.landmarks.then(|| {
+            let p = &root / "landmarks";
+            LandmarkStatistics {
+                mean: p.zeros_no_train("mean", &[LANDMARK_VALUES]),
+                std: p.ones_no_train("std", &[LANDMARK_VALUES]),
+            }
+        });
         let mut model = Self {
             config: config.clone(),
             vs,
             nets,
+            landmark_stats,
         };
         if let Some(path) = &config.pretrained {
             pretrained::load_backbone(&mut model, path)?;
@@ -499,6 +501,37 @@ impl Model {
     /// The architecture.
     pub fn config(&self) -> &NetworkConfig {
         &self.config
+    }
+
+    /// Sets the training set's per-coordinate landmark mean and standard deviation (136 values
+    /// each, every deviation positive and finite). Scenario-1 networks have no landmark input.
+    pub fn set_landmark_statistics(&mut self, mean: &[f32], std: &[f32]) -> Result<(), ModelError> {
+        let Some(stats) = &mut self.landmark_stats else {
+            return Err(ModelError::Input(
+                "this network takes no landmarks (scenario 1)".into(),
+            ));
+        };
+        let expected = LANDMARK_VALUES as usize;
+        if mean.len() != expected || std.len() != expected {
+            return Err(ModelError::Input(format!(
+                "landmark statistics need {expected} means and deviations, got {} and {}",
+                mean.len(),
+                std.len()
+            )));
+        }
+        if let Some(i) =
+            (0..expected).find(|&i| !mean[i].is_finite() || !std[i].is_finite() || std[i] <= 0.0)
+        {
+            return Err(ModelError::Input(format!(
+                "landmark value {i}: mean {} and deviation {} must be finite, the deviation positive",
+                mean[i], std[i]
+            )));
+        }
+        tch::no_grad(|| {
+            stats.mean.copy_(&Tensor::from_slice(mean));
+            stats.std.copy_(&Tensor::from_slice(std));
+        });
+        Ok(())
     }
 
     /// Device of the parameters.
@@ -584,11 +617,11 @@ impl Model {
         train: bool,
     ) -> Result<(Tensor, Option<RnnState>), ModelError> {
         self.check_inputs(faces, landmarks, 5)?;
-        let landmarks = if self.config.landmarks {
-            landmarks
-        } else {
-            None
+        let landmarks = match (&self.landmark_stats, landmarks) {
+            (Some(stats), Some(l)) => Some((l.to_kind(Kind::Float) - &stats.mean) / &stats.std),
+            _ => None,
         };
+        let landmarks = landmarks.as_ref();
         let parts = split_state(state, self.nets.len());
         let mut outputs = Vec::new();
         let mut states = Vec::new();
@@ -620,18 +653,6 @@ impl Model {
         let (y, s) = self.forward(&face.unsqueeze(1), landmarks.as_ref(), state, false)?;
         Ok((y.squeeze_dim(1), s))
     }
-}
-
-/// Per-frame landmark normalisation (see the module documentation): `[N, 136]` → `[N, 136]`.
-pub fn normalise_landmarks(landmarks: &Tensor) -> Tensor {
-    let points = landmarks.to_kind(Kind::Float).reshape([-1, 68, 2]);
-    let centred = &points - points.mean_dim([1i64].as_slice(), true, Kind::Float);
-    let rms = (centred
-        .square()
-        .mean_dim([1i64, 2].as_slice(), true, Kind::Float)
-        + 1e-6)
-        .sqrt();
-    (centred / rms).reshape([-1, LANDMARK_VALUES])
 }
 
 /// Splits a stacked state into one state per network (layers axis).

@@ -136,7 +136,6 @@ pub fn bench_train(
             "pool": n.pool_side(),
             "fcs": plan.fcs,
             "landmarks_at": plan.landmarks_at,
-            "landmark_norm": n.landmark_norm,
             "outputs": plan.outputs,
         },
         "threads": threads,

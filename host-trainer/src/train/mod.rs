@@ -16,6 +16,12 @@
 //! stop flag is raised (Ctrl-C). A checkpoint is written to a temporary directory and renamed,
 //! so a kill never leaves a half-written one.
 //!
+//! # Landmark statistics
+//! Before the first step of a scenario-2 network, the first [`LANDMARK_STATISTICS_BATCHES`]
+//! training batches are read for the per-coordinate landmark mean and deviation the network
+//! standardises with (see [`crate::model`]); the source is then rewound, so training sees the
+//! same batches as without this pass. The statistics are saved with the weights.
+//!
 //! # Reproducibility
 //! Initialisation is seeded with `seed`; before step `n` the libtorch generator is re-seeded with
 //! `seed + n + 1` (dropout), and the batch source is positioned by count. Together with the saved
@@ -90,6 +96,58 @@ pub enum TrainError {
         /// The loss value.
         loss: f64,
     },
+}
+
+/// Training batches read for the landmark statistics.
+pub const LANDMARK_STATISTICS_BATCHES: u64 = 32;
+
+/// Smallest standard deviation a landmark coordinate is divided by (fractions of the crop).
+const MIN_LANDMARK_STD: f64 = 1e-4;
+
+/// Per-coordinate mean and standard deviation of the landmarks of frames that count (mask 1) in
+/// the next `batches` batches of `source`, which is then rewound to where it was.
+pub fn landmark_statistics(
+    source: &mut dyn BatchSource,
+    batches: u64,
+) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+    const N: usize = crate::model::LANDMARK_VALUES as usize;
+    let start = source.position();
+    let (mut sum, mut square) = ([0.0f64; N], [0.0f64; N]);
+    let mut frames = 0usize;
+    for _ in 0..batches {
+        let batch = source.next_batch().map_err(TrainError::Source)?;
+        for (f, &m) in batch.mask.iter().enumerate() {
+            let Some(values) = batch.landmarks.get(f * N..(f + 1) * N) else {
+                break;
+            };
+            if m > 0.0 {
+                frames += 1;
+                for (i, &v) in values.iter().enumerate() {
+                    sum[i] += f64::from(v);
+                    square[i] += f64::from(v) * f64::from(v);
+                }
+            }
+        }
+    }
+    source.seek(start).map_err(TrainError::Source)?;
+    if frames < 2 {
+        return Err(TrainError::Source(
+            format!(
+                "the first {batches} training batches hold {frames} frame(s) with a face and a \
+                 label: too few for the landmark statistics"
+            )
+            .into(),
+        ));
+    }
+    let n = frames as f64;
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std = (0..N)
+        .map(|i| {
+            let var = (square[i] / n - (sum[i] / n).powi(2)).max(0.0);
+            var.sqrt().max(MIN_LANDMARK_STD) as f32
+        })
+        .collect();
+    Ok((mean, std))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -359,7 +417,11 @@ pub fn train(
         message: message.to_owned(),
     };
     tch::manual_seed(config.seed as i64);
-    let model = Model::new(&config.network, device)?;
+    let mut model = Model::new(&config.network, device)?;
+    if config.network.landmarks && !options.resume {
+        let (mean, std) = landmark_statistics(source, LANDMARK_STATISTICS_BATCHES)?;
+        model.set_landmark_statistics(&mean, &std)?;
+    }
     let adam = Adam::new(model.trainable_parameters(), &config.optim);
     let mut best = None;
     let mut step = 0;
