@@ -109,11 +109,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                affect_shared::report_error::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
         Err(Failure::Other(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                affect_shared::report_error::error_chain(e.as_ref())
+            );
             ExitCode::from(1)
         }
     }

@@ -303,6 +303,10 @@ fn pipeline_writes_proven_fp32_and_int8_models() {
     assert_eq!(ops.get("QLinearConv"), Some(&13), "{ops:?}");
     assert!(!ops.contains_key("Conv"), "{ops:?}");
     assert!(int8.size_ratio <= 0.3, "{int8:?}");
+    assert!(
+        int8.weights_ratio <= 0.3 && int8.quantizable_share > 0.9,
+        "{int8:?}"
+    );
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&paths.report).unwrap()).unwrap();
     assert_eq!(written["failures"], serde_json::json!([]));

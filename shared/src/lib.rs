@@ -9,4 +9,6 @@ pub mod metadata;
 #[cfg(feature = "std")]
 pub mod preprocess;
 #[cfg(feature = "std")]
+pub mod report_error;
+#[cfg(feature = "std")]
 pub mod synth;

@@ -15,9 +15,9 @@ pub struct EvalArgs {
     /// Run directory written by `affect-train train`.
     #[arg(long)]
     run: PathBuf,
-    /// Dataset directory.
+    /// Dataset directory (default: the one the run trained on).
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
     /// Split to evaluate.
     #[arg(long, default_value = "Validation_Set")]
     split: String,
@@ -48,7 +48,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let run = RunDir::new(&args.run);
     let device = select_device(affect_trainer::train::config::DeviceChoice::Auto)?;
     let (config, model) = load_run_model(&run, device).map_err(bad_input)?;
-    let videos = dataset::videos(&args.data, &args.split, &config).map_err(bad_input)?;
+    let data = config
+        .data
+        .dataset_dir(args.data.as_deref())
+        .map_err(bad_input)?;
+    let videos = dataset::videos(&data, &args.split, &config).map_err(bad_input)?;
     let out = args
         .out
         .unwrap_or_else(|| run.root().join("eval").join(&args.split));

@@ -82,9 +82,10 @@ pub struct Args {
     /// fp32 model to write; `<stem>.int8.onnx` and `<stem>.export.json` go beside it.
     #[arg(long)]
     out: PathBuf,
-    /// Dataset the run trained on (calibration frames and the held-out proof clip).
+    /// Dataset the run trained on (calibration frames and the held-out proof clip); default:
+    /// the one the run recorded.
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
     /// Also write the int8 QDQ model.
     #[arg(long)]
     int8: bool,
@@ -119,14 +120,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bad_input(anyhow::Error::new(e).context(format!("run {}", args.run.display())))
     })?;
     let preprocess = config.preprocess();
+    let data = config
+        .data
+        .dataset_dir(args.data.as_deref())
+        .map_err(bad_input)?;
     let training =
-        DiskVideos::open(&args.data, &config.data.train_split, &preprocess).map_err(bad_input)?;
+        DiskVideos::open(&data, &config.data.train_split, &preprocess).map_err(bad_input)?;
     let held_out_split = if config.data.validation_split.is_empty() {
         &config.data.train_split
     } else {
         &config.data.validation_split
     };
-    let held_out = DiskVideos::open(&args.data, held_out_split, &preprocess).map_err(bad_input)?;
+    let held_out = DiskVideos::open(&data, held_out_split, &preprocess).map_err(bad_input)?;
     let validation = std::fs::read_to_string(run.best().join("score.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<BestScore>(&text).ok())
@@ -168,8 +173,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(int8) = &report.int8 {
         eprintln!(
-            "int8: {:.1} % of fp32, CCC drop valence {:.4} arousal {:.4} ({})",
+            "int8: file {:.1} % of fp32; Conv/Gemm weights ({:.1} % of the fp32 bytes) at \
+             {:.1} %; CCC drop valence {:.4} arousal {:.4} ({})",
             100.0 * int8.size_ratio,
+            100.0 * int8.quantizable_share,
+            100.0 * int8.weights_ratio,
             int8.ccc_drop[0],
             int8.ccc_drop[1],
             int8.ccc_drop_engine

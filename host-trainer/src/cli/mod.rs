@@ -41,7 +41,10 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!(
+                "error: {}",
+                affect_shared::report_error::error_chain(err.as_ref())
+            );
             if err.downcast_ref::<BadInput>().is_some() {
                 ExitCode::from(2)
             } else {

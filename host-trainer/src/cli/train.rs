@@ -14,9 +14,10 @@ use super::bad_input;
 /// Flags of `affect-train train`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Dataset directory (Aff-Wild2 layout, e.g. written by `affect-train synth`).
-    #[arg(long)]
-    data: PathBuf,
+    /// Dataset directory (Aff-Wild2 layout, e.g. written by `affect-train synth`); recorded in
+    /// the run as `data.root`. With `--resume`, defaults to the recorded one.
+    #[arg(long, required_unless_present = "resume")]
+    data: Option<PathBuf>,
     /// New run directory (config.toml, metrics.jsonl, checkpoint/, best/).
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     out: Option<PathBuf>,
@@ -50,11 +51,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (run.clone(), config)
         }
         None => {
-            let config =
+            let mut config =
                 TrainConfig::load(args.config.as_deref(), &args.sets).map_err(bad_input)?;
+            let data = args.data.as_deref().expect("clap requires --data");
+            let absolute = std::fs::canonicalize(data)
+                .map_err(|e| bad_input(anyhow::anyhow!("dataset {}: {e}", data.display())))?;
+            config.data.root = Some(absolute);
             (args.out.clone().expect("clap requires --out"), config)
         }
     };
+    let data = config
+        .data
+        .dataset_dir(args.data.as_deref())
+        .map_err(bad_input)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
@@ -62,16 +71,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         "loading {} from {}",
         config.data.train_split,
-        args.data.display()
+        data.display()
     );
-    let mut source = dataset::training_batches(&args.data, &config).map_err(bad_input)?;
+    let mut source = dataset::training_batches(&data, &config).map_err(bad_input)?;
     let validation = if config.data.validation_split.is_empty() {
         None
     } else {
-        Some(
-            dataset::videos(&args.data, &config.data.validation_split, &config)
-                .map_err(bad_input)?,
-        )
+        Some(dataset::videos(&data, &config.data.validation_split, &config).map_err(bad_input)?)
     };
     let options = TrainOptions {
         resume: args.resume.is_some(),
@@ -92,8 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             run.display()
         ),
         Outcome::Interrupted { step } => eprintln!(
-            "interrupted at step {step}; checkpoint saved. Continue with: affect-train train --data {} --resume {}",
-            args.data.display(),
+            "interrupted at step {step}; checkpoint saved. Continue with: affect-train train --resume {}",
             run.display()
         ),
     }

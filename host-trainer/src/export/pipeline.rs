@@ -79,7 +79,7 @@ pub enum ExportError {
         message: String,
     },
     /// Writing an output failed.
-    #[error("{path}: {source}")]
+    #[error("cannot write {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -114,11 +114,16 @@ impl ExportPaths {
     }
 }
 
+/// Writes `bytes` to `path`, creating its directory.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    std::fs::write(path, bytes).map_err(|source| ExportError::Io {
+    let io = |source| ExportError::Io {
         path: path.to_owned(),
         source,
-    })
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::write(path, bytes).map_err(io)
 }
 
 /// Current UTC time as RFC 3339 (`2026-11-25T21:30:00Z`).

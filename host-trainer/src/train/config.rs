@@ -1,7 +1,7 @@
 //! The training configuration: defaults, a TOML file on top, `--set key=value` on top of that.
 //! Saved as `config.toml` in every run directory; a bad value is reported with its dotted key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use affect_shared::preprocess::Preprocess;
 use serde::{Deserialize, Serialize};
@@ -137,6 +137,9 @@ pub enum DeviceChoice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
+    /// Dataset directory the run trained on, recorded by `affect-train train` (absolute) so
+    /// `eval`, `export` and `--resume` find it without `--data`.
+    pub root: Option<PathBuf>,
     /// Split trained on.
     pub train_split: String,
     /// Split validated on (best checkpoint); empty to skip validation.
@@ -148,9 +151,25 @@ pub struct DataConfig {
     pub preprocess: Option<Preprocess>,
 }
 
+impl DataConfig {
+    /// The dataset directory: `given` (a `--data` flag) or the one the run recorded.
+    pub fn dataset_dir(&self, given: Option<&Path>) -> Result<PathBuf, ConfigError> {
+        given
+            .map(Path::to_path_buf)
+            .or_else(|| self.root.clone())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "data.root",
+                    "the run does not record its dataset directory; pass --data",
+                )
+            })
+    }
+}
+
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
+            root: None,
             train_split: "Train_Set".into(),
             validation_split: "Validation_Set".into(),
             balance: true,
