@@ -35,7 +35,9 @@ pub enum PipelineError {
 pub enum FaceMode {
     /// Detector + landmark models.
     Detect(Box<dyn FaceFinder>),
-    /// Every frame is already a face crop (kiosk with fixed framing, pre-cropped data).
+    /// Every frame is already a face crop (kiosk with fixed framing, pre-cropped data): the
+    /// network sees the whole frame, as training sees an aligned crop
+    /// ([`FaceBox::whole_crop`]).
     WholeFrame,
 }
 
@@ -130,12 +132,11 @@ impl Pipeline {
         let faces = match &mut self.faces {
             FaceMode::Detect(finder) => finder.find(&frame.image)?,
             FaceMode::WholeFrame => vec![Face {
-                bbox: FaceBox {
-                    x: 0.0,
-                    y: 0.0,
-                    w: frame.image.width() as f32,
-                    h: frame.image.height() as f32,
-                },
+                bbox: FaceBox::whole_crop(
+                    frame.image.width(),
+                    frame.image.height(),
+                    self.preprocess.margin,
+                ),
                 score: 1.0,
                 keypoints: [[0.0; 2]; 6],
                 landmarks: None,

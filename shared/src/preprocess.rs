@@ -24,6 +24,21 @@ pub struct FaceBox {
     pub h: f32,
 }
 
+impl FaceBox {
+    /// The box of an image that already is a face crop (Aff-Wild2 `cropped_aligned`, a kiosk
+    /// camera framed on the face): the centred square that a preprocess `margin` enlarges back
+    /// to the whole image, so the network sees exactly the image.
+    pub fn whole_crop(width: u32, height: u32, margin: f32) -> Self {
+        let side = width.min(height) as f32 / (1.0 + 2.0 * margin);
+        Self {
+            x: (width as f32 - side) / 2.0,
+            y: (height as f32 - side) / 2.0,
+            w: side,
+            h: side,
+        }
+    }
+}
+
 /// 68 facial landmarks (iBUG 300-W ordering) in pixels of the source frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Landmarks68(pub [[f32; 2]; 68]);

@@ -498,15 +498,7 @@ fn build_batch(shared: &Shared, clips: &[Clip]) -> Batch {
 fn face_box(face: &FaceSource, width: u32, height: u32, margin: f32) -> FaceBox {
     match face {
         FaceSource::InFrame { face_box, .. } => *face_box,
-        FaceSource::Crop(_) => {
-            let side = width.min(height) as f32 / (1.0 + 2.0 * margin);
-            FaceBox {
-                x: (width as f32 - side) / 2.0,
-                y: (height as f32 - side) / 2.0,
-                w: side,
-                h: side,
-            }
-        }
+        FaceSource::Crop(_) => FaceBox::whole_crop(width, height, margin),
     }
 }
 

@@ -149,6 +149,11 @@ pub struct DataConfig {
     /// Preprocessing; `None` picks the backbone's convention (VGG-Face: Caffe BGR, else
     /// ImageNet) at `network.input_size`, with landmarks when `network.landmarks`.
     pub preprocess: Option<Preprocess>,
+    /// Directory for preprocessed crops, so later epochs skip JPEG decoding (keyed by the
+    /// preprocess settings, so runs with other settings do not collide); `None`: no cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Loader threads decoding and preprocessing; `None`: one per core.
+    pub workers: Option<usize>,
 }
 
 impl DataConfig {
@@ -174,6 +179,8 @@ impl Default for DataConfig {
             validation_split: "Validation_Set".into(),
             balance: true,
             preprocess: None,
+            cache_dir: None,
+            workers: None,
         }
     }
 }
@@ -378,6 +385,9 @@ impl TrainConfig {
         }
         if self.data.train_split.is_empty() {
             return Err(ConfigError::new("data.train_split", "must not be empty"));
+        }
+        if self.data.workers == Some(0) {
+            return Err(ConfigError::new("data.workers", "must be at least 1"));
         }
         let p = self.preprocess();
         p.validate()

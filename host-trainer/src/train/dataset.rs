@@ -47,6 +47,11 @@ pub fn training_batches(
             seed: config.seed,
             drop_last: true,
             balance: config.data.balance.then(BalanceConfig::default),
+            cache_dir: config.data.cache_dir.clone(),
+            workers: config
+                .data
+                .workers
+                .unwrap_or(LoaderConfig::default().workers),
             ..LoaderConfig::default()
         },
     )?;
@@ -218,6 +223,7 @@ pub fn videos(
             steps: VIDEO_CHUNK,
             stride: VIDEO_CHUNK,
             shuffle: false,
+            cache_dir: config.data.cache_dir.clone(),
             ..LoaderConfig::default()
         },
     )?;

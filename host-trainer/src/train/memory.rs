@@ -235,15 +235,8 @@ pub fn render_synthetic(
                 let label = frame.annotation.unwrap_or([0.0, 0.0]);
                 let input = match &frame.face {
                     Some((crop, landmarks)) => {
-                        // An aligned crop: the centred square the margin enlarges to the crop.
                         let (w, h) = crop.dimensions();
-                        let side = w.min(h) as f32 / (1.0 + 2.0 * preprocess.margin);
-                        let face = FaceBox {
-                            x: (w as f32 - side) / 2.0,
-                            y: (h as f32 - side) / 2.0,
-                            w: side,
-                            h: side,
-                        };
+                        let face = FaceBox::whole_crop(w, h, preprocess.margin);
                         Some(preprocess.face_input(crop, &face, Some(landmarks))?)
                     }
                     None => None,
