@@ -76,9 +76,17 @@ pub struct BenchArgs {
     /// Crop cache directory (the second pass then measures cached loading).
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// The training step's frames/s, to print loader/train (the loader should be ≥ 2× faster).
+    /// The training step's frames/s, to print loader/train (the loader should be ≥ 2× faster);
+    /// without it, the step is measured here: the default network (`--set` to change it) at
+    /// `--size` on batches of `--batch` × `--steps` frames.
     #[arg(long, env = "AFFECT_TRAIN_FPS")]
     train_fps: Option<f64>,
+    /// Override a training config key for the measured step, e.g. `--set network.width=0.25`.
+    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "train_fps")]
+    sets: Vec<String>,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 5)]
+    train_steps: usize,
 }
 
 /// Runs a `data` subcommand.
@@ -154,12 +162,60 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         "decoded {} images, {} cache hits, {} failed",
         stats.decoded, stats.cache_hits, stats.failed
     );
-    if let Some(train) = args.train_fps {
-        let ratio = fps / train;
-        println!(
-            "loader/train ratio: {ratio:.2} ({fps:.0} / {train:.0} frames/s; target >= 2: {})",
-            if ratio >= 2.0 { "met" } else { "NOT met" }
-        );
-    }
+    let train = match args.train_fps {
+        Some(train) => train,
+        None => measure_training_step(&args, workers)?,
+    };
+    let ratio = fps / train;
+    println!(
+        "loader/train ratio: {ratio:.2} ({fps:.0} / {train:.0} frames/s; target >= 2: {})",
+        if ratio >= 2.0 { "met" } else { "NOT met" }
+    );
     Ok(())
+}
+
+/// Frames/s of the training step that would consume these batches (same crop size and batch
+/// shape, the default network unless `--set` changes it), on as many threads as the loader had.
+#[cfg(feature = "torch")]
+fn measure_training_step(args: &BenchArgs, threads: usize) -> anyhow::Result<f64> {
+    use affect_trainer::train::bench::training_step_rate;
+    use affect_trainer::train::config::TrainConfig;
+
+    let (kind, shape) = if args.steps > 1 {
+        (
+            "cnn_rnn",
+            vec![
+                format!("batch.sequences={}", args.batch),
+                format!("batch.sequence_length={}", args.steps),
+            ],
+        )
+    } else {
+        ("cnn", vec![format!("batch.frames={}", args.batch)])
+    };
+    let mut sets = vec![
+        "device=\"cpu\"".to_owned(),
+        format!("network.kind=\"{kind}\""),
+        format!("network.input_size={}", args.size),
+    ];
+    sets.extend(shape);
+    sets.extend(args.sets.iter().cloned());
+    let config = TrainConfig::load(None, &sets).map_err(super::bad_input)?;
+    let rate = training_step_rate(&config, args.train_steps, 1, threads as u32)?;
+    println!(
+        "training step: {:.1} frames/s ({} network at {}x{}, {} threads)",
+        rate.frames_per_second,
+        config.network.backbone.name(),
+        args.size,
+        args.size,
+        threads
+    );
+    Ok(rate.frames_per_second)
+}
+
+/// Without libtorch the step cannot be measured here.
+#[cfg(not(feature = "torch"))]
+fn measure_training_step(_: &BenchArgs, _: usize) -> anyhow::Result<f64> {
+    Err(super::bad_input(anyhow::anyhow!(
+        "this build has no libtorch (feature `torch`): pass --train-fps"
+    )))
 }

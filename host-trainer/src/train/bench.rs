@@ -73,16 +73,7 @@ pub fn bench_train(
     tch::set_num_threads(threads as i32);
     tch::manual_seed(config.seed as i64);
     let model = Model::new(&config.network, Device::Cpu)?;
-    let (b, t) = config.batch_shape();
-    let s = i64::from(config.network.input_size);
-    let opts = (Kind::Float, Device::Cpu);
-    let (bi, ti) = (b as i64, t as i64);
-    let batch = BatchTensors {
-        faces: Tensor::randn([bi, ti, 3, s, s], opts),
-        landmarks: Tensor::rand([bi, ti, 136], opts),
-        labels: Tensor::rand([bi, ti, 2], opts) * 2.0 - 1.0,
-        mask: Tensor::ones([bi, ti], opts),
-    };
+    let batch = random_batch(&config);
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| TrainError::Io { path, source }
@@ -101,26 +92,8 @@ pub fn bench_train(
         &batch_file,
     )?;
 
-    let mut adam = Adam::new(model.trainable_parameters(), &config.optim);
-    let lr = learning_rate(&config.optim, 0);
-    let mut step = || -> Result<f64, TrainError> {
-        let (pred, _) = model.forward(&batch.faces, Some(&batch.landmarks), None, true)?;
-        let loss = loss_value(&config, &pred, &batch);
-        adam.zero_grad();
-        loss.backward();
-        adam.step(lr);
-        Ok(loss.double_value(&[]))
-    };
-    let tch_first_loss = step()?;
-    for _ in 0..warmup {
-        step()?;
-    }
-    let started = Instant::now();
-    let mut tch_last_loss = tch_first_loss;
-    for _ in 0..steps {
-        tch_last_loss = step()?;
-    }
-    let tch_seconds = started.elapsed().as_secs_f64();
+    let tch = time_steps(&config, &model, &batch, steps, warmup)?;
+    let (b, t) = config.batch_shape();
     let frames_per_step = b * t;
 
     let plan = config.network.head_plan();
@@ -141,7 +114,7 @@ pub fn bench_train(
         "threads": threads,
         "steps": steps,
         "warmup": warmup,
-        "lr": lr,
+        "lr": learning_rate(&config.optim, 0),
         "weight_decay": config.optim.weight_decay,
         "weights": weights,
         "batch": batch_file,
@@ -172,17 +145,93 @@ pub fn bench_train(
             path: script.to_owned(),
             message: format!("unexpected output: {stdout}"),
         })?;
-    let tch_fps = (frames_per_step * steps) as f64 / tch_seconds.max(1e-9);
     Ok(BenchResult {
         frames_per_step,
         steps,
         threads,
-        tch_frames_per_second: tch_fps,
+        tch_frames_per_second: tch.frames_per_second,
         torch_frames_per_second: torch.frames_per_second,
-        ratio: tch_fps / torch.frames_per_second,
-        tch_first_loss,
+        ratio: tch.frames_per_second / torch.frames_per_second,
+        tch_first_loss: tch.first_loss,
         torch_first_loss: torch.first_loss,
-        tch_last_loss,
+        tch_last_loss: tch.last_loss,
         torch_last_loss: torch.last_loss,
+    })
+}
+
+/// Rate and losses of timed training steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepRate {
+    /// Frames per second consumed by the training step.
+    pub frames_per_second: f64,
+    /// Loss of the first (untimed) step.
+    pub first_loss: f64,
+    /// Loss of the last timed step.
+    pub last_loss: f64,
+}
+
+/// Frames/s of our training step (forward, loss, backward, Adam) for `config`'s network and
+/// batch shape on the CPU with `threads` intra-op threads, on a random batch.
+pub fn training_step_rate(
+    config: &TrainConfig,
+    steps: usize,
+    warmup: usize,
+    threads: u32,
+) -> Result<StepRate, TrainError> {
+    let mut config = config.clone();
+    config.network.dropout = 0.0;
+    config.validate()?;
+    tch::set_num_threads(threads as i32);
+    tch::manual_seed(config.seed as i64);
+    let model = Model::new(&config.network, Device::Cpu)?;
+    time_steps(&config, &model, &random_batch(&config), steps, warmup)
+}
+
+/// A random batch of `config`'s shape.
+fn random_batch(config: &TrainConfig) -> BatchTensors {
+    let (b, t) = config.batch_shape();
+    let s = i64::from(config.network.input_size);
+    let opts = (Kind::Float, Device::Cpu);
+    let (bi, ti) = (b as i64, t as i64);
+    BatchTensors {
+        faces: Tensor::randn([bi, ti, 3, s, s], opts),
+        landmarks: Tensor::rand([bi, ti, 136], opts),
+        labels: Tensor::rand([bi, ti, 2], opts) * 2.0 - 1.0,
+        mask: Tensor::ones([bi, ti], opts),
+    }
+}
+
+/// One untimed step, `warmup` more, then `steps` timed ones.
+fn time_steps(
+    config: &TrainConfig,
+    model: &Model,
+    batch: &BatchTensors,
+    steps: usize,
+    warmup: usize,
+) -> Result<StepRate, TrainError> {
+    let mut adam = Adam::new(model.trainable_parameters(), &config.optim);
+    let lr = learning_rate(&config.optim, 0);
+    let mut step = || -> Result<f64, TrainError> {
+        let (pred, _) = model.forward(&batch.faces, Some(&batch.landmarks), None, true)?;
+        let loss = loss_value(config, &pred, batch);
+        adam.zero_grad();
+        loss.backward();
+        adam.step(lr);
+        Ok(loss.double_value(&[]))
+    };
+    let first_loss = step()?;
+    for _ in 0..warmup {
+        step()?;
+    }
+    let started = Instant::now();
+    let mut last_loss = first_loss;
+    for _ in 0..steps {
+        last_loss = step()?;
+    }
+    let (b, t) = config.batch_shape();
+    Ok(StepRate {
+        frames_per_second: (b * t * steps) as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        first_loss,
+        last_loss,
     })
 }
