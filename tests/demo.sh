@@ -10,4 +10,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/setup.sh
 cargo build --release -q -p affect-edge-runtime --features onnxruntime --bin affect-edge
-exec target/release/affect-edge run --source synthetic:7 --max-frames 300 "$@"
+exec target/release/affect-edge run --source synthetic:7 --max-frames 3000 "$@"

@@ -144,6 +144,11 @@ impl Pipeline {
         };
         self.times.faces.push(started.elapsed());
 
+        if frame.cut {
+            for id in self.tracker.end_all() {
+                self.states.remove(&id);
+            }
+        }
         let boxes: Vec<FaceBox> = faces.iter().map(|f| f.bbox).collect();
         let update = self.tracker.update(&boxes);
         for id in &update.lost {

@@ -88,6 +88,11 @@ impl Tracker {
         }
     }
 
+    /// Ends every track (a scene cut) and returns their ids; new ids keep counting up.
+    pub fn end_all(&mut self) -> Vec<u16> {
+        self.tracks.drain(..).map(|t| t.id).collect()
+    }
+
     /// Ids of the live tracks.
     pub fn track_ids(&self) -> impl Iterator<Item = u16> + '_ {
         self.tracks.iter().map(|t| t.id)
@@ -196,6 +201,15 @@ mod tests {
         assert_eq!(iou(&b(0.0, 0.0), &b(0.0, 0.0)), 1.0);
         assert_eq!(iou(&b(0.0, 0.0), &b(200.0, 0.0)), 0.0);
         assert!((iou(&b(0.0, 0.0), &b(50.0, 0.0)) - 50.0 / 150.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_cut_ends_every_track_and_the_same_place_gets_a_new_id() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        let first = t.update(&[b(0.0, 0.0)]).assignments[0].track;
+        assert_eq!(t.end_all(), vec![first]);
+        let next = t.update(&[b(0.0, 0.0)]).assignments[0];
+        assert!(next.new && next.track != first);
     }
 
     #[test]

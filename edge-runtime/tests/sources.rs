@@ -151,6 +151,7 @@ fn synthetic(seed: u64, people: Option<u32>, frames: u64) -> SyntheticConfig {
         face_size: 112,
         fps: None,
         frames: Some(frames),
+        visit_frames: None,
     }
 }
 

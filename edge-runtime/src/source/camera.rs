@@ -262,6 +262,7 @@ impl<O: CameraOpener> FrameSource for ReopeningCamera<O> {
                 timestamp_ms,
                 image,
                 truth: None,
+                cut: false,
             }));
         }
     }

@@ -230,6 +230,7 @@ impl FrameSource for ImageDir {
                         timestamp_ms: wall_clock_ms(),
                         image: image.to_rgb8(),
                         truth: None,
+                        cut: false,
                     }));
                 }
                 Err(e) => {

@@ -32,6 +32,9 @@ pub struct Frame {
     /// Ground-truth (valence, arousal) per face in the frame, when the source knows it
     /// (synthetic camera); `None` for real sources.
     pub truth: Option<Vec<GroundTruth>>,
+    /// The source knows the picture changed discontinuously here (another person in front of
+    /// a fixed-framing camera): every track ends and starts again from a fresh state.
+    pub cut: bool,
 }
 
 /// What a synthetic source knows about one face it drew.

@@ -1,7 +1,9 @@
 //! The synthetic camera: faces from `affect_shared::synth` (the generator the trainer learns
 //! from) composed into a larger scene — cluttered background, one to three people drifting
 //! slowly in their own part of the frame — with each frame's true valence/arousal and face box in
-//! [`Frame::truth`]. Everything is determined by the seed, so a run can be replayed exactly.
+//! [`Frame::truth`]. Every `visit_frames` frames the people are replaced by new ones (another
+//! identity and affect trajectory), marked as a [`Frame::cut`], like visitors at a kiosk.
+//! Everything is determined by the seed, so a run can be replayed exactly.
 
 use std::time::Duration;
 
@@ -34,6 +36,9 @@ pub struct SyntheticConfig {
     pub fps: Option<f64>,
     /// Stop after this many frames; `None`: endless.
     pub frames: Option<u64>,
+    /// Frames each visit lasts before new people take the places; `None`: the same people
+    /// throughout.
+    pub visit_frames: Option<u64>,
 }
 
 impl Default for SyntheticConfig {
@@ -46,6 +51,7 @@ impl Default for SyntheticConfig {
             face_size: 128,
             fps: Some(30.0),
             frames: None,
+            visit_frames: Some(150),
         }
     }
 }
@@ -128,6 +134,8 @@ fn paste_feathered(frame: &mut RgbImage, crop: &RgbImage, left: i64, top: i64) {
 /// The synthetic camera.
 pub struct SyntheticCamera {
     config: SyntheticConfig,
+    /// How each person's face video renders.
+    synth: SynthConfig,
     background: RgbImage,
     actors: Vec<Actor>,
     next_index: u64,
@@ -160,11 +168,17 @@ impl SyntheticCamera {
                 config.face_size, config.width, config.height
             )));
         }
+        if config.visit_frames == Some(0) {
+            return Err(SourceError::Config(format!(
+                "{what}: visit_frames must be at least 1"
+            )));
+        }
         let background = render_background(config.width, config.height, &mut rng);
         let synth = SynthConfig {
             size: config.face_size,
             frames: config
-                .frames
+                .visit_frames
+                .or(config.frames)
                 .map_or(usize::MAX, |f| usize::try_from(f).unwrap_or(usize::MAX)),
             ..SynthConfig::default()
         };
@@ -186,6 +200,7 @@ impl SyntheticCamera {
             .collect();
         Ok(Self {
             config: config.clone(),
+            synth,
             background,
             actors,
             next_index: 0,
@@ -219,6 +234,22 @@ impl FrameSource for SyntheticCamera {
         if self.config.frames.is_some_and(|n| index >= n) {
             return Ok(None);
         }
+        // A new visit: person `i` of visit `v` is video `v · people + i` of the seed.
+        let people = self.actors.len() as u64;
+        let cut = match self.config.visit_frames {
+            Some(n) if index > 0 && index.is_multiple_of(n) => {
+                let visit = index / n;
+                for (i, actor) in self.actors.iter_mut().enumerate() {
+                    actor.video = SyntheticVideo::new(
+                        &self.synth,
+                        self.config.seed,
+                        visit * people + i as u64,
+                    );
+                }
+                true
+            }
+            _ => false,
+        };
         let mut image = self.background.clone();
         let mut truth = Vec::with_capacity(self.actors.len());
         for a in 0..self.actors.len() {
@@ -256,6 +287,7 @@ impl FrameSource for SyntheticCamera {
             timestamp_ms: self.start_ms + (index as f64 * interval).round() as u64,
             image,
             truth: Some(truth),
+            cut,
         }))
     }
 
@@ -286,7 +318,40 @@ mod tests {
             face_size: 96,
             fps: None,
             frames: Some(3),
+            visit_frames: Some(2),
         }
+    }
+
+    #[test]
+    fn visitors_change_at_a_cut_and_the_seed_replays_them() {
+        let frames = |seed| {
+            let mut camera = SyntheticCamera::new(&config(seed, 1)).unwrap();
+            std::iter::from_fn(|| camera.next_frame(Duration::ZERO).unwrap()).collect::<Vec<_>>()
+        };
+        let run = frames(4);
+        assert_eq!(
+            run.iter().map(|f| f.cut).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        // Person 0 of visit 1 is video 1 of the seed, not video 0 continued.
+        let synth = SynthConfig {
+            size: 96,
+            frames: 2,
+            ..SynthConfig::default()
+        };
+        let newcomer = SyntheticVideo::new(&synth, 4, 1).next().unwrap();
+        let truth = run[2].truth.as_ref().unwrap();
+        assert_eq!(truth.len(), usize::from(newcomer.face.is_some()));
+        if let Some(t) = truth.first() {
+            assert_eq!([t.valence, t.arousal], newcomer.clean);
+        }
+        let again = frames(4);
+        assert!(run.iter().zip(&again).all(|(a, b)| a.image == b.image));
+        let zero = SyntheticConfig {
+            visit_frames: Some(0),
+            ..config(4, 1)
+        };
+        assert!(SyntheticCamera::new(&zero).is_err());
     }
 
     #[test]
