@@ -36,6 +36,9 @@ pub const H_OUT: &str = "h_out";
 /// Graph output: next cell state (LSTM only).
 pub const C_OUT: &str = "c_out";
 
+/// A recurrent network's next state in the graph: `h_out` and, for LSTM, `c_out`.
+type NextState = (Value, Option<Value>);
+
 /// Batch-norm ε of the trainer's backbones.
 const BN_EPS: f64 = 1e-5;
 
@@ -265,7 +268,7 @@ impl NetworkGraph<'_> {
         face: &Value,
         landmarks: Option<&Value>,
         state: Option<(&Value, Option<&Value>, usize)>,
-    ) -> Result<(Value, Option<(Value, Option<Value>)>), NetworkExportError> {
+    ) -> Result<(Value, Option<NextState>), NetworkExportError> {
         let (mut x, features) = match self.config.backbone {
             Backbone::Vgg16 | Backbone::VggFace => self.vgg(face)?,
             Backbone::Resnet50 => self.resnet(face)?,
