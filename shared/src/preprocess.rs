@@ -286,23 +286,46 @@ impl Preprocess {
                 f32::from(raw[i + 2]),
             ]
         };
-        let mut out = RgbImage::new(self.size, self.size);
-        for (u, v, pixel) in out.enumerate_pixels_mut() {
-            let [x, y] = t.apply([u as f32 + 0.5, v as f32 + 0.5]);
-            let (fx, fy) = (x - 0.5, y - 0.5);
-            let (x0, y0) = (fx.floor(), fy.floor());
-            let (wx, wy) = (fx - x0, fy - y0);
-            let (x0, y0) = (x0 as i64, y0 as i64);
+        // Source coordinate of each output pixel: the integer texel left of / above it and the
+        // bilinear weight. Without rotation x depends only on the column and y only on the row
+        // (the rotation terms are exactly zero), so they are computed once per column / row.
+        let split = |coordinate: f32| {
+            let f = coordinate - 0.5;
+            let floor = f.floor();
+            (floor as i64, f - floor)
+        };
+        let side = self.size as usize;
+        let sample = |x: (i64, f32), y: (i64, f32)| -> [u8; 3] {
+            let ((x0, wx), (y0, wy)) = (x, y);
             let (p00, p10, p01, p11) = (
                 texel(x0, y0),
                 texel(x0 + 1, y0),
                 texel(x0, y0 + 1),
                 texel(x0 + 1, y0 + 1),
             );
-            for c in 0..3 {
+            core::array::from_fn(|c| {
                 let top = p00[c] + (p10[c] - p00[c]) * wx;
                 let bottom = p01[c] + (p11[c] - p01[c]) * wx;
-                pixel.0[c] = (top + (bottom - top) * wy).round().clamp(0.0, 255.0) as u8;
+                (top + (bottom - top) * wy).round().clamp(0.0, 255.0) as u8
+            })
+        };
+        let mut out = RgbImage::new(self.size, self.size);
+        if t.a[1] == 0.0 {
+            let columns: Vec<_> = (0..side)
+                .map(|u| split(t.apply([u as f32 + 0.5, 0.5])[0]))
+                .collect();
+            let rows: Vec<_> = (0..side)
+                .map(|v| split(t.apply([0.5, v as f32 + 0.5])[1]))
+                .collect();
+            for (row, line) in rows.iter().zip(out.chunks_exact_mut(3 * side)) {
+                for (column, pixel) in columns.iter().zip(line.chunks_exact_mut(3)) {
+                    pixel.copy_from_slice(&sample(*column, *row));
+                }
+            }
+        } else {
+            for (u, v, pixel) in out.enumerate_pixels_mut() {
+                let [x, y] = t.apply([u as f32 + 0.5, v as f32 + 0.5]);
+                pixel.0 = sample(split(x), split(y));
             }
         }
         Ok(out)
@@ -361,9 +384,13 @@ impl Preprocess {
             ColourOrder::Bgr => [2, 1, 0],
         };
         let factor = self.scale / 255.0;
+        // Every 8-bit value's normalised float, per output channel (the same expression).
+        let table: [[f32; 256]; 3] = core::array::from_fn(|c| {
+            core::array::from_fn(|q| (q as f32 * factor - self.mean[c]) / self.std[c])
+        });
         for (i, px) in crop.pixels().enumerate() {
             for (c, &src) in order.iter().enumerate() {
-                out[c * plane + i] = (f32::from(px.0[src]) * factor - self.mean[c]) / self.std[c];
+                out[c * plane + i] = table[c][usize::from(px.0[src])];
             }
         }
         out
