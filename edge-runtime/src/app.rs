@@ -14,7 +14,7 @@ use affect_edge::report::{
     SerialReporter, Smoothed,
 };
 use affect_edge::runner::{self, RunLimits, RunSummary, mean, percentile};
-use affect_edge::source::{FrameSource, ImageDir, SyntheticCamera, V4l2Camera};
+use affect_edge::source::{FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera};
 
 /// How a command failed: bad configuration or model (exit 2) or anything else (exit 1).
 pub enum Failure {
@@ -282,6 +282,11 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         };
         let contract = backend.contract().clone();
         let mut source = open_source(&config, faces, contract.face_size as u32)?;
+        // The synthetic camera is a renderer, not capture work a device does: render the clip
+        // first and time the pipeline on its replay. Cameras and image files are timed live.
+        if matches!(config.source, SourceSpec::Synthetic(_)) {
+            source = Box::new(Replay::record(source.as_mut(), Some(args.frames)).map_err(other)?);
+        }
         let mut pipeline = Pipeline::new(
             face_mode(&config, faces, contract.landmarks)?,
             backend,

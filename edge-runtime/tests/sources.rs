@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::source::{
-    CameraConfig, FrameSource, ImageDir, ImageDirConfig, OnBadImage, SourceError, SyntheticCamera,
-    SyntheticConfig, V4l2Camera,
+    CameraConfig, FrameSource, ImageDir, ImageDirConfig, OnBadImage, Replay, SourceError,
+    SyntheticCamera, SyntheticConfig, V4l2Camera,
 };
 use image::{Rgb, RgbImage};
 
@@ -290,4 +290,21 @@ fn an_absent_camera_reports_unavailable_and_keeps_trying() {
         );
     }
     assert!(!camera.is_open());
+}
+
+#[test]
+fn replay_delivers_the_recorded_frames_in_order_then_ends() {
+    let mut camera = SyntheticCamera::new(&synthetic(3, Some(1), 5)).unwrap();
+    let mut replay = Replay::record(&mut camera, Some(3)).unwrap();
+    assert_eq!(replay.len(), 3);
+    assert!(replay.describe().starts_with("replay of synthetic:3"));
+    let mut fresh = SyntheticCamera::new(&synthetic(3, Some(1), 5)).unwrap();
+    for _ in 0..3 {
+        let (a, b) = (
+            replay.next_frame(WAIT).unwrap().unwrap(),
+            fresh.next_frame(WAIT).unwrap().unwrap(),
+        );
+        assert_eq!((a.index, &a.image), (b.index, &b.image));
+    }
+    assert!(replay.next_frame(WAIT).unwrap().is_none() && replay.is_empty());
 }

@@ -2,6 +2,7 @@
 //! reopened when unplugged), a directory of images ([`ImageDir`]), or the synthetic camera
 //! ([`SyntheticCamera`]: generator faces with known valence/arousal). All behind
 //! [`FrameSource`]; each has a serde-derivable config struct for the TOML configuration.
+//! [`Replay`] serves frames recorded from any of them.
 
 mod camera;
 mod decode;
@@ -80,4 +81,46 @@ pub trait FrameSource {
     fn next_frame(&mut self, timeout: Duration) -> Result<Option<Frame>, SourceError>;
     /// Human-readable name for logs ("camera /dev/video0 640x480 MJPG", "images ./dir").
     fn describe(&self) -> String;
+}
+
+/// Frames held in memory, delivered in order: a recorded or pre-rendered clip, so a benchmark
+/// times the pipeline rather than the synthetic renderer, and tests run without hardware.
+pub struct Replay {
+    frames: std::collections::VecDeque<Frame>,
+    what: String,
+}
+
+impl Replay {
+    /// Reads up to `limit` frames from `source` now (`None`: until it ends).
+    pub fn record(source: &mut dyn FrameSource, limit: Option<u64>) -> Result<Self, SourceError> {
+        let what = format!("replay of {}", source.describe());
+        let mut frames = std::collections::VecDeque::new();
+        while limit.is_none_or(|n| (frames.len() as u64) < n) {
+            match source.next_frame(Duration::from_secs(5))? {
+                Some(frame) => frames.push_back(frame),
+                None => break,
+            }
+        }
+        Ok(Self { frames, what })
+    }
+
+    /// Frames left.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether every frame has been delivered.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+impl FrameSource for Replay {
+    fn next_frame(&mut self, _timeout: Duration) -> Result<Option<Frame>, SourceError> {
+        Ok(self.frames.pop_front())
+    }
+
+    fn describe(&self) -> String {
+        self.what.clone()
+    }
 }
