@@ -301,7 +301,11 @@ fn pipeline_writes_proven_fp32_and_int8_models() {
     let int8 = report.int8.as_ref().unwrap();
     let ops = int8.onnxruntime_ops.as_ref().unwrap();
     assert_eq!(ops.get("QLinearConv"), Some(&13), "{ops:?}");
-    assert!(!ops.contains_key("Conv"), "{ops:?}");
+    assert!(
+        !ops.contains_key("Conv") && !ops.contains_key("Gemm"),
+        "{ops:?}"
+    );
+    assert!(ops.contains_key("QGemm"), "{ops:?}");
     assert!(int8.size_ratio <= 0.3, "{int8:?}");
     assert!(
         int8.weights_ratio <= 0.3 && int8.quantizable_share > 0.9,

@@ -280,12 +280,14 @@ proptest! {
         let face = FaceBox { x, y, w: side, h: side };
         let crop = plain(size).crop(&img, &face, None).unwrap();
         let expected = reference_crop(&img, [x, y], side / size as f32, size);
-        let differing = crop
+        // The library composes the same affine map in another order, so a sample position may
+        // differ in its last bits and round the other way at a tie: at most one level apart.
+        let worst = crop
             .pixels()
             .zip(expected.pixels())
-            .filter(|(a, b)| a != b)
-            .count();
-        // The library composes the same affine map in another order: allow a rounding tie.
-        prop_assert!(differing <= (size * size) as usize / 100, "{differing} pixels differ");
+            .flat_map(|(a, b)| (0..3).map(move |c| a.0[c].abs_diff(b.0[c])))
+            .max()
+            .unwrap_or(0);
+        prop_assert!(worst <= 1, "a pixel differs by {worst} levels");
     }
 }
