@@ -152,6 +152,7 @@ fn synthetic(seed: u64, people: Option<u32>, frames: u64) -> SyntheticConfig {
         fps: None,
         frames: Some(frames),
         visit_frames: None,
+        jpeg_quality: None,
     }
 }
 

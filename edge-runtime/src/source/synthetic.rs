@@ -39,6 +39,9 @@ pub struct SyntheticConfig {
     /// Frames each visit lasts before new people take the places; `None`: the same people
     /// throughout.
     pub visit_frames: Option<u64>,
+    /// Deliver frames as an MJPEG camera does (and as the trainer's synthetic crops are
+    /// stored): JPEG at this quality, decoded by the V4L2 MJPEG decoder; `None`: raw renders.
+    pub jpeg_quality: Option<u8>,
 }
 
 impl Default for SyntheticConfig {
@@ -52,6 +55,7 @@ impl Default for SyntheticConfig {
             fps: Some(30.0),
             frames: None,
             visit_frames: Some(150),
+            jpeg_quality: Some(90),
         }
     }
 }
@@ -131,6 +135,15 @@ fn paste_feathered(frame: &mut RgbImage, crop: &RgbImage, left: i64, top: i64) {
     }
 }
 
+/// `image` compressed to JPEG at `quality` and decoded again, as an MJPEG camera delivers it.
+fn through_jpeg(image: &RgbImage, quality: u8) -> Result<RgbImage, String> {
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality)
+        .encode_image(image)
+        .map_err(|e| e.to_string())?;
+    super::mjpeg_to_rgb(&jpeg).map_err(|e| e.to_string())
+}
+
 /// The synthetic camera.
 pub struct SyntheticCamera {
     config: SyntheticConfig,
@@ -166,6 +179,11 @@ impl SyntheticCamera {
                 "{what}: {people} face(s) of {} px do not fit side by side in {}x{} \
                  (face_size ≥ 32, ≤ height, × people ≤ width)",
                 config.face_size, config.width, config.height
+            )));
+        }
+        if config.jpeg_quality.is_some_and(|q| !(1..=100).contains(&q)) {
+            return Err(SourceError::Config(format!(
+                "{what}: jpeg_quality must be 1–100"
             )));
         }
         if config.visit_frames == Some(0) {
@@ -279,6 +297,12 @@ impl FrameSource for SyntheticCamera {
                 arousal: face.clean[1],
             });
         }
+        if let Some(quality) = self.config.jpeg_quality {
+            image = through_jpeg(&image, quality).map_err(|message| SourceError::Decode {
+                what: format!("synthetic:{} frame {index}", self.config.seed),
+                message,
+            })?;
+        }
         self.next_index += 1;
         self.pacer.wait();
         let interval = self.config.fps.map_or(NOMINAL_FRAME_MS, |fps| 1000.0 / fps);
@@ -319,6 +343,7 @@ mod tests {
             fps: None,
             frames: Some(3),
             visit_frames: Some(2),
+            jpeg_quality: None,
         }
     }
 
@@ -369,6 +394,37 @@ mod tests {
             nobody.to_string().contains("people must be 1–3"),
             "{nobody}"
         );
+    }
+
+    #[test]
+    fn jpeg_delivery_stays_close_to_the_render_and_bad_quality_is_refused() {
+        let first = |jpeg_quality| {
+            let c = SyntheticConfig {
+                jpeg_quality,
+                ..config(2, 1)
+            };
+            SyntheticCamera::new(&c)
+                .unwrap()
+                .next_frame(Duration::ZERO)
+                .unwrap()
+                .unwrap()
+                .image
+        };
+        let (raw, jpeg) = (first(None), first(Some(90)));
+        assert_ne!(raw, jpeg);
+        let mean_error = raw
+            .as_raw()
+            .iter()
+            .zip(jpeg.as_raw())
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
+            / raw.as_raw().len() as f64;
+        assert!(mean_error < 4.0, "mean error {mean_error} levels");
+        let bad = SyntheticConfig {
+            jpeg_quality: Some(0),
+            ..config(2, 1)
+        };
+        assert!(SyntheticCamera::new(&bad).is_err());
     }
 
     #[test]
