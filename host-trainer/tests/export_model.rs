@@ -5,10 +5,11 @@
 //! run on integer kernels in ONNX Runtime. Broken graphs and bad checkpoints are refused.
 #![cfg(feature = "torch")]
 
-use std::path::Path;
-use tract_onnx::prelude::Framework;
+mod common;
 
-use affect_shared::metadata::{METADATA_KEY, ModelMetadata, Precision};
+use std::path::Path;
+
+use affect_shared::metadata::Precision;
 use affect_trainer::export::calibrate::{CalibrationClip, RangeMethod, calibrate};
 use affect_trainer::export::network::{NetworkExportError, Parameters, streaming_graph};
 use affect_trainer::export::onnx::encode;
@@ -202,15 +203,7 @@ fn fp32_proof(config: NetworkConfig, seed: i64) {
     assert!(report.torch.valence.ccc.unwrap() > 0.5, "{report:#?}");
 
     // The metadata the runtime reads.
-    let loaded = tract_onnx::onnx().model_for_path(&path).unwrap();
-    let json = loaded.properties[&format!("onnx.metadata_props.{METADATA_KEY}")]
-        .to_plain_array_view::<String>()
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap()
-        .clone();
-    let metadata = ModelMetadata::from_json(&json).unwrap();
+    let metadata = common::exported_metadata(&path);
     assert_eq!(metadata.precision, Precision::Fp32);
     assert_eq!(
         metadata.recurrent.is_some(),
@@ -314,16 +307,8 @@ fn pipeline_writes_proven_fp32_and_int8_models() {
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&paths.report).unwrap()).unwrap();
     assert_eq!(written["failures"], serde_json::json!([]));
-    let loaded = tract_onnx::onnx().model_for_path(&paths.int8).unwrap();
-    let json = loaded.properties[&format!("onnx.metadata_props.{METADATA_KEY}")]
-        .to_plain_array_view::<String>()
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap()
-        .clone();
     assert_eq!(
-        ModelMetadata::from_json(&json).unwrap().precision,
+        common::exported_metadata(&paths.int8).precision,
         Precision::Int8
     );
 }

@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use affect_shared::metadata::{METADATA_KEY, ModelMetadata};
+mod common;
+
 use affect_trainer::train::config::TrainConfig;
-use tract_onnx::prelude::*;
 
 fn affect_train(args: &[&str]) -> std::process::Output {
     let output = Command::new(env!("CARGO_BIN_EXE_affect-train"))
@@ -134,15 +134,7 @@ fn synth_train_eval_export_agree_with_onnxruntime() {
         "ONNX Runtime differs from `affect-train eval` by {max_diff}"
     );
 
-    let loaded = tract_onnx::onnx().model_for_path(&model).unwrap();
-    let json = loaded.properties[&format!("onnx.metadata_props.{METADATA_KEY}")]
-        .to_plain_array_view::<String>()
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap()
-        .clone();
-    let metadata = ModelMetadata::from_json(&json).unwrap();
+    let metadata = common::exported_metadata(&model);
     assert_eq!(metadata.preprocess, config.preprocess());
     assert_eq!(metadata.preprocess.size, 32);
     assert!(metadata.preprocess.landmarks);
