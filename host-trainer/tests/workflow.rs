@@ -3,6 +3,7 @@
 //! frame by ONNX Runtime (the proof's independent Python process), gives the trainer's own
 //! evaluation outputs within 1e-4, and its metadata names the run's input size and
 //! normalisation.
+#![cfg(feature = "torch")]
 
 use std::path::Path;
 use std::process::Command;
