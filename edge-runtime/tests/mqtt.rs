@@ -3,6 +3,8 @@
 //! the device, a broker restart loses nothing within the queue bound and keeps the order, and
 //! beyond the bound the oldest reports are dropped and counted.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -81,17 +83,7 @@ impl Broker {
 
     /// SIGTERM: mosquitto saves its sessions (persistence) and exits.
     fn stop(mut self) -> (PathBuf, u16, String) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::terminate(&mut self.child);
         (self.dir.clone(), self.port, self.extra.clone())
     }
 }

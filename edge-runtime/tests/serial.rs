@@ -2,6 +2,8 @@
 //! independent decoder (`tests/oracles/wire_oracle.py`). Unplugging is killing socat; plugging
 //! back in is starting it again on the same link names.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,17 +47,7 @@ impl PtyPair {
 
     /// Unplugs: SIGTERM so socat removes its links, then waits for it.
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::terminate(&mut self.child);
         let _ = std::fs::remove_file(&self.dev);
         let _ = std::fs::remove_file(&self.host);
     }
