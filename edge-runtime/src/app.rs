@@ -40,8 +40,8 @@ fn backend_failure(e: BackendError) -> Failure {
 }
 
 /// Opens the configured source. The synthetic camera without a detector frames one face like
-/// the training crops: rendered at 4/3 of the model's input size (as `affect-train ablate`
-/// renders, and the bundled model's 64-px training crops for its 48-px input), then resized.
+/// the training crops: rendered at [`affect_shared::synth::render_size`] of the model's input,
+/// then resized.
 pub fn open_source(
     config: &EdgeConfig,
     faces: FacesSpec,
@@ -66,7 +66,7 @@ pub fn open_source(
             synthetic.fps = fps;
             if faces == FacesSpec::None {
                 synthetic.people = Some(1);
-                synthetic.face_size = (face_size * 4 / 3).max(32);
+                synthetic.face_size = affect_shared::synth::render_size(face_size);
                 synthetic.width = synthetic.face_size;
                 synthetic.height = synthetic.face_size;
             }

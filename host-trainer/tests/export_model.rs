@@ -424,14 +424,7 @@ fn percentile_ranges_lie_inside_min_max() {
         );
     }
     let int8 = quantize_qdq(&graph, &central).unwrap();
-    let ops: Vec<&str> = int8
-        .graph
-        .as_ref()
-        .unwrap()
-        .node
-        .iter()
-        .map(|n| n.op_type.as_str())
-        .collect();
+    let ops = common::op_types(&int8);
     assert!(
         ops.contains(&"GRU") && ops.iter().filter(|o| **o == "Conv").count() == 53,
         "{ops:?}"

@@ -5,6 +5,8 @@
 //! step with carried state and over the whole sequence. The int8 graph must run in ONNX Runtime
 //! on integer kernels and stay close to fp32.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -461,14 +463,7 @@ fn int8_qdq_runs_on_integer_kernels_and_tracks_fp32() {
     let ranges = calibrate(&model, &calibration, RangeMethod::MinMax).unwrap();
     assert_eq!(ranges.len(), calibration_targets(&model).unwrap().len());
     let int8 = quantize_qdq(&model, &ranges).unwrap();
-    let ops: Vec<&str> = int8
-        .graph
-        .as_ref()
-        .unwrap()
-        .node
-        .iter()
-        .map(|n| n.op_type.as_str())
-        .collect();
+    let ops = common::op_types(&int8);
     assert!(
         ops.contains(&"GRU") && ops.contains(&"QuantizeLinear"),
         "{ops:?}"

@@ -766,6 +766,14 @@ pub fn render_face(
     (image, Landmarks68(lm2))
 }
 
+/// Side of the synthetic face crops rendered for a network with `input_size`-pixel input: 4/3 of
+/// it (at least 32), so the crop is downsampled into the input as a camera face would be. The
+/// trainer's ablations, the bundled model's training set (64-px crops, 48-px input) and the edge
+/// runtime's synthetic camera all use it.
+pub fn render_size(input_size: u32) -> u32 {
+    (input_size * 4 / 3).max(32)
+}
+
 /// Rates and strengths of the synthetic dataset's nuisances. Rates are per frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthConfig {

@@ -72,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     with_landmarks.data.preprocess = None;
     let preprocess = with_landmarks.preprocess();
     let synth = SynthConfig {
-        size: (preprocess.size * 4 / 3).max(32),
+        size: affect_shared::synth::render_size(preprocess.size),
         frames: args.frames,
         ..SynthConfig::default()
     };
