@@ -61,18 +61,13 @@ pub fn bench_train(
     script: &Path,
     work: &Path,
 ) -> Result<BenchResult, TrainError> {
-    let mut config = config.clone();
-    config.network.dropout = 0.0;
-    config.validate()?;
     if config.network.outputs != Outputs::Joint || config.network.pretrained.is_some() {
         return Err(TrainError::Config(crate::model::ConfigError::new(
             "network.outputs",
             "bench-train compares joint-output networks with random initialisation",
         )));
     }
-    tch::set_num_threads(threads as i32);
-    tch::manual_seed(config.seed as i64);
-    let model = Model::new(&config.network, Device::Cpu)?;
+    let (config, model) = bench_model(config, threads)?;
     let batch = random_batch(&config);
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -178,13 +173,20 @@ pub fn training_step_rate(
     warmup: usize,
     threads: u32,
 ) -> Result<StepRate, TrainError> {
+    let (config, model) = bench_model(config, threads)?;
+    time_steps(&config, &model, &random_batch(&config), steps, warmup)
+}
+
+/// `config` without dropout (so runs are comparable), validated, and its network seeded on the
+/// CPU with `threads` intra-op threads.
+fn bench_model(config: &TrainConfig, threads: u32) -> Result<(TrainConfig, Model), TrainError> {
     let mut config = config.clone();
     config.network.dropout = 0.0;
     config.validate()?;
     tch::set_num_threads(threads as i32);
     tch::manual_seed(config.seed as i64);
     let model = Model::new(&config.network, Device::Cpu)?;
-    time_steps(&config, &model, &random_batch(&config), steps, warmup)
+    Ok((config, model))
 }
 
 /// A random batch of `config`'s shape.
