@@ -4,183 +4,21 @@
 //! beyond the bound the oldest reports are dropped and counted.
 
 mod common;
+#[path = "common/mqtt.rs"]
+mod mqtt_peers;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{MqttConfig, MqttReporter, MqttTlsConfig, Report, Reporter};
 use affect_shared::wire::StatusFlags;
-
-fn make_readable(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A mosquitto broker bound to 127.0.0.1, persisting sessions in its directory.
-struct Broker {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    extra: String,
-}
-
-impl Broker {
-    fn start(dir: &Path, port: u16, extra: &str) -> Self {
-        // Started as root, mosquitto drops to its own user: let it into the directory (its
-        // persistence file, the test keys).
-        make_readable(dir, 0o777);
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\n\
-                 persistence true\n\
-                 persistence_location {}/\n\
-                 {extra}\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto not found: run tests/setup.sh (Debian package mosquitto)");
-        wait_until("the broker to listen", Duration::from_secs(5), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Self {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-            extra: extra.to_owned(),
-        }
-    }
-
-    /// SIGTERM: mosquitto saves its sessions (persistence) and exits.
-    fn stop(mut self) -> (PathBuf, u16, String) {
-        common::terminate(&mut self.child);
-        (self.dir.clone(), self.port, self.extra.clone())
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `mosquitto_sub` collecting `topic payload` lines.
-struct Subscriber {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    subscribed: Arc<Mutex<bool>>,
-}
-
-impl Subscriber {
-    /// Subscribes with QoS 1 to `topics`; `session` keeps a persistent session under that id.
-    fn start(port: u16, topics: &[&str], session: Option<&str>, extra: &[&str]) -> Self {
-        // Line-buffered: through a pipe the client's log would otherwise sit in its buffer.
-        let mut cmd = Command::new("stdbuf");
-        cmd.args(["-oL", "mosquitto_sub"]);
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-v",
-            "-d",
-        ]);
-        for t in topics {
-            cmd.args(["-t", t]);
-        }
-        if let Some(id) = session {
-            cmd.args(["-i", id, "-c"]);
-        }
-        cmd.args(extra);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto_sub not found: run tests/setup.sh (mosquitto-clients)");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let subscribed = Arc::new(Mutex::new(false));
-        {
-            let (lines, subscribed) = (lines.clone(), subscribed.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    // `-d` interleaves the client's log ("Client … received SUBACK") with messages.
-                    if line.starts_with("Client ") {
-                        if line.contains("SUBACK") {
-                            *subscribed.lock().unwrap() = true;
-                        }
-                        continue;
-                    }
-                    if line.starts_with("Subscribed (mid") {
-                        continue;
-                    }
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let sub = Self {
-            child,
-            lines,
-            subscribed,
-        };
-        wait_until("the subscription", Duration::from_secs(5), || {
-            *sub.subscribed.lock().unwrap()
-        });
-        sub
-    }
-
-    /// Payloads received on `topic`, in arrival order.
-    fn payloads(&self, topic: &str) -> Vec<String> {
-        let prefix = format!("{topic} ");
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
-            .collect()
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use mqtt_peers::{Broker, Subscriber, free_port, make_accessible, wait_until};
 
 fn report(frame: u32) -> Report {
     Report {
@@ -332,10 +170,13 @@ fn a_broker_restart_loses_nothing_within_the_bound_and_keeps_the_order() {
 #[test]
 fn beyond_the_bound_the_oldest_reports_are_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let broker_port = free_port();
     let topic = "bound/affect";
-    // No broker yet: the device starts reporting into the void.
-    let mut reporter = MqttReporter::new(&config(port, topic, 10)).unwrap();
+    // No broker reachable yet: the device starts reporting into the void. The relay stays closed
+    // until the subscriber holds its subscription, so no report can reach the broker before
+    // someone listens (the reporter retries every 50–300 ms).
+    let relay = Relay::start(broker_port, false);
+    let mut reporter = MqttReporter::new(&config(relay.port, topic, 10)).unwrap();
     for frame in 0..25 {
         reporter.report(&report(frame)).unwrap();
     }
@@ -350,8 +191,9 @@ fn beyond_the_bound_the_oldest_reports_are_dropped_and_counted() {
         "{err}"
     );
 
-    let broker = Broker::start(dir.path(), port, "allow_anonymous true");
+    let broker = Broker::start(dir.path(), broker_port, "allow_anonymous true");
     let sub = Subscriber::start(broker.port, &[topic], None, &[]);
+    relay.open();
     reporter.drain(Duration::from_secs(10)).unwrap();
     wait_until("the 10 kept reports", Duration::from_secs(10), || {
         sub.payloads(topic).len() >= 10
@@ -470,7 +312,7 @@ fn make_certificates(dir: &Path) {
         "server.pem",
     ]);
     // Throwaway test key; the broker reads it after dropping root.
-    make_readable(&dir.join("server.key"), 0o644);
+    make_accessible(&dir.join("server.key"), 0o644);
 }
 
 #[test]
@@ -513,22 +355,29 @@ fn tls_with_a_ca_file_connects_and_delivers() {
     assert_eq!(frames_in_order(&sub.payloads(topic)), [0, 1, 2, 3, 4]);
 }
 
-/// A TCP relay between the reporter and the broker whose connections the test can cut, as a
-/// network failure or a device losing power would (no MQTT DISCONNECT reaches the broker).
+/// A TCP relay between the reporter and the broker that the test can close and open, and whose
+/// connections it can cut, as a network failure or a device losing power would (no MQTT
+/// DISCONNECT reaches the broker). While closed it accepts and drops every connection at once,
+/// as an unreachable network would fail them.
 struct Relay {
     port: u16,
+    open: Arc<AtomicBool>,
     live: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Relay {
-    fn start(upstream: u16) -> Self {
+    fn start(upstream: u16, open: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(open));
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let registry = live.clone();
+        let (registry, gate) = (live.clone(), open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
+                if !gate.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
@@ -546,7 +395,12 @@ impl Relay {
                 }
             }
         });
-        Self { port, live }
+        Self { port, open, live }
+    }
+
+    /// Lets new connections through to the broker.
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
     }
 
     /// Cuts every connection through the relay.
@@ -561,7 +415,7 @@ impl Relay {
 fn a_lost_connection_publishes_the_last_will_and_a_reconnect_announces_online() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), free_port(), "allow_anonymous true");
-    let relay = Relay::start(broker.port);
+    let relay = Relay::start(broker.port, true);
     let status = "will/affect/status";
     let sub = Subscriber::start(broker.port, &[status], None, &[]);
     let reporter = MqttReporter::new(&config(relay.port, "will/affect", 10)).unwrap();
