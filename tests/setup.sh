@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Idempotent machine set-up shared by both README commands (`tests/demo.sh`, `tests/all.sh`).
-#
-# Installs, only when missing:
-#   - Debian packages: libclang-dev (v4l bindgen), mosquitto + clients (MQTT tests),
-#     socat (serial tests), cmake, pkg-config;
-#   - Rust targets: thumbv7em-none-eabihf (no_std check of `affect-shared`);
+# Idempotent machine set-up for the whole test suite (`tests/all.sh`). On top of
+# `tests/setup-edge.sh` (what the edge runtime's build needs) it installs, only when missing:
+#   - Debian packages: mosquitto + clients (MQTT tests), socat (serial tests), cmake;
+#   - Rust: the thumbv7em-none-eabihf target (no_std check of `affect-shared`) and cargo-fuzz
+#     (bounded fuzzing of every `fuzz/` target; pinned, built from crates.io);
 #   - a Python venv in "$AFFECT_CACHE/venv" (outside the clone, reused across clones) holding
 #     PyTorch 2.13.0 (the libtorch `tch` links against) and the numerical oracles.
 # Then exports LIBTORCH, LD_LIBRARY_PATH, ORT_DYLIB_PATH and AFFECT_PYTHON for the caller.
@@ -12,30 +11,20 @@
 # Source it (`. tests/setup.sh`) so the exports reach the caller's shell.
 set -euo pipefail
 
-AFFECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export AFFECT_ROOT
-export AFFECT_CACHE="${AFFECT_CACHE:-$HOME/.cache/affect}"
-mkdir -p "$AFFECT_CACHE"
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup-edge.sh"
 
-log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
-
-sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-apt_packages=(libclang-dev mosquitto mosquitto-clients socat cmake pkg-config)
-missing=()
-for p in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing Debian packages: ${missing[*]}"
-  sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install_missing mosquitto mosquitto-clients socat cmake
 # The Debian mosquitto package starts a system broker on :1883; tests start their own on free ports.
 
 if command -v rustup >/dev/null; then
   (cd "$AFFECT_ROOT" && rustup target list --installed 2>/dev/null | grep -q thumbv7em-none-eabihf) \
     || { log "adding Rust target thumbv7em-none-eabihf"; (cd "$AFFECT_ROOT" && rustup target add thumbv7em-none-eabihf >/dev/null); }
+fi
+
+cargo_fuzz_version="0.13.2"
+if ! cargo fuzz --version 2>/dev/null | grep -q "$cargo_fuzz_version"; then
+  log "installing cargo-fuzz $cargo_fuzz_version (crates.io)"
+  (cd "$AFFECT_ROOT" && cargo install -q --locked cargo-fuzz --version "$cargo_fuzz_version")
 fi
 
 venv="$AFFECT_CACHE/venv"
