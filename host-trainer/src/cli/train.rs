@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use affect_trainer::train::config::TrainConfig;
-use affect_trainer::train::{Outcome, RunDir, TrainOptions, dataset, train};
+use affect_trainer::train::{Outcome, RunDir, TrainError, TrainOptions, dataset, train};
 use anyhow::Context;
 
 use super::bad_input;
@@ -90,7 +90,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         source.as_mut(),
         validation.as_deref(),
         &options,
-    )?;
+    )
+    .map_err(|e| match e {
+        TrainError::Run { .. } | TrainError::Resume { .. } => bad_input(e),
+        other => other.into(),
+    })?;
     match summary.outcome {
         Outcome::Finished => eprintln!(
             "finished {} steps in {}",

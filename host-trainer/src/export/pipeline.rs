@@ -150,22 +150,10 @@ pub fn rfc3339_now() -> String {
     )
 }
 
-/// The trainer's source revision (`git rev-parse` of the source tree), or `unknown`.
+/// The source revision this trainer was built from (`git rev-parse HEAD` at build time, with
+/// `-dirty` for uncommitted changes), or `unknown` when not built from a git checkout.
 pub fn git_revision() -> String {
-    std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short=12",
-            "HEAD",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    env!("AFFECT_GIT_REVISION").to_owned()
 }
 
 /// The metadata of an exported model of `config`.

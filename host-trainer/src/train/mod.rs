@@ -88,6 +88,16 @@ pub enum TrainError {
         /// What is wrong.
         message: String,
     },
+    /// The checkpoint to resume from does not fit the run's configuration (e.g. a `--set`
+    /// that changes the network's shape).
+    #[error("cannot resume from {}: {source}", path.display())]
+    Resume {
+        /// Checkpoint file.
+        path: PathBuf,
+        /// Which tensor does not fit, and how.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The loss became NaN or infinite.
     #[error("training diverged at step {step} (loss {loss}); try a lower optim.lr")]
     Diverged {
@@ -422,7 +432,7 @@ pub fn train(
         let (mean, std) = landmark_statistics(source, LANDMARK_STATISTICS_BATCHES)?;
         model.set_landmark_statistics(&mean, &std)?;
     }
-    let adam = Adam::new(model.trainable_parameters(), &config.optim);
+    let mut adam = Adam::new(model.trainable_parameters(), &config.optim);
     let mut best = None;
     let mut step = 0;
     if options.resume {
@@ -436,6 +446,19 @@ pub fn train(
         source
             .seek(state.source_position)
             .map_err(TrainError::Source)?;
+        // Everything the resume needs loads before the run directory is touched: a checkpoint
+        // that does not fit `config` leaves the run as it was.
+        let dir = run.checkpoint();
+        let model_path = dir.join("model.safetensors");
+        model.load(&model_path).map_err(|e| TrainError::Resume {
+            path: model_path.clone(),
+            source: Box::new(e),
+        })?;
+        let adam_path = dir.join("optimizer.safetensors");
+        adam.load(&adam_path).map_err(|e| TrainError::Resume {
+            path: adam_path.clone(),
+            source: Box::new(e),
+        })?;
         truncate_metrics(&run.metrics(), step)?;
     } else {
         if run.checkpoint().exists() || run.metrics().exists() {
@@ -460,11 +483,6 @@ pub fn train(
         best,
         metrics,
     };
-    if options.resume {
-        let dir = run.checkpoint();
-        session.model.load(&dir.join("model.safetensors"))?;
-        session.adam.load(&dir.join("optimizer.safetensors"))?;
-    }
 
     let total = config.schedule.steps;
     let bar = progress_bar(options.progress, total, session.step);
