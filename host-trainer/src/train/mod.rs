@@ -31,6 +31,7 @@
 pub mod bench;
 pub mod config;
 pub mod dataset;
+pub mod estimate;
 pub mod memory;
 pub mod optim;
 pub mod source;
