@@ -1,6 +1,6 @@
 //! Activation ranges for int8 quantization: runs the float model in tract over calibration clips
 //! (state carried frame to frame within a clip, reset between clips) and records, for every
-//! tensor [`quantize::calibration_targets`](super::quantize::calibration_targets) lists, its
+//! tensor [`super::quantize::calibration_targets`] lists, its
 //! min/max or a central percentile interval.
 
 use std::collections::HashMap;
