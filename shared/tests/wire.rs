@@ -6,6 +6,8 @@ use affect_shared::wire::{
     encode_frame_vec,
 };
 use proptest::prelude::*;
+
+mod common;
 use proptest::strategy::ValueTree;
 
 fn hex(bytes: &[u8]) -> String {
@@ -293,8 +295,7 @@ proptest! {
 
 #[test]
 fn independent_python_implementation_agrees_both_ways() {
-    let Some(python) = std::env::var_os("AFFECT_PYTHON") else {
-        eprintln!("skipped: AFFECT_PYTHON unset (tests/all.sh sets it)");
+    let Some(python) = common::oracle_env("AFFECT_PYTHON", "the Python wire oracle") else {
         return;
     };
     let oracle = concat!(
