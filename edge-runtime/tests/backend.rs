@@ -10,15 +10,14 @@ use affect_shared::preprocess::FaceInput;
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 
+mod common;
+
 const SIZE: usize = 16;
 const FRAMES: usize = 12;
 
 fn python() -> Option<String> {
-    let py = std::env::var("AFFECT_PYTHON").ok();
-    if py.is_none() {
-        eprintln!("AFFECT_PYTHON unset (source tests/setup.sh): skipping the ONNX Runtime oracle");
-    }
-    py
+    common::oracle_env("AFFECT_PYTHON", "the ONNX Runtime oracle")
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 fn oracle_script() -> PathBuf {
@@ -128,7 +127,7 @@ fn tract_streams_like_onnx_runtime_for_every_cell() {
         }
 
         #[cfg(feature = "onnxruntime")]
-        if std::env::var_os("ORT_DYLIB_PATH").is_some() {
+        if common::oracle_env("ORT_DYLIB_PATH", "the Rust ONNX Runtime backend check").is_some() {
             use affect_edge::backend::{ExecutionProvider, OnnxRuntimeBackend};
             let mut ort = OnnxRuntimeBackend::load(&model, ExecutionProvider::Cpu, 1).unwrap();
             let got = stream(&mut ort, &clip);

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+mod common;
+
 use affect_edge::faces::decode::{self, INPUT_SIZE, Region, Tiling};
 use affect_edge::faces::landmarks::{DEFAULT_MARGIN, face_api_preprocess};
 use affect_edge::faces::pipeline::{DETECTOR_FILE, LANDMARKS_FILE};
@@ -31,15 +33,9 @@ fn models() -> PathBuf {
     repo().join("models")
 }
 
-/// `$AFFECT_PYTHON`, or `None` with a message (the oracle tests are then skipped).
+/// `$AFFECT_PYTHON`; unset, a panic in CI and a loud skip elsewhere (`common::oracle_env`).
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("AFFECT_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            eprintln!("AFFECT_PYTHON is unset: skipping (run `. tests/setup.sh` first)");
-            None
-        }
-    }
+    common::oracle_env("AFFECT_PYTHON", "the ONNX Runtime face oracle").map(PathBuf::from)
 }
 
 fn run_checked(command: &mut Command) -> String {

@@ -6,6 +6,8 @@ use std::process::Command;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+mod common;
+
 fn write_csv(path: &Path, rows: &[[f64; 2]]) {
     let mut text = String::from("valence,arousal\n");
     for [v, a] in rows {
@@ -79,10 +81,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn agrees_with_independent_numpy_implementation() {
-    let python = std::env::var_os("AFFECT_PYTHON");
-    if python.is_none() {
-        eprintln!("numpy oracle skipped: AFFECT_PYTHON unset (tests/all.sh sets it)");
-    }
+    let python = common::oracle_env("AFFECT_PYTHON", "the numpy score oracle");
     let oracle: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
         "..",

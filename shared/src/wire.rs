@@ -8,10 +8,10 @@
 //! | 1 | 8 | `timestamp_ms` u64 |
 //! | 9 | 4 | `frame` u32 |
 //! | 13 | 2 | `track` u16 |
-//! | 15 | 2 | valence i16, value × 10 000, clamped to [-1, 1] |
-//! | 17 | 2 | arousal i16, value × 10 000, clamped to [-1, 1] |
+//! | 15 | 2 | valence i16, value × 10 000, clamped to [-1, 1] (decoder rejects others) |
+//! | 17 | 2 | arousal i16, value × 10 000, clamped to [-1, 1] (decoder rejects others) |
 //! | 19 | 8 | box x, y, w, h as u16 pixels, rounded, clamped to [0, 65 535] |
-//! | 27 | 2 | score u16, value × 10 000, clamped to [0, 1] |
+//! | 27 | 2 | score u16, value × 10 000, clamped to [0, 1] (decoder rejects others) |
 //! | 29 | 1 | flags |
 //!
 //! The 30-byte payload is followed by its CRC-16/CCITT-FALSE (`crc::CRC_16_IBM_3740`, poly
@@ -70,6 +70,17 @@ pub const CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_IBM_3740);
 pub const MAX_FRAME_LEN: usize = PAYLOAD_LEN + 2 + (PAYLOAD_LEN + 2).div_ceil(254) + 1;
 
 const FIXED_POINT: f64 = 10_000.0;
+/// The fixed-point value of 1 (valence/arousal span ±this, score 0 to this).
+const FIXED_ONE: i32 = 10_000;
+
+/// Converts a decoded fixed-point field back to its value, rejecting what the encoder's clamp to
+/// `[lo × FIXED_ONE, FIXED_ONE]` cannot produce.
+fn from_fixed(raw: i32, lo: i32, field: &'static str) -> Result<f32, WireError> {
+    if !(lo * FIXED_ONE..=FIXED_ONE).contains(&raw) {
+        return Err(WireError::OutOfRange { field, raw });
+    }
+    Ok((f64::from(raw) / FIXED_POINT) as f32)
+}
 
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +113,16 @@ pub enum WireError {
     /// Unknown payload version.
     #[error("unsupported payload version {0} (this decoder reads version 1)")]
     Version(u8),
+    /// A fixed-point field holds a value the encoder never writes (valence or arousal outside
+    /// ±10 000, i.e. [-1, 1]; score above 10 000, i.e. 1), so it would not re-encode to the
+    /// same bytes.
+    #[error("field {field} is {raw} in fixed point, outside the encodable range")]
+    OutOfRange {
+        /// Name of the field: `valence`, `arousal` or `score`.
+        field: &'static str,
+        /// The raw fixed-point value on the wire.
+        raw: i32,
+    },
     /// More than [`MAX_FRAME_LEN`] bytes arrived without a delimiter; they were discarded.
     #[error("frame longer than {MAX_FRAME_LEN} bytes discarded")]
     Overflow,
@@ -259,10 +280,10 @@ pub fn decode_frame(frame: &[u8]) -> Result<Report, WireError> {
         timestamp_ms: u64::from_le_bytes(ts),
         frame: u32::from_le_bytes([raw[9], raw[10], raw[11], raw[12]]),
         track: u16_at(13),
-        valence: (f64::from(i16_at(15)) / FIXED_POINT) as f32,
-        arousal: (f64::from(i16_at(17)) / FIXED_POINT) as f32,
+        valence: from_fixed(i16_at(15).into(), -1, "valence")?,
+        arousal: from_fixed(i16_at(17).into(), -1, "arousal")?,
         bbox: [19, 21, 23, 25].map(|i| f32::from(u16_at(i))),
-        score: (f64::from(u16_at(27)) / FIXED_POINT) as f32,
+        score: from_fixed(u16_at(27).into(), 0, "score")?,
         flags: StatusFlags(raw[29]),
     })
 }

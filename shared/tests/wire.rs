@@ -6,6 +6,8 @@ use affect_shared::wire::{
     encode_frame_vec,
 };
 use proptest::prelude::*;
+
+mod common;
 use proptest::strategy::ValueTree;
 
 fn hex(bytes: &[u8]) -> String {
@@ -90,6 +92,102 @@ fn spec_examples_encode_and_decode_byte_exactly() {
         assert_eq!(hex(&frame), frame_hex);
         let bytes = unhex(frame_hex);
         assert_eq!(decode_frame(&bytes[..bytes.len() - 1]).unwrap(), decoded);
+    }
+}
+
+/// A report with the given fixed-point valence, arousal and score (the boundary examples of
+/// docs/wire-format.md).
+fn boundary_report(valence: f32, arousal: f32, score: f32) -> Report {
+    Report {
+        timestamp_ms: 7,
+        frame: 3,
+        track: 2,
+        valence,
+        arousal,
+        bbox: [10.0, 20.0, 30.0, 40.0],
+        score,
+        flags: StatusFlags(0),
+    }
+}
+
+#[test]
+fn boundary_values_encode_and_decode_byte_exactly() {
+    let spec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/wire-format.md"
+    ))
+    .expect("docs/wire-format.md");
+    for (report, frame_hex) in [
+        (
+            boundary_report(1.0, -1.0, 1.0),
+            "030107010101010101020301010202061027f0d80a0214021e022803102703f7ac00",
+        ),
+        (
+            boundary_report(-1.0, 1.0, 0.0),
+            "03010701010101010102030101020206f0d810270a0214021e02280101010394d000",
+        ),
+    ] {
+        assert!(
+            spec.contains(frame_hex),
+            "example {frame_hex} missing from the spec"
+        );
+        assert_eq!(hex(&encode_frame_vec(&report).unwrap()), frame_hex);
+        let bytes = unhex(frame_hex);
+        assert_eq!(decode_frame(&bytes[..bytes.len() - 1]), Ok(report));
+    }
+}
+
+/// Frames with a valid CRC whose fixed-point values lie outside what the encoder writes:
+/// (field, raw value, frame hex).
+const OUT_OF_RANGE_FRAMES: [(&str, i32, &str); 5] = [
+    (
+        "valence",
+        10_001,
+        "03010701010101010102030101020203112701020a0214021e022801010103ac5100",
+    ),
+    (
+        "valence",
+        -32_768,
+        "03010701010101010102030101020201028001020a0214021e0228010101036d0b00",
+    ),
+    (
+        "arousal",
+        -10_001,
+        "030107010101010101020301010202010104efd80a0214021e022801010103400400",
+    ),
+    (
+        "score",
+        10_001,
+        "03010701010101010102030101020201010101020a0214021e02280311270331b700",
+    ),
+    (
+        "score",
+        65_535,
+        "03010701010101010102030101020201010101020a0214021e022803ffff038f9000",
+    ),
+];
+
+#[test]
+fn decoder_rejects_values_the_encoder_cannot_produce() {
+    let spec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/wire-format.md"
+    ))
+    .expect("docs/wire-format.md");
+    for (field, raw, frame_hex) in OUT_OF_RANGE_FRAMES {
+        assert!(
+            spec.contains(frame_hex),
+            "example {frame_hex} missing from the spec"
+        );
+        let bytes = unhex(frame_hex);
+        let result = decode_frame(&bytes[..bytes.len() - 1]);
+        assert_eq!(
+            result,
+            Err(WireError::OutOfRange { field, raw }),
+            "{frame_hex}"
+        );
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains(field), "{message}");
     }
 }
 
@@ -197,8 +295,7 @@ proptest! {
 
 #[test]
 fn independent_python_implementation_agrees_both_ways() {
-    let Some(python) = std::env::var_os("AFFECT_PYTHON") else {
-        eprintln!("skipped: AFFECT_PYTHON unset (tests/all.sh sets it)");
+    let Some(python) = common::oracle_env("AFFECT_PYTHON", "the Python wire oracle") else {
         return;
     };
     let oracle = concat!(

@@ -79,6 +79,9 @@ def decode(frame: bytes) -> dict:
     v, ts, frame_no, track, val, aro, x, y, w, h, score, flags = struct.unpack("<BQIHhh4HHB", payload)
     if v != 1:
         raise ValueError(f"version {v}")
+    for name, value, lo in (("valence", val, -10000), ("arousal", aro, -10000), ("score", score, 0)):
+        if not lo <= value <= 10000:
+            raise ValueError(f"{name} {value} out of range")
     return {"timestamp_ms": ts, "frame": frame_no, "track": track, "valence": val / 10000,
             "arousal": aro / 10000, "bbox": [x, y, w, h], "score": score / 10000, "flags": flags}
 

@@ -32,3 +32,21 @@ pub fn exported_metadata(path: &Path) -> ModelMetadata {
         .clone();
     ModelMetadata::from_json(&json).unwrap()
 }
+
+/// Whether this run is in CI (`CI` set to `true` or `1`), where a missing oracle is a failure.
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
+}
+
+/// The value of the environment variable `var` that an oracle check (`what`) needs. When it is
+/// unset: panics in CI, so the check can never pass silently there; elsewhere prints why `what`
+/// is skipped and returns `None`.
+pub fn oracle_env(var: &str, what: &str) -> Option<std::ffi::OsString> {
+    if let Some(value) = std::env::var_os(var) {
+        return Some(value);
+    }
+    let reason = format!("{var} is unset (run `. tests/setup.sh` first): {what} cannot run");
+    assert!(!in_ci(), "{reason}; CI must run every oracle check");
+    eprintln!("SKIPPED: {reason}");
+    None
+}

@@ -1,0 +1,202 @@
+//! `affect-edge` as a binary: its output, exit codes (DESIGN.md § 6: 0 clean stop, 2 bad
+//! configuration or model, 1 other failure) and signal handling.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bundled_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/affect-synth.onnx")
+}
+
+fn affect_edge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("start affect-edge")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Parses one stdout report line and checks its keys and ranges; returns its frame number.
+fn check_report(line: &str) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+    for key in ["ts", "frame", "track", "valence", "arousal", "box", "score"] {
+        assert!(v.get(key).is_some(), "{line}: no {key}");
+    }
+    for key in ["valence", "arousal"] {
+        let x = v[key].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&x), "{line}: {key} {x}");
+    }
+    let score = v["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score), "{line}: score {score}");
+    let bbox = v["box"].as_array().unwrap();
+    assert_eq!(bbox.len(), 4, "{line}");
+    assert!(bbox.iter().all(|b| b.as_f64().unwrap() >= 0.0), "{line}");
+    v["frame"].as_u64().unwrap()
+}
+
+fn run_synthetic(extra: &[&str], frames: u64) -> Vec<u64> {
+    let model = bundled_model();
+    let n = frames.to_string();
+    let mut args = vec![
+        "run",
+        "--source",
+        "synthetic:3",
+        "--max-frames",
+        &n,
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = affect_edge(&args);
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(check_report)
+        .collect()
+}
+
+#[test]
+fn run_without_a_detector_reports_one_face_per_frame() {
+    let frames = run_synthetic(&["--faces", "none"], 5);
+    assert_eq!(frames, vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn run_with_the_bundled_detector_reports_at_most_the_requested_frames() {
+    let frames = run_synthetic(&[], 4);
+    assert!(!frames.is_empty(), "no face found in 4 synthetic frames");
+    assert!(frames.iter().all(|&f| f < 4), "{frames:?}");
+}
+
+#[test]
+fn info_prints_the_bundled_model_metadata() {
+    let out = affect_edge(&["info", bundled_model().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let json_start = text.find('{').expect("metadata JSON");
+    let metadata: serde_json::Value = serde_json::from_str(&text[json_start..]).unwrap();
+    assert!(metadata.get("backbone").is_some(), "{text}");
+    assert!(metadata.get("precision").is_some(), "{text}");
+}
+
+#[test]
+fn bench_prints_stage_times_and_frame_rate() {
+    let out = affect_edge(&["bench", "--frames", "5", "--faces", "none"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("stages (mean ms)"), "{text}");
+    assert!(text.contains("frames/s"), "{text}");
+}
+
+/// Exit code 2 and a message on stderr that contains `names`.
+fn assert_bad_input(args: &[&str], names: &str) {
+    let out = affect_edge(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(
+        err.contains(names),
+        "{args:?}: stderr does not name {names:?}: {err}"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.onnx");
+    let missing = missing.to_str().unwrap();
+    assert_bad_input(
+        &["run", "--source", "synthetic", "--model", missing],
+        "missing.onnx",
+    );
+    assert_bad_input(&["info", missing], "missing.onnx");
+
+    let corrupt = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, b"not a protobuf at all").unwrap();
+    let corrupt = corrupt.to_str().unwrap();
+    assert_bad_input(
+        &["run", "--source", "synthetic", "--model", corrupt],
+        "corrupt.onnx",
+    );
+
+    assert_bad_input(&["run", "--source", "webcam:0"], "webcam:0");
+    assert_bad_input(
+        &["run", "--source", "synthetic", "--backend", "cuda"],
+        "cuda",
+    );
+
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "source = \"synthetic\"\nmax_frames = \"ten\"\n").unwrap();
+    let out = affect_edge(&["run", "--config", config.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("edge.toml"), "{err}");
+    assert!(err.contains("max_frames"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn sigterm_mid_run_exits_0_with_reports_flushed() {
+    let model = bundled_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+        .args([
+            "run",
+            "--source",
+            "synthetic:5",
+            "--faces",
+            "none",
+            "--model",
+        ])
+        .arg(&model)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start affect-edge");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    check_report(first.trim_end());
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The rest of stdout up to EOF: whole lines only (nothing cut off by the stop).
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.is_empty() || rest.ends_with('\n'),
+        "unflushed: {rest:?}"
+    );
+    for line in rest.lines() {
+        check_report(line);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "affect-edge did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+}
