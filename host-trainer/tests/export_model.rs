@@ -7,6 +7,7 @@
 
 mod common;
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::path::Path;
 
 use affect_shared::metadata::Precision;
@@ -66,9 +67,15 @@ fn model(config: &NetworkConfig, seed: i64) -> Model {
         }
         let size = config.input_size as i64;
         let faces = Tensor::randn([1, 8, 3, size, size], (Kind::Float, Device::Cpu));
-        let landmarks = Tensor::rand([1, 8, 136], (Kind::Float, Device::Cpu));
+        let landmarks = Tensor::rand([1, 8, LANDMARK_VALUES as i64], (Kind::Float, Device::Cpu));
         let (y, _) = model
-            .forward(&faces, config.landmarks.then_some(&landmarks), None, false)
+            .forward(
+                &faces,
+                config.landmarks.then_some(&landmarks),
+                None,
+                None,
+                false,
+            )
             .unwrap();
         let peak = y.abs().max().double_value(&[]);
         if peak > 1.0 {
@@ -91,7 +98,7 @@ fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
     let a: Vec<f32> = (0..px).map(|_| rng.random_range(-1.0..1.0)).collect();
     let b: Vec<f32> = (0..px).map(|_| rng.random_range(-1.0..1.0)).collect();
     let mut faces = Vec::with_capacity(frames * px);
-    let mut landmarks = Vec::with_capacity(frames * 136);
+    let mut landmarks = Vec::with_capacity(frames * LANDMARK_VALUES);
     for t in 0..frames {
         let phase = t as f32 * 0.15;
         faces.extend(
@@ -99,13 +106,19 @@ fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
                 .zip(&b)
                 .map(|(x, y)| x * phase.sin() + y * phase.cos() + rng.random_range(-0.1..0.1)),
         );
-        landmarks.extend((0..136).map(|k| 0.5 + 0.3 * (phase + k as f32).sin()));
+        landmarks.extend((0..LANDMARK_VALUES).map(|k| 0.5 + 0.3 * (phase + k as f32).sin()));
     }
     let f = Tensor::from_slice(&faces).reshape([1, frames as i64, 3, SIZE as i64, SIZE as i64]);
-    let l = Tensor::from_slice(&landmarks).reshape([1, frames as i64, 136]);
+    let l = Tensor::from_slice(&landmarks).reshape([1, frames as i64, LANDMARK_VALUES as i64]);
     let (y, _) = tch::no_grad(|| {
         model
-            .forward(&f, model.config().landmarks.then_some(&l), None, false)
+            .forward(
+                &f,
+                model.config().landmarks.then_some(&l),
+                None,
+                None,
+                false,
+            )
             .unwrap()
     });
     let y = Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap();
@@ -130,6 +143,7 @@ fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
         landmarks,
         labels,
         mask,
+        present: vec![1.0; frames],
     }
 }
 
@@ -142,6 +156,7 @@ fn clip(v: &MemoryVideo) -> LabelledClip {
         landmarks: v.landmarks.clone(),
         labels: v.labels.clone(),
         mask: v.mask.clone(),
+        present: v.present.clone(),
     }
 }
 
