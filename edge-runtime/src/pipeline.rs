@@ -1,6 +1,9 @@
 //! One frame in, one report per tracked face out: faces → tracker → preprocess (the model's own
 //! recorded preprocessing) → backend step with the track's recurrent state. Times every stage
 //! and, when the source knows the truth (synthetic camera), scores predictions with CCC/MSE.
+//!
+//! A track whose face is missed on a frame is not stepped: its recurrent state stays as it was,
+//! the rule the trainer trains and exports with ([`affect_shared::contract`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

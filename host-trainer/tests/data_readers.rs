@@ -2,6 +2,7 @@
 //! without a crash, each problem reported by file and line; `max_errors` turns too many into a
 //! failure. And a small Aff-Wild (2017 layout) fixture written here.
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -278,6 +279,6 @@ fn the_aff_wild_2017_layout_reads_and_loads() {
     let batch = loader.epoch(0).unwrap().next().unwrap();
     assert_eq!(batch.mask, vec![1.0; 5]);
     assert_eq!(batch.labels[..2], [-0.5, 0.3]);
-    let lm = &batch.landmarks[..136];
+    let lm = &batch.landmarks[..LANDMARK_VALUES];
     assert!(lm.iter().all(|v| (0.0..1.0).contains(v)), "{lm:?}");
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::path::Path;
 
 use affect_shared::metadata::Precision;
@@ -17,6 +18,7 @@ use affect_trainer::export::ort_oracle::OrtOracle;
 use affect_trainer::export::pipeline::{ExportOptions, Provenance, export};
 use affect_trainer::export::proof::{Bounds, ExportedFiles, LabelledClip, prove};
 use affect_trainer::export::quantize::quantize_qdq;
+use affect_trainer::export::runner::TractStreaming;
 use affect_trainer::model::{Architecture, Backbone, Cell, Model, NetworkConfig, Outputs};
 use affect_trainer::train::config::TrainConfig;
 use affect_trainer::train::memory::{MemoryDataset, MemoryVideo};
@@ -66,9 +68,15 @@ fn model(config: &NetworkConfig, seed: i64) -> Model {
         }
         let size = config.input_size as i64;
         let faces = Tensor::randn([1, 8, 3, size, size], (Kind::Float, Device::Cpu));
-        let landmarks = Tensor::rand([1, 8, 136], (Kind::Float, Device::Cpu));
+        let landmarks = Tensor::rand([1, 8, LANDMARK_VALUES as i64], (Kind::Float, Device::Cpu));
         let (y, _) = model
-            .forward(&faces, config.landmarks.then_some(&landmarks), None, false)
+            .forward(
+                &faces,
+                config.landmarks.then_some(&landmarks),
+                None,
+                None,
+                false,
+            )
             .unwrap();
         let peak = y.abs().max().double_value(&[]);
         if peak > 1.0 {
@@ -91,7 +99,7 @@ fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
     let a: Vec<f32> = (0..px).map(|_| rng.random_range(-1.0..1.0)).collect();
     let b: Vec<f32> = (0..px).map(|_| rng.random_range(-1.0..1.0)).collect();
     let mut faces = Vec::with_capacity(frames * px);
-    let mut landmarks = Vec::with_capacity(frames * 136);
+    let mut landmarks = Vec::with_capacity(frames * LANDMARK_VALUES);
     for t in 0..frames {
         let phase = t as f32 * 0.15;
         faces.extend(
@@ -99,13 +107,19 @@ fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
                 .zip(&b)
                 .map(|(x, y)| x * phase.sin() + y * phase.cos() + rng.random_range(-0.1..0.1)),
         );
-        landmarks.extend((0..136).map(|k| 0.5 + 0.3 * (phase + k as f32).sin()));
+        landmarks.extend((0..LANDMARK_VALUES).map(|k| 0.5 + 0.3 * (phase + k as f32).sin()));
     }
     let f = Tensor::from_slice(&faces).reshape([1, frames as i64, 3, SIZE as i64, SIZE as i64]);
-    let l = Tensor::from_slice(&landmarks).reshape([1, frames as i64, 136]);
+    let l = Tensor::from_slice(&landmarks).reshape([1, frames as i64, LANDMARK_VALUES as i64]);
     let (y, _) = tch::no_grad(|| {
         model
-            .forward(&f, model.config().landmarks.then_some(&l), None, false)
+            .forward(
+                &f,
+                model.config().landmarks.then_some(&l),
+                None,
+                None,
+                false,
+            )
             .unwrap()
     });
     let y = Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap();
@@ -130,6 +144,7 @@ fn video(model: &Model, name: &str, frames: usize, seed: u64) -> MemoryVideo {
         landmarks,
         labels,
         mask,
+        present: vec![1.0; frames],
     }
 }
 
@@ -142,6 +157,7 @@ fn clip(v: &MemoryVideo) -> LabelledClip {
         landmarks: v.landmarks.clone(),
         labels: v.labels.clone(),
         mask: v.mask.clone(),
+        present: v.present.clone(),
     }
 }
 
@@ -428,5 +444,75 @@ fn percentile_ranges_lie_inside_min_max() {
     assert!(
         ops.contains(&"GRU") && ops.iter().filter(|o| **o == "Conv").count() == 53,
         "{ops:?}"
+    );
+}
+
+/// The rule of `affect_shared::contract` for frames without a face, on both sides of the
+/// export: the tch whole-sequence forward with the face-presence mask equals, at every frame with
+/// a face, the exported ONNX model (tract) stepped frame by frame on the frames with a face only
+/// (what the edge runtime does when a track's face is missed).
+fn faceless_gap_parity(config: NetworkConfig, seed: i64) {
+    let model = model(&config, seed);
+    let frames = 12;
+    let v = video(&model, "gap", frames, seed as u64);
+    let px = 3 * SIZE * SIZE;
+    // Frames 4..8 have no face: zero pixels and landmarks, as the loader fills them.
+    let present: Vec<f32> = (0..frames)
+        .map(|t| if (4..8).contains(&t) { 0.0 } else { 1.0 })
+        .collect();
+    let mut faces = v.faces.clone();
+    let mut landmarks = v.landmarks.clone();
+    for t in (0..frames).filter(|&t| present[t] == 0.0) {
+        faces[t * px..(t + 1) * px].fill(0.0);
+        landmarks[t * LANDMARK_VALUES..(t + 1) * LANDMARK_VALUES].fill(0.0);
+    }
+    let f = Tensor::from_slice(&faces).reshape([1, frames as i64, 3, SIZE as i64, SIZE as i64]);
+    let l = Tensor::from_slice(&landmarks).reshape([1, frames as i64, LANDMARK_VALUES as i64]);
+    let p = Tensor::from_slice(&present).reshape([1, frames as i64]);
+    let (y, _) = tch::no_grad(|| {
+        model
+            .forward(&f, config.landmarks.then_some(&l), Some(&p), None, false)
+            .unwrap()
+    });
+    let tch_va = Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap();
+
+    let graph = streaming_graph(
+        &config,
+        &Parameters::from_model(&model).unwrap(),
+        &metadata_json(&config, Precision::Fp32),
+    )
+    .unwrap();
+    let mut runner = TractStreaming::new(&graph, 1, &[]).unwrap();
+    let mut compared = 0;
+    for t in (0..frames).filter(|&t| present[t] == 1.0) {
+        let lm = &landmarks[t * LANDMARK_VALUES..(t + 1) * LANDMARK_VALUES];
+        let step = runner
+            .step(&faces[t * px..(t + 1) * px], config.landmarks.then_some(lm))
+            .unwrap();
+        for d in 0..2 {
+            let diff = (step.va[d] - tch_va[2 * t + d]).abs();
+            assert!(
+                diff <= 1e-5,
+                "{config:?}: frame {t}, output {d}: differs by {diff:e}"
+            );
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 8);
+}
+
+#[test]
+fn gru_state_is_kept_over_frames_without_a_face_in_tch_and_onnx() {
+    faceless_gap_parity(
+        tiny(Backbone::Vgg16, Architecture::CnnRnn, Cell::Gru, true),
+        7,
+    );
+}
+
+#[test]
+fn lstm_state_is_kept_over_frames_without_a_face_in_tch_and_onnx() {
+    faceless_gap_parity(
+        tiny(Backbone::Resnet50, Architecture::CnnRnn, Cell::Lstm, false),
+        8,
     );
 }

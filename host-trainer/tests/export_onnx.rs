@@ -7,6 +7,7 @@
 
 mod common;
 
+use affect_shared::contract::{C_IN, C_OUT, FACE, H_IN, H_OUT, LANDMARK_VALUES, LANDMARKS, VA};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,7 +82,7 @@ fn build(net: Net, seed: u64) -> (pb::ModelProto, BTreeMap<String, FloatTensor>)
     let mut g = GraphBuilder::new();
     let face = g
         .input(
-            "face",
+            FACE,
             &[
                 Dim::Batch,
                 Dim::Fixed(3),
@@ -91,13 +92,12 @@ fn build(net: Net, seed: u64) -> (pb::ModelProto, BTreeMap<String, FloatTensor>)
         )
         .unwrap();
     let landmarks = net.landmarks.then(|| {
-        g.input("landmarks", &[Dim::Batch, Dim::Fixed(136)])
+        g.input(LANDMARKS, &[Dim::Batch, Dim::Fixed(LANDMARK_VALUES)])
             .unwrap()
     });
     let state_dims = [Dim::Fixed(net.layers), Dim::Batch, Dim::Fixed(net.hidden)];
-    let h_in = net.cell.map(|_| g.input("h_in", &state_dims).unwrap());
-    let c_in =
-        (net.cell == Some(RecurrentCell::Lstm)).then(|| g.input("c_in", &state_dims).unwrap());
+    let h_in = net.cell.map(|_| g.input(H_IN, &state_dims).unwrap());
+    let c_in = (net.cell == Some(RecurrentCell::Lstm)).then(|| g.input(C_IN, &state_dims).unwrap());
 
     let same = ConvSpec::new(1, 1);
     let conv1 = w.kaiming("conv1.weight", &[C1, 3, 3, 3]);
@@ -133,7 +133,7 @@ fn build(net: Net, seed: u64) -> (pb::ModelProto, BTreeMap<String, FloatTensor>)
         parts.push(l);
     }
     let f = g.concat("features", &parts, 1).unwrap();
-    let features = C2 * 4 + C2 + if net.landmarks { 136 } else { 0 };
+    let features = C2 * 4 + C2 + if net.landmarks { LANDMARK_VALUES } else { 0 };
     let fc1 = w.kaiming("fc1.weight", &[FC1, features]);
     let fc1_bias = w.uniform("fc1.bias", &[FC1], -0.1, 0.1);
     let f = g.gemm("fc1", &f, &fc1, &fc1_bias).unwrap();
@@ -183,11 +183,11 @@ fn build(net: Net, seed: u64) -> (pb::ModelProto, BTreeMap<String, FloatTensor>)
     let out_w = w.kaiming("out.weight", &[2, in_features]);
     let out_b = w.uniform("out.bias", &[2], -0.1, 0.1);
     let va = g.gemm("out", &f, &out_w, &out_b).unwrap();
-    g.output("va", &va, &[Dim::Batch, Dim::Fixed(2)]).unwrap();
+    g.output(VA, &va, &[Dim::Batch, Dim::Fixed(2)]).unwrap();
     if let Some(out) = state_out {
-        g.output("h_out", &out.h, &state_dims).unwrap();
+        g.output(H_OUT, &out.h, &state_dims).unwrap();
         if let Some(c) = &out.c {
-            g.output("c_out", c, &state_dims).unwrap();
+            g.output(C_OUT, c, &state_dims).unwrap();
         }
     }
     let model = g.finish(
@@ -216,7 +216,7 @@ fn clip(steps: usize, batch: usize, seed: u64) -> Clip {
         for b in 0..batch {
             let drift = (t as f32 * 0.3 + b as f32).sin();
             faces.extend(base.iter().map(|v| v * drift + rng.random_range(-0.3..0.3)));
-            landmarks.extend((0..136).map(|_| rng.random_range(0.0..1.0f32)));
+            landmarks.extend((0..LANDMARK_VALUES).map(|_| rng.random_range(0.0..1.0f32)));
         }
     }
     Clip {
@@ -285,7 +285,7 @@ fn save(model: &pb::ModelProto, path: &Path) {
 fn tract_steps(model: &pb::ModelProto, clip: &Clip, net: Net) -> Vec<Vec<f32>> {
     let mut runner = TractStreaming::new(model, clip.batch, &[]).unwrap();
     let face_len = clip.batch * 3 * SIZE * SIZE;
-    let lm_len = clip.batch * 136;
+    let lm_len = clip.batch * LANDMARK_VALUES;
     (0..clip.steps)
         .map(|t| {
             let lm = &clip.landmarks[t * lm_len..(t + 1) * lm_len];
@@ -380,7 +380,7 @@ fn fp32_parity(net: Net, seed: u64) {
     let reference = reference(net, &weights, &clip, &f);
     let (torch_step, torch_sequence) = (matrix(&reference["step"]), matrix(&reference["sequence"]));
     let tract = tract_steps(&model, &clip, net);
-    let ort = matrix(&ort_steps(&path, &f, &clip, net, false)["va"]);
+    let ort = matrix(&ort_steps(&path, &f, &clip, net, false)[VA]);
     let scale = torch_step
         .iter()
         .flatten()
@@ -482,7 +482,7 @@ fn int8_qdq_runs_on_integer_kernels_and_tracks_fp32() {
     let fp32 = tract_steps(&model, &clip, net);
     let tract_int8 = tract_steps(&int8, &clip, net);
     let ort = ort_steps(&int8_path, &f, &clip, net, true);
-    let ort_int8 = matrix(&ort["va"]);
+    let ort_int8 = matrix(&ort[VA]);
     let runtime_ops = ort["ops"].as_object().unwrap();
     let count = |op: &str| runtime_ops.get(op).and_then(|v| v.as_u64()).unwrap_or(0);
     assert_eq!(count("QLinearConv"), 4, "ONNX Runtime ran {runtime_ops:?}");

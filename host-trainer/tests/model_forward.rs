@@ -1,6 +1,7 @@
 //! Network shapes, parameter names, streaming = whole sequence, save/load and config errors.
 #![cfg(feature = "torch")]
 
+use affect_shared::contract::LANDMARK_VALUES;
 use affect_trainer::model::{
     Architecture, Backbone, Cell, Model, ModelError, NetworkConfig, Outputs,
 };
@@ -24,7 +25,7 @@ fn tiny(backbone: Backbone, kind: Architecture, cell: Cell) -> NetworkConfig {
 fn inputs(b: i64, t: i64) -> (Tensor, Tensor) {
     (
         Tensor::randn([b, t, 3, 32, 32], (Kind::Float, Device::Cpu)),
-        Tensor::rand([b, t, 136], (Kind::Float, Device::Cpu)),
+        Tensor::rand([b, t, LANDMARK_VALUES as i64], (Kind::Float, Device::Cpu)),
     )
 }
 
@@ -33,7 +34,7 @@ fn streaming_equals_sequence(config: &NetworkConfig) {
     let model = Model::new(config, Device::Cpu).unwrap();
     let (faces, landmarks) = inputs(2, 6);
     let (whole, last) = model
-        .forward(&faces, Some(&landmarks), None, false)
+        .forward(&faces, Some(&landmarks), None, None, false)
         .unwrap();
     assert_eq!(whole.size(), [2, 6, 2]);
     let mut state = None;
@@ -89,12 +90,13 @@ fn a_carried_state_continues_the_sequence() {
     .unwrap();
     let (faces, landmarks) = inputs(1, 8);
     let (whole, _) = model
-        .forward(&faces, Some(&landmarks), None, false)
+        .forward(&faces, Some(&landmarks), None, None, false)
         .unwrap();
     let (_, mid) = model
         .forward(
             &faces.narrow(1, 0, 5),
             Some(&landmarks.narrow(1, 0, 5)),
+            None,
             None,
             false,
         )
@@ -103,6 +105,7 @@ fn a_carried_state_continues_the_sequence() {
         .forward(
             &faces.narrow(1, 5, 3),
             Some(&landmarks.narrow(1, 5, 3)),
+            None,
             mid.as_ref(),
             false,
         )
@@ -126,7 +129,10 @@ fn parameter_names_follow_the_export_contract() {
     assert_eq!(vars["features.0.weight"].size(), [4, 3, 3, 3]);
     assert_eq!(vars["features.28.bias"].size(), [32]);
     assert_eq!(vars["head.fc1.weight"].size(), [256, 32]);
-    assert_eq!(vars["head.fc2.weight"].size(), [256, 256 + 136]);
+    assert_eq!(
+        vars["head.fc2.weight"].size(),
+        [256, 256 + LANDMARK_VALUES as i64]
+    );
     assert_eq!(vars["head.fc3.weight"].size(), [164, 256]);
     assert_eq!(vars["out.weight"].size(), [2, 164]);
 
@@ -149,7 +155,10 @@ fn parameter_names_follow_the_export_contract() {
     }
     // CNN-RNN: fc1 4096·w, landmarks joined before the recurrent layers.
     assert_eq!(vars["head.fc1.weight"].size(), [256, 128]);
-    assert_eq!(vars["rnn.l0.weight_ih"].size(), [4 * 8, 256 + 136]);
+    assert_eq!(
+        vars["rnn.l0.weight_ih"].size(),
+        [4 * 8, 256 + LANDMARK_VALUES as i64]
+    );
     assert_eq!(vars["rnn.l1.weight_hh"].size(), [4 * 8, 8]);
     assert_eq!(vars["out.weight"].size(), [2, 8]);
     assert!(!vars.contains_key("head.fc2.weight"));
@@ -179,8 +188,12 @@ fn saved_weights_reload_into_an_identical_network() {
     a.save(&path).unwrap();
     b.load(&path).unwrap();
     let (faces, landmarks) = inputs(2, 3);
-    let (ya, _) = a.forward(&faces, Some(&landmarks), None, false).unwrap();
-    let (yb, _) = b.forward(&faces, Some(&landmarks), None, false).unwrap();
+    let (ya, _) = a
+        .forward(&faces, Some(&landmarks), None, None, false)
+        .unwrap();
+    let (yb, _) = b
+        .forward(&faces, Some(&landmarks), None, None, false)
+        .unwrap();
     assert!(ya.equal(&yb));
 }
 
@@ -263,12 +276,12 @@ fn wrong_inputs_and_weights_are_errors_not_panics() {
     let config = tiny(Backbone::Vgg16, Architecture::CnnRnn, Cell::Gru);
     let model = Model::new(&config, Device::Cpu).unwrap();
     let (faces, landmarks) = inputs(1, 2);
-    let err = model.forward(&faces, None, None, false).unwrap_err();
+    let err = model.forward(&faces, None, None, None, false).unwrap_err();
     assert!(err.to_string().contains("landmarks"), "{err}");
     let wrong = Tensor::zeros([1, 2, 3, 40, 40], (Kind::Float, Device::Cpu));
     assert!(
         model
-            .forward(&wrong, Some(&landmarks), None, false)
+            .forward(&wrong, Some(&landmarks), None, None, false)
             .is_err()
     );
 

@@ -57,7 +57,7 @@ fn recurrent_case(case: &str, cell: Cell) {
         h: input["h0"].shallow_clone(),
         c: input.get("c0").map(Tensor::shallow_clone),
     };
-    let (y, last) = rnn.forward(&input["x"], Some(&state), 0.0, false);
+    let (y, last) = rnn.forward(&input["x"], None, Some(&state), 0.0, false);
     let dy = max_abs_diff(&y, &expected["y"]);
     let dh = max_abs_diff(&last.h, &expected["h_n"]);
     assert!(dy <= 1e-5 && dh <= 1e-5, "{case}: |Δy| {dy:e}, |Δh| {dh:e}");

@@ -27,6 +27,7 @@ fn toy_dataset(videos: usize, frames: usize, seed: u64) -> MemoryDataset {
                 landmarks: Vec::new(),
                 labels: Vec::new(),
                 mask: Vec::new(),
+                present: Vec::new(),
             };
             for t in 0..frames {
                 let a = phase + t as f32 / 9.0;
@@ -65,6 +66,7 @@ fn toy_dataset(videos: usize, frames: usize, seed: u64) -> MemoryDataset {
                 }
                 video.labels.extend([val, aro]);
                 video.mask.push(if t % 17 == 5 { 0.0 } else { 1.0 });
+                video.present.push(1.0);
             }
             video
         })

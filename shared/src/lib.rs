@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod contract;
 pub mod metrics;
 pub mod wire;
 

@@ -8,6 +8,7 @@
 //! outside the image read as black, so any box, even one partly or wholly outside the frame,
 //! gives a full-size crop.
 
+use crate::contract::{LANDMARK_POINTS, LANDMARK_VALUES};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +42,7 @@ impl FaceBox {
 
 /// 68 facial landmarks (iBUG 300-W ordering) in pixels of the source frame.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Landmarks68(pub [[f32; 2]; 68]);
+pub struct Landmarks68(pub [[f32; 2]; LANDMARK_POINTS]);
 
 /// Channel order of the tensor the network expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +99,7 @@ pub struct FaceInput {
     pub pixels: Vec<f32>,
     /// 136 values `(x0, y0, x1, y1, …)` as fractions of the crop in [0, 1] when the
     /// preprocess uses landmarks, else `None`.
-    pub landmarks: Option<[f32; 136]>,
+    pub landmarks: Option<[f32; LANDMARK_VALUES]>,
 }
 
 /// Why preprocessing failed.
@@ -336,7 +337,7 @@ impl Preprocess {
         &self,
         face: &FaceBox,
         landmarks: &Landmarks68,
-    ) -> Result<[f32; 136], PreprocessError> {
+    ) -> Result<[f32; LANDMARK_VALUES], PreprocessError> {
         if landmarks.0.iter().flatten().any(|v| !v.is_finite()) {
             return Err(PreprocessError::Landmarks(
                 "landmark coordinates must be finite",
@@ -344,7 +345,7 @@ impl Preprocess {
         }
         let t = self.transform(face, Some(landmarks))?;
         let size = self.size as f32;
-        let mut out = [0.0; 136];
+        let mut out = [0.0; LANDMARK_VALUES];
         for (i, p) in landmarks.0.iter().enumerate() {
             let [u, v] = t.invert(*p);
             out[2 * i] = u / size;

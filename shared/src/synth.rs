@@ -19,6 +19,7 @@
 //! [`ChaCha8Rng`], and the renderer uses only IEEE-exact arithmetic (`+ - * /`, `sqrt`, its own
 //! polynomial sine and cosine) — no platform `libm` calls whose last bits could differ.
 
+use crate::contract::LANDMARK_POINTS;
 use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -411,7 +412,7 @@ fn ellipse(centre: [f32; 2], radii: [f32; 2], rotation: f32, segments: usize) ->
 /// Face geometry in 3-D face units (x right, y down, z towards the camera; eye line at y = 0 minus
 /// a little), before pose and projection.
 struct FaceModel {
-    landmarks: [[f32; 3]; 68],
+    landmarks: [[f32; 3]; LANDMARK_POINTS],
     outline: Vec<[f32; 3]>,
     hair: Vec<[f32; 3]>,
     eye_open: f32,
@@ -421,7 +422,7 @@ struct FaceModel {
 fn face_model(person: &Person, state: &FaceState) -> FaceModel {
     let v = state.valence.clamp(-1.0, 1.0);
     let a = state.arousal.clamp(-1.0, 1.0);
-    let mut lm = [[0.0f32; 3]; 68];
+    let mut lm = [[0.0f32; 3]; LANDMARK_POINTS];
 
     // Jaw 0..=16, from the image-left ear round the chin to the image-right ear.
     let mouth_gap = 0.01 + 0.17 * ((a + 1.0) / 2.0) * ((a + 1.0) / 2.0) + 0.04 * v.max(0.0);
@@ -642,7 +643,7 @@ pub fn render_face(
 
     let model = face_model(person, state);
     let proj = Projection::new(state, s);
-    let lm2: [[f32; 2]; 68] = core::array::from_fn(|i| proj.apply(model.landmarks[i]));
+    let lm2: [[f32; 2]; LANDMARK_POINTS] = core::array::from_fn(|i| proj.apply(model.landmarks[i]));
     let project_all = |pts: &[[f32; 3]]| pts.iter().map(|p| proj.apply(*p)).collect::<Vec<_>>();
     let unit = proj.scale;
 

@@ -3,6 +3,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use affect_shared::contract::{
+    C_IN, C_OUT, FACE, H_IN, H_OUT, INPUTS, LANDMARK_VALUES, LANDMARKS, VA,
+};
 use affect_shared::metadata::{Cell, METADATA_KEY, ModelMetadata};
 use tract_onnx::pb::{ModelProto, tensor_shape_proto::dimension::Value as Dim, type_proto};
 use tract_onnx::prelude::Framework;
@@ -101,20 +104,20 @@ impl ModelContract {
         let input = |name: &str| inputs.iter().find(|(n, _)| *n == name).map(|(_, d)| d);
 
         for (name, _) in &inputs {
-            if !["face", "landmarks", "h_in", "c_in"].contains(name) {
+            if !INPUTS.contains(name) {
                 return Err(unsupported(format!(
                     "unexpected input `{name}` (the streaming contract has face, landmarks, h_in, c_in)"
                 )));
             }
         }
         let size = metadata.preprocess.size as i64;
-        let face = input("face").ok_or_else(|| unsupported("no `face` input".into()))?;
-        check_dims("face", face, &[None, Some(3), Some(size), Some(size)]).map_err(unsupported)?;
-        if !outputs.contains(&"va") {
+        let face = input(FACE).ok_or_else(|| unsupported("no `face` input".into()))?;
+        check_dims(FACE, face, &[None, Some(3), Some(size), Some(size)]).map_err(unsupported)?;
+        if !outputs.contains(&VA) {
             return Err(unsupported("no `va` output".into()));
         }
 
-        let landmarks = input("landmarks").is_some();
+        let landmarks = input(LANDMARKS).is_some();
         if landmarks != metadata.preprocess.landmarks {
             return Err(unsupported(format!(
                 "metadata says landmarks={} but the graph {} a `landmarks` input",
@@ -122,11 +125,11 @@ impl ModelContract {
                 if landmarks { "has" } else { "has no" }
             )));
         }
-        if let Some(d) = input("landmarks") {
-            check_dims("landmarks", d, &[None, Some(136)]).map_err(unsupported)?;
+        if let Some(d) = input(LANDMARKS) {
+            check_dims(LANDMARKS, d, &[None, Some(LANDMARK_VALUES as i64)]).map_err(unsupported)?;
         }
 
-        let state = match (metadata.recurrent, input("h_in")) {
+        let state = match (metadata.recurrent, input(H_IN)) {
             (None, None) => StateLayout {
                 layers: 0,
                 hidden: 0,
@@ -139,14 +142,14 @@ impl ModelContract {
                     has_cell: r.cell == Cell::Lstm,
                 };
                 let want = [Some(r.layers as i64), None, Some(r.hidden as i64)];
-                check_dims("h_in", h, &want).map_err(unsupported)?;
-                if !outputs.contains(&"h_out") {
+                check_dims(H_IN, h, &want).map_err(unsupported)?;
+                if !outputs.contains(&H_OUT) {
                     return Err(unsupported("recurrent model without `h_out` output".into()));
                 }
-                match (layout.has_cell, input("c_in")) {
+                match (layout.has_cell, input(C_IN)) {
                     (true, Some(c)) => {
-                        check_dims("c_in", c, &want).map_err(unsupported)?;
-                        if !outputs.contains(&"c_out") {
+                        check_dims(C_IN, c, &want).map_err(unsupported)?;
+                        if !outputs.contains(&C_OUT) {
                             return Err(unsupported("LSTM model without `c_out` output".into()));
                         }
                     }

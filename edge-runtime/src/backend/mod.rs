@@ -1,9 +1,10 @@
 //! Inference backends for exported affect models: tract (default, pure Rust) and ONNX Runtime
 //! (feature `onnxruntime`; CUDA / TensorRT providers with feature `cuda`).
 //!
-//! Every backend serves the same streaming contract (DESIGN.md §1): inputs `face` `[N,3,S,S]`,
-//! optional `landmarks` `[N,136]` and recurrent state `h_in` (+ `c_in` for LSTM) `[layers,N,hidden]`;
-//! outputs `va` `[N,2]` and `h_out` (+ `c_out`). [`ModelContract`] checks a model file against it
+//! Every backend serves the same streaming contract (DESIGN.md §1, [`affect_shared::contract`]):
+//! inputs `face` `[N,3,S,S]`, optional `landmarks` `[N,136]` and recurrent state `h_in` (+ `c_in`
+//! for LSTM) `[layers,N,hidden]`; outputs `va` `[N,2]` and `h_out` (+ `c_out`). [`ModelContract`]
+//! checks a model file against it
 //! and against its own metadata before anything runs, so a model the runtime cannot serve is
 //! refused with the reason.
 

@@ -7,6 +7,9 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use affect_shared::contract::{
+    C_IN, C_OUT, FACE, H_IN, H_OUT, LANDMARK_VALUES, LANDMARKS, VA, state_shape,
+};
 use affect_shared::preprocess::FaceInput;
 use ort::environment::Environment;
 use ort::session::Session;
@@ -114,33 +117,33 @@ impl AffectBackend for OnnxRuntimeBackend {
         let s = self.contract.face_size as i64;
         let st = self.contract.state;
         let run = |e: ort::Error| BackendError::Run(e.to_string());
-        let state_shape = [st.layers as i64, 1, st.hidden as i64];
+        let state_dims = state_shape(st.layers, 1, st.hidden).map(|d| d as i64);
         let mut inputs = ort::inputs![
-            "face" => Tensor::from_array(([1i64, 3, s, s], face.pixels.clone())).map_err(run)?,
+            FACE => Tensor::from_array(([1i64, 3, s, s], face.pixels.clone())).map_err(run)?,
         ];
         if self.contract.landmarks {
             let lm = face.landmarks.ok_or_else(|| {
                 BackendError::Run("the model needs landmarks but none were given".into())
             })?;
             inputs.push((
-                "landmarks".into(),
-                Tensor::from_array(([1i64, 136], lm.to_vec()))
+                LANDMARKS.into(),
+                Tensor::from_array(([1, LANDMARK_VALUES as i64], lm.to_vec()))
                     .map_err(run)?
                     .into(),
             ));
         }
         if !st.is_empty() {
             inputs.push((
-                "h_in".into(),
-                Tensor::from_array((state_shape, state.h.clone()))
+                H_IN.into(),
+                Tensor::from_array((state_dims, state.h.clone()))
                     .map_err(run)?
                     .into(),
             ));
             if st.has_cell {
                 let c = state.c.clone().unwrap_or_else(|| vec![0.0; st.len()]);
                 inputs.push((
-                    "c_in".into(),
-                    Tensor::from_array((state_shape, c)).map_err(run)?.into(),
+                    C_IN.into(),
+                    Tensor::from_array((state_dims, c)).map_err(run)?.into(),
                 ));
             }
         }
@@ -152,7 +155,7 @@ impl AffectBackend for OnnxRuntimeBackend {
             let (_, data) = value.try_extract_tensor::<f32>().map_err(run)?;
             Ok(data.to_vec())
         };
-        let va = extract("va")?;
+        let va = extract(VA)?;
         if va.len() != 2 {
             return Err(BackendError::Run(format!(
                 "`va` has {} values, expected 2",
@@ -160,9 +163,9 @@ impl AffectBackend for OnnxRuntimeBackend {
             )));
         }
         if !st.is_empty() {
-            state.h = extract("h_out")?;
+            state.h = extract(H_OUT)?;
             if st.has_cell {
-                state.c = Some(extract("c_out")?);
+                state.c = Some(extract(C_OUT)?);
             }
         }
         Ok([va[0], va[1]])

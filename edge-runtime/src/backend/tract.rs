@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use affect_shared::contract::{
+    C_IN, C_OUT, FACE, H_IN, H_OUT, LANDMARK_VALUES, LANDMARKS, VA, state_shape,
+};
 use affect_shared::metadata::Precision;
 use affect_shared::preprocess::FaceInput;
 use tract_onnx::prelude::*;
@@ -67,10 +70,16 @@ impl TractBackend {
             .collect();
         for (ix, name) in input_names.iter().enumerate() {
             let (which, shape): (InputName, TVec<usize>) = match name.as_str() {
-                "face" => (InputName::Face, tvec![1, 3, s, s]),
-                "landmarks" => (InputName::Landmarks, tvec![1, 136]),
-                "h_in" => (InputName::H, tvec![st.layers, 1, st.hidden]),
-                "c_in" => (InputName::C, tvec![st.layers, 1, st.hidden]),
+                FACE => (InputName::Face, tvec![1, 3, s, s]),
+                LANDMARKS => (InputName::Landmarks, tvec![1, LANDMARK_VALUES]),
+                H_IN => (
+                    InputName::H,
+                    state_shape(st.layers, 1, st.hidden).into_iter().collect(),
+                ),
+                C_IN => (
+                    InputName::C,
+                    state_shape(st.layers, 1, st.hidden).into_iter().collect(),
+                ),
                 other => {
                     return Err(BackendError::Unsupported {
                         path: display.clone(),
@@ -89,7 +98,7 @@ impl TractBackend {
             .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
             .unwrap_or_default();
         let position = |n: &str| output_names.iter().position(|o| o == n);
-        let va = position("va").ok_or_else(|| BackendError::Unsupported {
+        let va = position(VA).ok_or_else(|| BackendError::Unsupported {
             path: display.clone(),
             reason: "no `va` output".into(),
         })?;
@@ -98,8 +107,8 @@ impl TractBackend {
             .and_then(|m| m.into_runnable())
             .map_err(load_err)?;
         Ok(Self {
-            h_out: position("h_out").filter(|_| !st.is_empty()),
-            c_out: position("c_out").filter(|_| st.has_cell),
+            h_out: position(H_OUT).filter(|_| !st.is_empty()),
+            c_out: position(C_OUT).filter(|_| st.has_cell),
             contract,
             plan,
             input_order,
@@ -125,11 +134,11 @@ impl AffectBackend for TractBackend {
                     let lm = face.landmarks.as_ref().ok_or_else(|| {
                         BackendError::Run("the model needs landmarks but none were given".into())
                     })?;
-                    Tensor::from_shape(&[1, 136], lm)
+                    Tensor::from_shape(&[1, LANDMARK_VALUES], lm)
                 }
-                InputName::H => Tensor::from_shape(&[st.layers, 1, st.hidden], &state.h),
+                InputName::H => Tensor::from_shape(&state_shape(st.layers, 1, st.hidden), &state.h),
                 InputName::C => Tensor::from_shape(
-                    &[st.layers, 1, st.hidden],
+                    &state_shape(st.layers, 1, st.hidden),
                     state.c.as_deref().unwrap_or(&[]),
                 ),
             }

@@ -1,6 +1,7 @@
 //! The face-api.js 68-point landmark net (`models/face-landmarks-68.onnx`) run with tract:
 //! a square crop around each face box, one batched run, outputs mapped back to frame pixels.
 
+use affect_shared::contract::{LANDMARK_POINTS, LANDMARK_VALUES};
 use std::path::{Path, PathBuf};
 
 use affect_shared::preprocess::{Alignment, ColourOrder, FaceBox, Landmarks68, Preprocess};
@@ -46,7 +47,7 @@ pub fn crop_square(face: &FaceBox, margin: f32) -> ([f32; 2], f32) {
 
 /// Maps the net's 136 outputs (`x0, y0, x1, y1, …` as fractions of the crop) to frame pixels.
 pub fn to_frame(fractions: &[f32], origin: [f32; 2], side: f32) -> Landmarks68 {
-    let mut points = [[0.0; 2]; 68];
+    let mut points = [[0.0; 2]; LANDMARK_POINTS];
     for (p, xy) in points.iter_mut().zip(fractions.chunks_exact(2)) {
         *p = [origin[0] + xy[0] * side, origin[1] + xy[1] * side];
     }
@@ -126,7 +127,7 @@ impl LandmarkNet {
                 let side = INPUT_SIZE as usize;
                 let outputs = super::run(&self.plan, &[1, 3, side, side], &input.pixels)?;
                 let fractions = super::values(&outputs[0])?;
-                if fractions.len() != 136 {
+                if fractions.len() != LANDMARK_VALUES {
                     return Err(FaceError::Inference(format!(
                         "{}: {} landmark values instead of 136",
                         self.path.display(),
@@ -160,7 +161,7 @@ mod tests {
 
     #[test]
     fn fractions_map_to_frame_pixels() {
-        let mut fractions = [0.5f32; 136];
+        let mut fractions = [0.5f32; LANDMARK_VALUES];
         fractions[0] = 0.0;
         fractions[1] = 1.0;
         let lm = to_frame(&fractions, [10.0, 20.0], 100.0);

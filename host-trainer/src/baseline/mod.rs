@@ -5,6 +5,7 @@
 pub mod hog;
 pub mod svr;
 
+use affect_shared::contract::LANDMARK_VALUES;
 use serde::{Deserialize, Serialize};
 
 use crate::eval::EvalError;
@@ -71,7 +72,9 @@ fn video_features(
         for i in 0..count {
             let mut row = hog::hog(&clip.faces[i * px..(i + 1) * px], clip.size, config.hog);
             if config.landmarks {
-                row.extend_from_slice(&clip.landmarks[i * 136..(i + 1) * 136]);
+                row.extend_from_slice(
+                    &clip.landmarks[i * LANDMARK_VALUES..(i + 1) * LANDMARK_VALUES],
+                );
             }
             out.push((
                 row,

@@ -14,6 +14,7 @@
 //! n) unless a file numbered 0 exists, in which case it is 0-based. A frame has a face when its
 //! image exists and it has a box (from `bboxs/`, else the extent of its landmarks).
 
+use affect_shared::contract::LANDMARK_POINTS;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -226,7 +227,7 @@ fn read_video(
             _ => None,
         };
         let landmarks = match landmark_points.get(&number) {
-            Some(points) if points.len() == 68 => {
+            Some(points) if points.len() == LANDMARK_POINTS => {
                 Some(Box::new(Landmarks68(core::array::from_fn(|k| points[k]))))
             }
             Some(points) => {
@@ -237,7 +238,7 @@ fn read_video(
                         .join(name)
                         .join(format!("{number}.pts")),
                     ProblemKind::BadLandmarks,
-                    format!("expected 68 points, found {}", points.len()),
+                    format!("expected {LANDMARK_POINTS} points, found {}", points.len()),
                 ))?;
                 None
             }

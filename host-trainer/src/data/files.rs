@@ -1,6 +1,7 @@
 //! Small file formats shared by the readers and the synthetic writer: label values, landmark
 //! tables, iBUG `.pts` files and directories of numbered frame images.
 
+use affect_shared::contract::LANDMARK_POINTS;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -113,7 +114,7 @@ pub fn numbered_files(
 /// The header of a landmark table: `frame,x0,y0,…,x67,y67`.
 pub fn landmark_header() -> String {
     let mut header = String::from("frame");
-    for i in 0..68 {
+    for i in 0..LANDMARK_POINTS {
         write!(header, ",x{i},y{i}").expect("writing to a String cannot fail");
     }
     header
@@ -195,7 +196,7 @@ pub fn parse_landmark_table(
 
 /// 136 coordinate strings → landmarks; the error says which value is bad.
 fn parse_points(fields: &[&str]) -> Result<Landmarks68, String> {
-    let mut points = [[0.0f32; 2]; 68];
+    let mut points = [[0.0f32; 2]; LANDMARK_POINTS];
     for (i, field) in fields.iter().enumerate() {
         let value: f32 = field
             .trim()

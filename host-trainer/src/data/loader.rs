@@ -16,6 +16,7 @@
 //!   under a key hashing the preprocess description, the file's path, length and modification
 //!   time, so later epochs and runs skip JPEG decoding and resampling.
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -436,7 +437,8 @@ impl Drop for Epoch {
     }
 }
 
-/// Loads `clips` into one batch (zeros and mask 0 where a frame is missing or unusable).
+/// Loads `clips` into one batch: every usable face is loaded (present 1) whether or not its label
+/// is valid; mask 1 needs a face and a valid label; zeros where a frame is missing or unusable.
 fn build_batch(shared: &Shared, clips: &[Clip]) -> Batch {
     let steps = shared.config.steps;
     let size = shared.preprocess.size as usize;
@@ -447,9 +449,10 @@ fn build_batch(shared: &Shared, clips: &[Clip]) -> Batch {
         steps,
         size,
         faces: vec![0.0; cells * plane],
-        landmarks: vec![0.0; cells * 136],
+        landmarks: vec![0.0; cells * LANDMARK_VALUES],
         labels: vec![0.0; cells * 2],
         mask: vec![0.0; cells],
+        present: vec![0.0; cells],
         videos: Vec::with_capacity(clips.len()),
         first_frames: Vec::with_capacity(clips.len()),
     };
@@ -462,10 +465,9 @@ fn build_batch(shared: &Shared, clips: &[Clip]) -> Batch {
             let Some(frame) = video.frames.get(clip.first + t) else {
                 continue;
             };
-            let Some(label) = frame.label else {
-                continue;
-            };
-            batch.labels[2 * cell..2 * cell + 2].copy_from_slice(&label);
+            if let Some(label) = frame.label {
+                batch.labels[2 * cell..2 * cell + 2].copy_from_slice(&label);
+            }
             let Some(face) = &frame.face else {
                 continue;
             };
@@ -473,9 +475,13 @@ fn build_batch(shared: &Shared, clips: &[Clip]) -> Batch {
                 Ok((pixels, landmarks)) => {
                     batch.faces[cell * plane..(cell + 1) * plane].copy_from_slice(&pixels);
                     if let Some(lm) = landmarks {
-                        batch.landmarks[cell * 136..(cell + 1) * 136].copy_from_slice(&lm);
+                        batch.landmarks[cell * LANDMARK_VALUES..(cell + 1) * LANDMARK_VALUES]
+                            .copy_from_slice(&lm);
                     }
-                    batch.mask[cell] = 1.0;
+                    batch.present[cell] = 1.0;
+                    if frame.label.is_some() {
+                        batch.mask[cell] = 1.0;
+                    }
                 }
                 Err(err) => {
                     let failed = shared.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -507,7 +513,7 @@ fn load_face(
     shared: &Shared,
     face: &FaceSource,
     frame: &Frame,
-) -> Result<(Vec<f32>, Option<[f32; 136]>), DataError> {
+) -> Result<(Vec<f32>, Option<[f32; LANDMARK_VALUES]>), DataError> {
     let path = face.path();
     let preprocess = &shared.preprocess;
     let landmarks: Option<&Landmarks68> = frame.landmarks.as_deref();

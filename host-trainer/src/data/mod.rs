@@ -42,6 +42,9 @@ pub struct Batch {
     pub labels: Vec<f32>,
     /// `[B, T]`: 1 where the frame has a face and a valid label, else 0 (loss and metrics skip it).
     pub mask: Vec<f32>,
+    /// `[B, T]`: 1 where the frame has a usable face, whatever its label, else 0. The recurrent
+    /// state advances only where this is 1 ([`affect_shared::contract`]).
+    pub present: Vec<f32>,
     /// Video name of each sequence, `[B]`.
     pub videos: Vec<String>,
     /// 0-based index of each sequence's first frame in its video, `[B]`.

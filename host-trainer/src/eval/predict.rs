@@ -103,8 +103,15 @@ pub fn predict_video(
                 source: e,
             })?;
         let t = BatchTensors::new(&clip, model.device())?;
-        let (pred, next) =
-            tch::no_grad(|| model.forward(&t.faces, Some(&t.landmarks), state.as_ref(), false))?;
+        let (pred, next) = tch::no_grad(|| {
+            model.forward(
+                &t.faces,
+                Some(&t.landmarks),
+                Some(&t.present),
+                state.as_ref(),
+                false,
+            )
+        })?;
         state = next;
         let pred = Vec::<f32>::try_from(pred.reshape([-1]).to_device(tch::Device::Cpu))
             .map_err(crate::model::ModelError::from)?;

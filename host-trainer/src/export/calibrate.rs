@@ -3,6 +3,7 @@
 //! tensor [`super::quantize::calibration_targets`] lists, its
 //! min/max or a central percentile interval.
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::collections::HashMap;
 
 use tract_onnx::pb;
@@ -132,10 +133,10 @@ pub fn calibrate(
                 .faces
                 .get(t * face_len..(t + 1) * face_len)
                 .unwrap_or(&[]);
-            let landmarks = clip
-                .landmarks
-                .as_ref()
-                .map(|l| l.get(t * 136..(t + 1) * 136).unwrap_or(&[]));
+            let landmarks = clip.landmarks.as_ref().map(|l| {
+                l.get(t * LANDMARK_VALUES..(t + 1) * LANDMARK_VALUES)
+                    .unwrap_or(&[])
+            });
             let step = runner.step(face, landmarks)?;
             for (obs, values) in observed.iter_mut().zip(&step.extra) {
                 obs.record(values, keep_sample);

@@ -3,7 +3,7 @@
 //! batch norm folded into the preceding convolution, dropout removed, landmarks standardised with
 //! the training set's statistics and concatenated where the network joins them, recurrent layers as ONNX `GRU` / `LSTM` (with `P`) running one step.
 //!
-//! Graph interface (read by the edge runtime by name): inputs `face` `[N, 3, S, S]`, `landmarks`
+//! Graph interface ([`affect_shared::contract`], read by the edge runtime by name): inputs `face` `[N, 3, S, S]`, `landmarks`
 //! `[N, 136]` (scenario 2), `h_in` `[layers, N, hidden]` and for LSTM `c_in` (CNN-RNN); outputs
 //! `va` `[N, 2]` (valence, arousal), `h_out`, `c_out`. Per-dimension models hold both networks
 //! side by side: `va` concatenates their outputs and the state stacks their layers (valence's
@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use affect_shared::contract::{C_IN, C_OUT, FACE, H_IN, H_OUT, LANDMARK_VALUES, LANDMARKS, VA};
 use affect_shared::metadata::{Cell, METADATA_KEY};
 use tch::{Device, Kind};
 use tract_onnx::pb;
@@ -19,22 +20,7 @@ use super::onnx::{
     BatchNorm, ConvSpec, Dim, FloatTensor, GraphBuilder, OnnxError, PoolSpec, RecurrentCell,
     RecurrentLayer, Value,
 };
-use crate::model::{Backbone, LANDMARK_VALUES, Model, NetworkConfig, Outputs, backbone};
-
-/// Graph input: preprocessed face crops.
-pub const FACE: &str = "face";
-/// Graph input: 136 landmark values (scenario 2 networks only).
-pub const LANDMARKS: &str = "landmarks";
-/// Graph input: recurrent hidden state.
-pub const H_IN: &str = "h_in";
-/// Graph input: recurrent cell state (LSTM only).
-pub const C_IN: &str = "c_in";
-/// Graph output: valence and arousal.
-pub const VA: &str = "va";
-/// Graph output: next hidden state.
-pub const H_OUT: &str = "h_out";
-/// Graph output: next cell state (LSTM only).
-pub const C_OUT: &str = "c_out";
+use crate::model::{Backbone, Model, NetworkConfig, Outputs, backbone};
 
 /// A recurrent network's next state in the graph: `h_out` and, for LSTM, `c_out`.
 type NextState = (Value, Option<Value>);
@@ -287,7 +273,7 @@ impl NetworkGraph<'_> {
             let fc = format!("head.fc{}", k + 1);
             if plan.landmarks_at == Some(k) {
                 x = join(self, x, format!("{fc}.landmarks"))?;
-                width += LANDMARK_VALUES as usize;
+                width += LANDMARK_VALUES;
             }
             let weight = self.params.get(&self.name(&format!("{fc}.weight")))?;
             if weight.dims.get(1) != Some(&width) {
@@ -360,16 +346,11 @@ pub fn streaming_graph(
     )?;
     let landmarks = config
         .landmarks
-        .then(|| {
-            g.input(
-                LANDMARKS,
-                &[Dim::Batch, Dim::Fixed(LANDMARK_VALUES as usize)],
-            )
-        })
+        .then(|| g.input(LANDMARKS, &[Dim::Batch, Dim::Fixed(LANDMARK_VALUES)]))
         .transpose()?
         .map(|raw| {
             g.standardise(
-                "landmarks",
+                LANDMARKS,
                 &raw,
                 params.get("landmarks.mean")?,
                 params.get("landmarks.std")?,

@@ -260,6 +260,7 @@ fn labelled(batch: Batch, video: &str) -> LabelledClip {
         landmarks: batch.landmarks,
         labels: batch.labels,
         mask: batch.mask,
+        present: batch.present,
     }
 }
 

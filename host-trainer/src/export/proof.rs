@@ -1,5 +1,6 @@
 //! The proof every export carries: the trained tch network, the exported graph in tract and (when
-//! available) in ONNX Runtime run the same held-out clip frame by frame with carried state; the
+//! available) in ONNX Runtime run the same held-out clip frame by frame with carried state, stepping only the frames with a face
+//! ([`affect_shared::contract`]); the
 //! report records their largest differences and each one's CCC/MSE against the labels, and
 //! lists every bound that is broken.
 //!
@@ -11,6 +12,7 @@
 //! beside it: tensors that stay float by design (recurrent layers, biases as int32) keep it
 //! above the weight ratio, little for the paper's networks, a lot for tiny recurrent ones.
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
@@ -40,6 +42,47 @@ pub struct LabelledClip {
     pub labels: Vec<f32>,
     /// `[T]`, 1 where the label (and face) is valid.
     pub mask: Vec<f32>,
+    /// `[T]`, 1 where the frame has a face: the only frames the recurrent state advances on.
+    pub present: Vec<f32>,
+}
+
+impl LabelledClip {
+    /// Indices of the frames with a face, in order.
+    fn face_frames(&self) -> Vec<usize> {
+        (0..self.frames)
+            .filter(|&t| self.present[t] > 0.5)
+            .collect()
+    }
+
+    /// Faces (`[F, 3, S, S]`) and landmarks (`[F, 136]`) of the frames with a face only.
+    fn faces_only(&self) -> (Vec<f32>, Vec<f32>) {
+        let face_len = 3 * self.size * self.size;
+        let (mut faces, mut landmarks) = (Vec::new(), Vec::new());
+        for t in self.face_frames() {
+            faces.extend_from_slice(&self.faces[t * face_len..(t + 1) * face_len]);
+            landmarks
+                .extend_from_slice(&self.landmarks[t * LANDMARK_VALUES..(t + 1) * LANDMARK_VALUES]);
+        }
+        (faces, landmarks)
+    }
+
+    /// Outputs of the frames with a face (`stepped`, one per face frame) spread over every frame:
+    /// a frame without a face repeats the last output before it (zeros before the first), as a
+    /// display holds the last reading. Only frames with a face are compared and scored.
+    fn spread(&self, stepped: &[[f32; 2]]) -> Vec<[f32; 2]> {
+        let mut out = Vec::with_capacity(self.frames);
+        let mut stepped = stepped.iter();
+        let mut last = [0.0; 2];
+        for t in 0..self.frames {
+            if self.present[t] > 0.5
+                && let Some(va) = stepped.next()
+            {
+                last = *va;
+            }
+            out.push(last);
+        }
+        out
+    }
 }
 
 /// Acceptance bounds of an export.
@@ -259,6 +302,9 @@ fn engine(va: &[[f32; 2]], reference: &[[f32; 2]], clip: &LabelledClip) -> Engin
     let max_abs_diff = va
         .iter()
         .zip(reference)
+        .zip(&clip.present)
+        .filter(|(_, p)| **p > 0.5)
+        .map(|(pair, _)| pair)
         .flat_map(|(a, b)| (0..2).map(move |d| f64::from((a[d] - b[d]).abs())))
         .fold(0.0, f64::max);
     let [valence, arousal] = scores(va, clip);
@@ -290,15 +336,15 @@ fn tract_run(
     let mut runner = TractStreaming::new(model, 1, &[])?;
     let face_len = 3 * clip.size * clip.size;
     let mut out = Vec::with_capacity(clip.frames);
-    for t in 0..clip.frames {
-        let lm = &clip.landmarks[t * 136..(t + 1) * 136];
+    for t in clip.face_frames() {
+        let lm = &clip.landmarks[t * LANDMARK_VALUES..(t + 1) * LANDMARK_VALUES];
         let step = runner.step(
             &clip.faces[t * face_len..(t + 1) * face_len],
             landmarks.then_some(lm),
         )?;
         out.extend(pairs(&step.va));
     }
-    Ok(out)
+    Ok(clip.spread(&out))
 }
 
 /// Runs the proof (see the module doc). `oracle` is ONNX Runtime + `onnx.checker`, or why it is
@@ -315,9 +361,10 @@ pub fn prove(
     if clip.frames == 0
         || s != config.input_size as usize
         || clip.faces.len() != clip.frames * 3 * s * s
-        || clip.landmarks.len() != clip.frames * 136
+        || clip.landmarks.len() != clip.frames * LANDMARK_VALUES
         || clip.labels.len() != clip.frames * 2
         || clip.mask.len() != clip.frames
+        || clip.present.len() != clip.frames
     {
         return Err(ProofError::Clip(format!(
             "`{}`: {} frames of {s} px do not fit the network ({} px) or the arrays' lengths",
@@ -331,16 +378,20 @@ pub fn prove(
         .reshape([1, frames, 3, size, size])
         .to_device(device);
     let landmarks = Tensor::from_slice(&clip.landmarks)
-        .reshape([1, frames, 136])
+        .reshape([1, frames, LANDMARK_VALUES as i64])
+        .to_device(device);
+    let present = Tensor::from_slice(&clip.present)
+        .reshape([1, frames])
         .to_device(device);
     let use_landmarks = config.landmarks;
     let lm = use_landmarks.then_some(&landmarks);
 
     let (sequence, streaming) = tch::no_grad(|| -> Result<_, ProofError> {
-        let (y, _) = model.forward(&faces, lm, None, false)?;
+        let (y, _) = model.forward(&faces, lm, Some(&present), None, false)?;
         let mut state = None;
         let mut steps = Vec::with_capacity(clip.frames);
-        for t in 0..frames {
+        for t in clip.face_frames() {
+            let t = t as i64;
             let face = faces.select(1, t);
             let l = landmarks.select(1, t);
             let (y, next) =
@@ -348,7 +399,12 @@ pub fn prove(
             steps.push(y);
             state = next;
         }
-        Ok((tensor_pairs(&y)?, tensor_pairs(&Tensor::cat(&steps, 0))?))
+        let streaming = if steps.is_empty() {
+            Vec::new()
+        } else {
+            tensor_pairs(&Tensor::cat(&steps, 0))?
+        };
+        Ok((tensor_pairs(&y)?, clip.spread(&streaming)))
     })?;
 
     let mut failures = Vec::new();
@@ -375,7 +431,10 @@ pub fn prove(
     let file_bytes = std::fs::metadata(files.fp32.1)
         .map(|m| m.len())
         .unwrap_or(0);
-    let ort_landmarks = use_landmarks.then_some(clip.landmarks.as_slice());
+    // ONNX Runtime runs the frames with a face only, like the runtime and tract above.
+    let (ort_faces, ort_landmarks) = clip.faces_only();
+    let ort_frames = clip.face_frames().len();
+    let ort_landmarks = use_landmarks.then_some(ort_landmarks.as_slice());
     let mut onnx_checker = BTreeMap::new();
     let mut onnxruntime = None;
     let (oracle, skipped) = match oracle {
@@ -400,13 +459,13 @@ pub fn prove(
         }
         let run = oracle.run(
             files.fp32.1,
-            &clip.faces,
+            &ort_faces,
             ort_landmarks,
-            clip.frames,
+            ort_frames,
             1,
             false,
         )?;
-        let report = engine(&pairs(&run.va.concat()), &sequence, clip);
+        let report = engine(&clip.spread(&pairs(&run.va.concat())), &sequence, clip);
         if report.max_abs_diff > bounds.fp32 {
             failures.push(format!(
                 "ONNX Runtime fp32 differs from the tch network by {:.3e} (bound {:.0e})",
@@ -436,9 +495,12 @@ pub fn prove(
             );
             let (mut ort_int8, mut ops) = (None, None);
             if let Some(oracle) = oracle {
-                let run =
-                    oracle.run(int8_path, &clip.faces, ort_landmarks, clip.frames, 1, true)?;
-                ort_int8 = Some(engine(&pairs(&run.va.concat()), &sequence, clip));
+                let run = oracle.run(int8_path, &ort_faces, ort_landmarks, ort_frames, 1, true)?;
+                ort_int8 = Some(engine(
+                    &clip.spread(&pairs(&run.va.concat())),
+                    &sequence,
+                    clip,
+                ));
                 ops = run.ops;
             }
             let (measured, engine_name) = match &ort_int8 {

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use affect_shared::contract::{
+    C_IN, C_OUT, FACE, H_IN, H_OUT, LANDMARK_VALUES, LANDMARKS, VA, state_shape,
+};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -49,9 +52,6 @@ pub struct StreamingLayout {
     pub state: Option<StateLayout>,
 }
 
-/// Values per landmarks row.
-pub const LANDMARK_VALUES: usize = 136;
-
 fn fixed_dims(info: &pb::ValueInfoProto) -> Vec<Option<usize>> {
     use pb::tensor_shape_proto::dimension::Value as D;
     let Some(pb::TypeProto {
@@ -83,7 +83,7 @@ impl StreamingLayout {
             .as_ref()
             .ok_or_else(|| RunError::Layout("no graph".into()))?;
         let find = |name: &str| graph.input.iter().find(|i| i.name == name).map(fixed_dims);
-        let face = find("face").ok_or_else(|| RunError::Layout("no `face` input".into()))?;
+        let face = find(FACE).ok_or_else(|| RunError::Layout("no `face` input".into()))?;
         let size = match face[..] {
             [_, Some(3), Some(h), Some(w)] if h == w => h,
             _ => {
@@ -92,8 +92,8 @@ impl StreamingLayout {
                 )));
             }
         };
-        let landmarks = find("landmarks").is_some();
-        let state = match find("h_in") {
+        let landmarks = find(LANDMARKS).is_some();
+        let state = match find(H_IN) {
             None => None,
             Some(h) => {
                 let [Some(layers), _, Some(hidden)] = h[..] else {
@@ -104,7 +104,7 @@ impl StreamingLayout {
                 Some(StateLayout {
                     layers,
                     hidden,
-                    cell_state: find("c_in").is_some(),
+                    cell_state: find(C_IN).is_some(),
                 })
             }
         };
@@ -166,16 +166,16 @@ impl TractStreaming {
             fact(&mut inference, &[batch, LANDMARK_VALUES])?;
         }
         if let Some(s) = layout.state {
-            fact(&mut inference, &[s.layers, batch, s.hidden])?;
+            fact(&mut inference, &state_shape(s.layers, batch, s.hidden))?;
             if s.cell_state {
-                fact(&mut inference, &[s.layers, batch, s.hidden])?;
+                fact(&mut inference, &state_shape(s.layers, batch, s.hidden))?;
             }
         }
-        let mut outputs = vec!["va".to_owned()];
+        let mut outputs = vec![VA.to_owned()];
         if let Some(s) = layout.state {
-            outputs.push("h_out".into());
+            outputs.push(H_OUT.into());
             if s.cell_state {
-                outputs.push("c_out".into());
+                outputs.push(C_OUT.into());
             }
         }
         outputs.extend(extra_outputs.iter().cloned());
@@ -199,7 +199,9 @@ impl TractStreaming {
 
     /// Zeroes the recurrent state (start of a new clip / track).
     pub fn reset(&mut self) {
-        let zeros = |s: &StateLayout| Tensor::zero::<f32>(&[s.layers, self.batch, s.hidden]).ok();
+        let zeros = |s: &StateLayout| {
+            Tensor::zero::<f32>(&state_shape(s.layers, self.batch, s.hidden)).ok()
+        };
         self.h = self.layout.state.as_ref().and_then(zeros);
         self.c = self
             .layout
@@ -220,7 +222,7 @@ impl TractStreaming {
         let face_len = self.batch * 3 * size * size;
         if face.len() != face_len {
             return Err(RunError::InputSize {
-                name: "face",
+                name: FACE,
                 expected: face_len,
                 found: face.len(),
             });
@@ -232,7 +234,7 @@ impl TractStreaming {
             let values = landmarks.unwrap_or(&[]);
             if values.len() != expected {
                 return Err(RunError::InputSize {
-                    name: "landmarks",
+                    name: LANDMARKS,
                     expected,
                     found: values.len(),
                 });

@@ -58,11 +58,12 @@ pub use affect_shared::metadata::Cell;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
+use affect_shared::contract::LANDMARK_VALUES;
 use backbone::{Features, ResNet50, Vgg, scaled};
 use rnn::{Recurrent, RnnState};
 
-/// Number of landmark inputs (68 points × (x, y)).
-pub const LANDMARK_VALUES: i64 = 136;
+/// Landmark values per frame as a libtorch dimension ([`LANDMARK_VALUES`]).
+const LANDMARK_DIM: i64 = LANDMARK_VALUES as i64;
 
 /// Convolutional backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,14 +347,14 @@ impl Network {
         let mut head = Vec::new();
         for (k, &units) in plan.fcs.iter().enumerate() {
             if plan.landmarks_at == Some(k) {
-                in_features += LANDMARK_VALUES;
+                in_features += LANDMARK_DIM;
             }
             let path = p / "head" / format!("fc{}", k + 1);
             head.push(nn::linear(path, in_features, units, Default::default()));
             in_features = units;
         }
         if plan.landmarks_at == Some(plan.fcs.len()) {
-            in_features += LANDMARK_VALUES;
+            in_features += LANDMARK_DIM;
         }
         let rnn = config.is_recurrent().then(|| {
             let r = Recurrent::new(
@@ -419,23 +420,26 @@ impl Network {
         x
     }
 
-    /// `[B, T, …]` inputs → `[B, T, outputs]` and the state after the last step.
+    /// `[B, T, …]` inputs → `[B, T, outputs]` and the state after the last step; the state
+    /// advances only where `present` `[B, T]` is nonzero (see [`Recurrent::forward`]).
     fn forward(
         &self,
         faces: &Tensor,
         landmarks: Option<&Tensor>,
+        present: Option<&Tensor>,
         state: Option<&RnnState>,
         train: bool,
     ) -> (Tensor, Option<RnnState>) {
         let size = faces.size();
         let (b, t) = (size[0], size[1]);
         let flat_faces = faces.reshape([b * t, size[2], size[3], size[4]]);
-        let flat_landmarks = landmarks.map(|l| l.reshape([b * t, LANDMARK_VALUES]));
+        let flat_landmarks = landmarks.map(|l| l.reshape([b * t, LANDMARK_DIM]));
         let x = self.frames(&flat_faces, flat_landmarks.as_ref(), train);
         match &self.rnn {
             None => (x.reshape([b, t, -1]), None),
             Some(rnn) => {
-                let (y, next) = rnn.forward(&x.reshape([b, t, -1]), state, self.dropout, train);
+                let (y, next) =
+                    rnn.forward(&x.reshape([b, t, -1]), present, state, self.dropout, train);
                 (y.apply(&self.out), Some(next))
             }
         }
@@ -475,8 +479,8 @@ impl Model {
         let landmark_stats = config.landmarks.then(|| {
             let p = &root / "landmarks";
             LandmarkStatistics {
-                mean: p.zeros_no_train("mean", &[LANDMARK_VALUES]),
-                std: p.ones_no_train("std", &[LANDMARK_VALUES]),
+                mean: p.zeros_no_train("mean", &[LANDMARK_DIM]),
+                std: p.ones_no_train("std", &[LANDMARK_DIM]),
             }
         });
         let mut model = Self {
@@ -511,7 +515,7 @@ impl Model {
                 "this network takes no landmarks (scenario 1)".into(),
             ));
         };
-        let expected = LANDMARK_VALUES as usize;
+        let expected = LANDMARK_VALUES;
         if mean.len() != expected || std.len() != expected {
             return Err(ModelError::Input(format!(
                 "landmark statistics need {expected} means and deviations, got {} and {}",
@@ -595,10 +599,10 @@ impl Model {
             (true, None) => Err(ModelError::Input(
                 "this network takes landmarks (scenario 2) but none were given".into(),
             )),
-            (true, Some(l)) if l.size()[..] != [&size[..rank - 3], &[LANDMARK_VALUES]].concat() => {
+            (true, Some(l)) if l.size()[..] != [&size[..rank - 3], &[LANDMARK_DIM]].concat() => {
                 Err(ModelError::Input(format!(
                     "landmarks must be {:?}, got {:?}",
-                    [&size[..rank - 3], &[LANDMARK_VALUES]].concat(),
+                    [&size[..rank - 3], &[LANDMARK_DIM]].concat(),
                     l.size()
                 )))
             }
@@ -606,17 +610,30 @@ impl Model {
         }
     }
 
-    /// Whole sequences: faces `[B, T, 3, S, S]`, landmarks `[B, T, 136]` (scenario 2), optional
+    /// Whole sequences: faces `[B, T, 3, S, S]`, landmarks `[B, T, 136]` (scenario 2), face
+    /// presence `[B, T]` (nonzero = the frame has a face; `None` = all have one), optional
     /// initial state → predictions `[B, T, 2]` (valence, arousal) and the final state.
+    /// The recurrent state advances only on frames with a face ([`affect_shared::contract`]);
+    /// predictions at face-less frames are meaningless and must be masked out by the caller.
     /// `train` enables dropout and batch statistics.
     pub fn forward(
         &self,
         faces: &Tensor,
         landmarks: Option<&Tensor>,
+        present: Option<&Tensor>,
         state: Option<&RnnState>,
         train: bool,
     ) -> Result<(Tensor, Option<RnnState>), ModelError> {
         self.check_inputs(faces, landmarks, 5)?;
+        if let Some(p) = present
+            && p.size()[..] != faces.size()[..2]
+        {
+            return Err(ModelError::Input(format!(
+                "face presence must be {:?}, got {:?}",
+                &faces.size()[..2],
+                p.size()
+            )));
+        }
         let landmarks = match (&self.landmark_stats, landmarks) {
             (Some(stats), Some(l)) => Some((l.to_kind(Kind::Float) - &stats.mean) / &stats.std),
             _ => None,
@@ -626,7 +643,7 @@ impl Model {
         let mut outputs = Vec::new();
         let mut states = Vec::new();
         for (net, part) in self.nets.iter().zip(&parts) {
-            let (y, s) = net.forward(faces, landmarks, part.as_ref(), train);
+            let (y, s) = net.forward(faces, landmarks, present, part.as_ref(), train);
             outputs.push(y);
             states.extend(s);
         }
@@ -641,7 +658,8 @@ impl Model {
 
     /// Streaming, evaluation mode: one frame of `B` streams, faces `[B, 3, S, S]`, landmarks
     /// `[B, 136]`, the state carried from the previous frame (zeros when `None`) → `[B, 2]` and
-    /// the new state. Equal to [`Model::forward`] over the whole sequence.
+    /// the new state. Equal to [`Model::forward`] over the whole sequence. A frame without a face
+    /// is simply not stepped: the caller keeps the state ([`affect_shared::contract`]).
     pub fn forward_step(
         &self,
         face: &Tensor,
@@ -650,7 +668,7 @@ impl Model {
     ) -> Result<(Tensor, Option<RnnState>), ModelError> {
         self.check_inputs(face, landmarks, 4)?;
         let landmarks = landmarks.map(|l| l.unsqueeze(1));
-        let (y, s) = self.forward(&face.unsqueeze(1), landmarks.as_ref(), state, false)?;
+        let (y, s) = self.forward(&face.unsqueeze(1), landmarks.as_ref(), None, state, false)?;
         Ok((y.squeeze_dim(1), s))
     }
 }

@@ -139,9 +139,15 @@ impl Recurrent {
     /// `[B, T, H]` and the state after the last step. `dropout` (training only) applies to every
     /// layer's output sequence, as PyTorch's `dropout` argument does between layers, and also
     /// after the last layer.
+    ///
+    /// `present` `[B, T]` (nonzero = the frame has a face; `None` = every frame has one) applies
+    /// the rule of [`affect_shared::contract`]: on a frame without a face every layer keeps its
+    /// state (`h`, `c`) and outputs it unchanged, so a sequence with gaps gives, at its frames
+    /// with a face, exactly what the same sequence without the face-less frames gives.
     pub fn forward(
         &self,
         x: &Tensor,
+        present: Option<&Tensor>,
         state: Option<&RnnState>,
         dropout: f64,
         train: bool,
@@ -155,6 +161,8 @@ impl Recurrent {
                 &zero
             }
         };
+        // `[B, T, 1]` booleans, broadcast over the hidden units at each step.
+        let present = present.map(|p| p.to_device(x.device()).ne(0.0).unsqueeze(-1));
         let mut input = x.shallow_clone();
         let (mut hs, mut cs) = (Vec::new(), Vec::new());
         for (k, layer) in self.layers.iter().enumerate() {
@@ -165,7 +173,14 @@ impl Recurrent {
             let mut outputs = Vec::with_capacity(steps as usize);
             for t in 0..steps {
                 let xg = projected.select(1, t);
-                let (h_next, c_next) = self.cell_step(layer, &xg, &h, c.as_ref());
+                let (mut h_next, mut c_next) = self.cell_step(layer, &xg, &h, c.as_ref());
+                if let Some(present) = &present {
+                    let here = present.select(1, t);
+                    h_next = h_next.where_self(&here, &h);
+                    c_next = c_next
+                        .zip(c.as_ref())
+                        .map(|(next, c)| next.where_self(&here, c));
+                }
                 outputs.push(h_next.shallow_clone());
                 h = h_next;
                 c = c_next;

@@ -6,6 +6,7 @@
 //! loads them (refusing any name mismatch), checks that its first loss equals ours, and times the
 //! same number of steps (forward, CCC loss, backward, Adam). Dropout is off on both sides.
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -197,9 +198,10 @@ fn random_batch(config: &TrainConfig) -> BatchTensors {
     let (bi, ti) = (b as i64, t as i64);
     BatchTensors {
         faces: Tensor::randn([bi, ti, 3, s, s], opts),
-        landmarks: Tensor::rand([bi, ti, 136], opts),
+        landmarks: Tensor::rand([bi, ti, LANDMARK_VALUES as i64], opts),
         labels: Tensor::rand([bi, ti, 2], opts) * 2.0 - 1.0,
         mask: Tensor::ones([bi, ti], opts),
+        present: Tensor::ones([bi, ti], opts),
     }
 }
 
@@ -214,7 +216,13 @@ fn time_steps(
     let mut adam = Adam::new(model.trainable_parameters(), &config.optim);
     let lr = learning_rate(&config.optim, 0);
     let mut step = || -> Result<f64, TrainError> {
-        let (pred, _) = model.forward(&batch.faces, Some(&batch.landmarks), None, true)?;
+        let (pred, _) = model.forward(
+            &batch.faces,
+            Some(&batch.landmarks),
+            Some(&batch.present),
+            None,
+            true,
+        )?;
         let loss = loss_value(config, &pred, batch);
         adam.zero_grad();
         loss.backward();

@@ -3,6 +3,7 @@
 //! and behind [`VideoSource`] (whole videos in consecutive chunks), plus whole splits loaded into
 //! a [`MemoryDataset`] for ablations.
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -197,9 +198,10 @@ impl VideoSource for LoaderVideos {
         // Consecutive chunks are consecutive frames: one sequence, cut to `count`.
         let size = batch.size;
         batch.faces.truncate(count * 3 * size * size);
-        batch.landmarks.truncate(count * 136);
+        batch.landmarks.truncate(count * LANDMARK_VALUES);
         batch.labels.truncate(count * 2);
         batch.mask.truncate(count);
+        batch.present.truncate(count);
         batch.sequences = 1;
         batch.steps = count;
         batch.videos.truncate(1);
@@ -250,6 +252,7 @@ pub fn memory_split(
             landmarks: b.landmarks,
             labels: b.labels,
             mask: b.mask,
+            present: b.present,
         });
     }
     Ok(out)

@@ -2,6 +2,7 @@
 //! ([`BatchSource`], deterministic in seed and position) and whole videos ([`VideoSource`]).
 //! Small datasets (synthetic sets, ablations, tests) are loaded once into this form.
 
+use affect_shared::contract::LANDMARK_VALUES;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
@@ -11,7 +12,7 @@ use super::source::{BatchSource, SourceError, VideoSource};
 use crate::data::Batch;
 
 /// One preprocessed video: per frame a `3 × size × size` crop, 136 landmark values, a
-/// (valence, arousal) label and a mask (1 = face and label present).
+/// (valence, arousal) label, a mask (1 = face and label present) and the face presence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemoryVideo {
     /// Video name.
@@ -24,6 +25,8 @@ pub struct MemoryVideo {
     pub labels: Vec<f32>,
     /// `[T]`.
     pub mask: Vec<f32>,
+    /// `[T]`: 1 where the frame has a face.
+    pub present: Vec<f32>,
 }
 
 impl MemoryVideo {
@@ -82,11 +85,12 @@ impl MemoryDataset {
             .extend_from_slice(&v.faces[first * px..end * px]);
         batch
             .landmarks
-            .extend_from_slice(&v.landmarks[first * 136..end * 136]);
+            .extend_from_slice(&v.landmarks[first * LANDMARK_VALUES..end * LANDMARK_VALUES]);
         batch
             .labels
             .extend_from_slice(&v.labels[first * 2..end * 2]);
         batch.mask.extend_from_slice(&v.mask[first..end]);
+        batch.present.extend_from_slice(&v.present[first..end]);
         batch.videos.push(v.name.clone());
         batch.first_frames.push(first as u32);
         batch.sequences += 1;
@@ -101,6 +105,7 @@ impl MemoryDataset {
             landmarks: Vec::new(),
             labels: Vec::new(),
             mask: Vec::new(),
+            present: Vec::new(),
             videos: Vec::new(),
             first_frames: Vec::new(),
         }
@@ -207,7 +212,7 @@ impl BatchSource for MemoryBatches {
 /// Renders videos `indices` of the synthetic dataset `(synth, seed)` (the same faces
 /// `affect-train synth` writes to disk) and preprocesses every frame with `preprocess`, in
 /// parallel; deterministic. Frames without a face or annotation get mask 0 (and zero pixels /
-/// labels), exactly as the loader reads them from disk.
+/// labels), frames without a face present 0, exactly as the loader reads them from disk.
 pub fn render_synthetic(
     synth: &affect_shared::synth::SynthConfig,
     seed: u64,
@@ -230,6 +235,7 @@ pub fn render_synthetic(
                 landmarks: Vec::new(),
                 labels: Vec::new(),
                 mask: Vec::new(),
+                present: Vec::new(),
             };
             for frame in SyntheticVideo::new(synth, seed, index) {
                 let label = frame.annotation.unwrap_or([0.0, 0.0]);
@@ -246,16 +252,19 @@ pub fn render_synthetic(
                         video.faces.extend_from_slice(&input.pixels);
                         video
                             .landmarks
-                            .extend_from_slice(&input.landmarks.unwrap_or([0.0; 136]));
+                            .extend_from_slice(&input.landmarks.unwrap_or([0.0; LANDMARK_VALUES]));
                     }
                     None => {
                         video.faces.extend(std::iter::repeat_n(0.0, px));
-                        video.landmarks.extend([0.0; 136]);
+                        video.landmarks.extend([0.0; LANDMARK_VALUES]);
                     }
                 }
                 let usable = frame.face.is_some() && frame.annotation.is_some();
                 video.labels.extend(label);
                 video.mask.push(if usable { 1.0 } else { 0.0 });
+                video
+                    .present
+                    .push(if frame.face.is_some() { 1.0 } else { 0.0 });
             }
             Ok(video)
         })

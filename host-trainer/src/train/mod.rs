@@ -121,7 +121,7 @@ pub fn landmark_statistics(
     source: &mut dyn BatchSource,
     batches: u64,
 ) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
-    const N: usize = crate::model::LANDMARK_VALUES as usize;
+    const N: usize = affect_shared::contract::LANDMARK_VALUES;
     let start = source.position();
     let (mut sum, mut square) = ([0.0f64; N], [0.0f64; N]);
     let mut frames = 0usize;
@@ -509,10 +509,13 @@ pub fn train(
         tch::manual_seed(config.seed.wrapping_add(step + 1) as i64);
         let batch = source.next_batch().map_err(TrainError::Source)?;
         let tensors = BatchTensors::new(&batch, device)?;
-        let (pred, _) =
-            session
-                .model
-                .forward(&tensors.faces, Some(&tensors.landmarks), None, true)?;
+        let (pred, _) = session.model.forward(
+            &tensors.faces,
+            Some(&tensors.landmarks),
+            Some(&tensors.present),
+            None,
+            true,
+        )?;
         let loss = loss_value(config, &pred, &tensors);
         session.adam.zero_grad();
         loss.backward();

@@ -1,6 +1,7 @@
 //! Where training and evaluation data come from, as two small traits, and their conversion to
 //! tensors. The dataset loader implements them; tests implement them in memory.
 
+use affect_shared::contract::LANDMARK_VALUES;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::Batch;
@@ -31,7 +32,7 @@ pub trait VideoSource {
 }
 
 /// A [`Batch`] as tensors on `device`: faces `[B, T, 3, S, S]`, landmarks `[B, T, 136]`,
-/// labels `[B, T, 2]`, mask `[B, T]`.
+/// labels `[B, T, 2]`, mask `[B, T]`, face presence `[B, T]`.
 #[derive(Debug)]
 pub struct BatchTensors {
     /// Face crops.
@@ -42,6 +43,8 @@ pub struct BatchTensors {
     pub labels: Tensor,
     /// 1 where the frame counts.
     pub mask: Tensor,
+    /// 1 where the frame has a face: the recurrent state advances only there.
+    pub present: Tensor,
 }
 
 /// Why a batch cannot become tensors.
@@ -83,9 +86,10 @@ impl BatchTensors {
             }
         };
         check("faces", batch.faces.len(), b * t * 3 * s * s)?;
-        check("landmarks", batch.landmarks.len(), b * t * 136)?;
+        check("landmarks", batch.landmarks.len(), b * t * LANDMARK_VALUES)?;
         check("labels", batch.labels.len(), b * t * 2)?;
         check("mask", batch.mask.len(), b * t)?;
+        check("present", batch.present.len(), b * t)?;
         let (b, t, s) = (b as i64, t as i64, s as i64);
         let up = |v: &[f32], shape: &[i64]| {
             Tensor::from_slice(v)
@@ -95,9 +99,10 @@ impl BatchTensors {
         };
         Ok(Self {
             faces: up(&batch.faces, &[b, t, 3, s, s]),
-            landmarks: up(&batch.landmarks, &[b, t, 136]),
+            landmarks: up(&batch.landmarks, &[b, t, LANDMARK_VALUES as i64]),
             labels: up(&batch.labels, &[b, t, 2]),
             mask: up(&batch.mask, &[b, t]),
+            present: up(&batch.present, &[b, t]),
         })
     }
 }
