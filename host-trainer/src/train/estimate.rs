@@ -27,7 +27,8 @@ use std::path::Path;
 use super::config::TrainConfig;
 use crate::data::LoaderConfig;
 use crate::model::backbone::scaled;
-use crate::model::{Architecture, Backbone, Cell, LANDMARK_VALUES, Outputs};
+use crate::model::{Architecture, Backbone, Cell, Outputs};
+use affect_shared::contract::LANDMARK_VALUES;
 
 /// Bytes of a float32 value.
 const FLOAT: u64 = 4;
