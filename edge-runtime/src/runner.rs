@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::report::Reporter;
+use crate::report::{ReportError, Reporter};
 use crate::source::{FrameSource, SourceError};
 
 /// Why a run stopped with an error.
@@ -17,6 +17,10 @@ pub enum RunError {
     /// The model failed on a frame.
     #[error(transparent)]
     Pipeline(PipelineError),
+    /// A reporter's destination is gone for good (see [`ReportError::is_permanent`]); the
+    /// reports of this frame that other reporters took are drained first.
+    #[error("report: {0}")]
+    Report(#[source] ReportError),
 }
 
 /// Limits of one run.
@@ -101,14 +105,23 @@ pub fn run(
         };
         summary.frames += 1;
         let t = Instant::now();
+        let mut gone = None;
         for report in &reports {
             summary.reports += 1;
             for r in reporters.iter_mut() {
                 if let Err(e) = r.report(report) {
                     summary.report_errors += 1;
-                    tracing::warn!("report: {e}");
+                    if e.is_permanent() {
+                        gone.get_or_insert(e);
+                    } else {
+                        tracing::warn!("report: {e}");
+                    }
                 }
             }
+        }
+        if let Some(e) = gone {
+            drain_all(reporters, limits.drain, &mut summary);
+            return Err(RunError::Report(e));
         }
         summary.report_times.push(t.elapsed());
     }

@@ -200,3 +200,44 @@ fn sigterm_mid_run_exits_0_with_reports_flushed() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_run_with_exit_code_1() {
+    // The consumer of the JSON lines goes away (as `affect-edge run | head -1` does): the
+    // runtime must stop with a runtime failure naming stdout, not keep running or panic.
+    let model = bundled_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+        .args([
+            "run",
+            "--source",
+            "synthetic:5",
+            "--faces",
+            "none",
+            "--model",
+        ])
+        .arg(&model)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start affect-edge");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    check_report(first.trim_end());
+    drop(stdout);
+    let mut errors = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{errors}");
+    assert!(
+        errors.contains("stdout") && errors.contains("Broken pipe"),
+        "{errors}"
+    );
+    assert!(!errors.contains("panicked"), "{errors}");
+}

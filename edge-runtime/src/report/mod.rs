@@ -67,6 +67,15 @@ pub enum ReportError {
     },
 }
 
+impl ReportError {
+    /// The destination is gone for good and retrying cannot help: the reader of a pipe (stdout
+    /// piped into a consumer that exited) has closed it. Links that reconnect (serial, MQTT)
+    /// never report this.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
 /// A destination for reports. Implementations queue rather than block when their link is down.
 pub trait Reporter {
     /// Sends (or queues) one report.

@@ -40,8 +40,8 @@ pub enum CalibrateError {
     /// Running the float model failed.
     #[error(transparent)]
     Run(#[from] RunError),
-    /// No frames were given.
-    #[error("calibration needs at least one frame")]
+    /// No frame with a face was given.
+    #[error("calibration needs at least one frame with a face")]
     NoFrames,
     /// A percentile outside (0, 100].
     #[error("percentile {0} must be in (0, 100]")]
@@ -117,7 +117,7 @@ pub fn calibrate(
     {
         return Err(CalibrateError::BadPercentile(p));
     }
-    if clips.iter().all(|c| c.frames == 0) {
+    if clips.iter().all(|c| !c.present.iter().any(|p| *p > 0.5)) {
         return Err(CalibrateError::NoFrames);
     }
     let targets = quantize::calibration_targets(model)?;
@@ -128,7 +128,9 @@ pub fn calibrate(
     let mut observed: Vec<Observed> = targets.iter().map(|_| Observed::default()).collect();
     for clip in clips {
         runner.reset();
-        for t in 0..clip.frames {
+        // Frames without a face do not step the network (the rule of `affect_shared::contract`),
+        // so they contribute no activations either.
+        for t in (0..clip.frames).filter(|&t| clip.present.get(t).is_some_and(|p| *p > 0.5)) {
             let face = clip
                 .faces
                 .get(t * face_len..(t + 1) * face_len)
