@@ -129,7 +129,14 @@ fn a_run_killed_at_any_moment_resumes_and_evaluates() {
         std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
         child.kill().unwrap();
         child.wait().unwrap();
-        if let Err(e) = load_run_model(&RunDir::new(&run), Device::Cpu) {
+        let run_dir = RunDir::new(&run);
+        // Validation runs every step, so a best copy exists from step 1 on.
+        assert!(
+            run_dir.best().current().is_some(),
+            "after kill {round}: no complete best/ in {:#?}",
+            walk(&run)
+        );
+        if let Err(e) = load_run_model(&run_dir, Device::Cpu) {
             let listing: Vec<_> = walk(&run);
             panic!("after kill {round}: no loadable model: {e}\nrun holds {listing:#?}");
         }

@@ -237,6 +237,31 @@ mod tests {
     }
 
     #[test]
+    fn run_weights_come_from_the_complete_copies_a_crash_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = crate::train::RunDir::new(tmp.path());
+        assert!(run.weights().is_err(), "no copy yet");
+        // Crash after `checkpoint` became `checkpoint.old`, before `checkpoint.new` took its place.
+        for (name, step) in [("checkpoint.old", 4), ("checkpoint.new", 6)] {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            write_copy(&dir, step).unwrap();
+        }
+        let new = tmp.path().join("checkpoint.new");
+        assert_eq!(run.weights().unwrap(), new.join("model.safetensors"));
+        assert_eq!(run.checkpoint().current(), Some(new));
+        // A best copy whose marker is missing (half written) is passed over; a complete one wins.
+        let best = tmp.path().join("best");
+        std::fs::create_dir(&best).unwrap();
+        assert_eq!(
+            run.weights().unwrap(),
+            tmp.path().join("checkpoint.new/model.safetensors")
+        );
+        std::fs::write(best.join("score.json"), r#"{"step": 5}"#).unwrap();
+        assert_eq!(run.weights().unwrap(), best.join("model.safetensors"));
+    }
+
+    #[test]
     fn a_crash_while_writing_or_removing_never_yields_a_partial_copy() {
         let tmp = tempfile::tempdir().unwrap();
         let slot = Slot::new(tmp.path(), "best", "state.json");
