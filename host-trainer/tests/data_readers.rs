@@ -282,3 +282,75 @@ fn the_aff_wild_2017_layout_reads_and_loads() {
     let lm = &batch.landmarks[..LANDMARK_VALUES];
     assert!(lm.iter().all(|v| (0.0..1.0).contains(v)), "{lm:?}");
 }
+
+/// Editing an Aff-Wild box file changes the crop even with the crop cache on (the cache key
+/// holds the box), and changes the dataset fingerprint.
+#[test]
+fn an_edited_face_box_changes_the_cached_crop_and_the_fingerprint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("affwild");
+    let cache = tmp.path().join("cache");
+    let person = Person::random(&mut ChaCha8Rng::seed_from_u64(3));
+    let frames = 3;
+    let mut labels = String::new();
+    for i in 0..frames {
+        labels.push_str("0.25\n");
+        let number = i + 1;
+        let (crop, _) = render_face(
+            &person,
+            &FaceState::neutral_pose([0.25, 0.25]),
+            48,
+            &mut ChaCha8Rng::seed_from_u64(i as u64),
+        );
+        let mut frame = image::RgbImage::new(128, 80);
+        image::imageops::replace(&mut frame, &crop, 30, 10);
+        let dir = root.join("frames/train/vid1");
+        std::fs::create_dir_all(&dir).unwrap();
+        frame.save(dir.join(format!("{number:05}.png"))).unwrap();
+    }
+    let write_boxes = |x: f32| {
+        for number in 1..=frames {
+            write_pts(
+                &root.join(format!("bboxs/train/vid1/{number}.pts")),
+                &[[x, 10.0], [x + 48.0, 10.0], [x, 58.0], [x + 48.0, 58.0]],
+            );
+        }
+    };
+    write_boxes(30.0);
+    for dim in ["valence", "arousal"] {
+        let dir = root.join("annotations/train").join(dim);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("vid1.txt"), &labels).unwrap();
+    }
+    let open = || Arc::new(Dataset::open(&root, "train", &ReadOptions::default()).unwrap());
+    let faces = |ds: &Arc<Dataset>, cache_dir: Option<&Path>| {
+        let loader = Loader::new(
+            Arc::clone(ds),
+            Preprocess::imagenet(32),
+            LoaderConfig {
+                batch_size: frames,
+                shuffle: false,
+                workers: 1,
+                cache_dir: cache_dir.map(Path::to_owned),
+                ..LoaderConfig::default()
+            },
+        )
+        .unwrap();
+        let batch = loader.epoch(0).unwrap().next().unwrap();
+        assert_eq!(batch.sequences, frames);
+        batch.faces
+    };
+
+    let before = open();
+    let first = faces(&before, Some(&cache));
+    assert_eq!(first, faces(&before, None));
+
+    // The face box moves 20 pixels to the right; images and annotations stay as they were.
+    write_boxes(50.0);
+    let after = open();
+    let cached = faces(&after, Some(&cache));
+    let uncached = faces(&after, None);
+    assert!(uncached != first, "the new box crops other pixels");
+    assert!(cached == uncached, "the cache served a crop of the old box");
+    assert_ne!(after.fingerprint(), before.fingerprint());
+}

@@ -84,7 +84,7 @@ fn eval_writes_a_report_csvs_that_score_agrees_with_and_plots() {
         &model,
         &validation,
         run.root(),
-        &run.weights(),
+        &run.weights().unwrap(),
         "Validation_Set",
         &out,
         1,

@@ -60,7 +60,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &model,
         videos.as_ref(),
         run.root(),
-        &run.weights(),
+        &run.weights().map_err(bad_input)?,
         &args.split,
         &out,
         args.plot_videos,

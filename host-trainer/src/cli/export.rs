@@ -132,8 +132,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &config.data.validation_split
     };
     let held_out = DiskVideos::open(&data, held_out_split, &preprocess).map_err(bad_input)?;
-    let validation = std::fs::read_to_string(run.best().join("score.json"))
-        .ok()
+    let validation = run
+        .best()
+        .current()
+        .and_then(|dir| std::fs::read_to_string(dir.join("score.json")).ok())
         .and_then(|text| serde_json::from_str::<BestScore>(&text).ok())
         .map(|best| best.validation);
     let provenance = Provenance {

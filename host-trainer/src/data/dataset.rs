@@ -161,8 +161,8 @@ impl Dataset {
         self.videos.iter().flat_map(|v| v.frames.iter())
     }
 
-    /// A SHA-256 over video names, frame counts, labels, face files and landmarks: identifies
-    /// the training data in run configs and exported models.
+    /// A SHA-256 over video names, frame counts, labels, face files and boxes, and landmarks:
+    /// identifies the training data in run configs and exported models.
     pub fn fingerprint(&self) -> String {
         let mut hash = Sha256::new();
         hash.update(self.split.as_bytes());
@@ -183,6 +183,11 @@ impl Dataset {
                         hash.update([1]);
                         let relative = face.path().strip_prefix(&self.root).unwrap_or(face.path());
                         hash.update(relative.to_string_lossy().as_bytes());
+                        if let FaceSource::InFrame { face_box, .. } = face {
+                            for v in [face_box.x, face_box.y, face_box.w, face_box.h] {
+                                hash.update(v.to_le_bytes());
+                            }
+                        }
                     }
                     None => hash.update([0]),
                 }

@@ -522,7 +522,7 @@ fn load_face(
         source,
     };
     let cache_file = match &shared.config.cache_dir {
-        Some(dir) => Some(cache_path(dir, &shared.preprocess_key, path, landmarks)?),
+        Some(dir) => Some(cache_path(dir, &shared.preprocess_key, face, landmarks)?),
         None => None,
     };
     let cached = cache_file
@@ -576,12 +576,15 @@ fn load_face(
 
 const CACHE_MAGIC: &[u8; 4] = b"AFC1";
 
+/// The cache file of `face`'s crop: a hash of everything the crop depends on (preprocessing,
+/// image file, face box, landmarks).
 fn cache_path(
     dir: &Path,
     preprocess_key: &[u8],
-    image: &Path,
+    face: &FaceSource,
     landmarks: Option<&Landmarks68>,
 ) -> Result<PathBuf, DataError> {
+    let image = face.path();
     let meta = std::fs::metadata(image).map_err(DataError::io(image))?;
     let mut hash = Sha256::new();
     hash.update(preprocess_key);
@@ -591,6 +594,12 @@ fn cache_path(
         && let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH)
     {
         hash.update(since.as_nanos().to_le_bytes());
+    }
+    // A face in a full frame is cropped at its box (an aligned crop's box follows from its size).
+    if let FaceSource::InFrame { face_box, .. } = face {
+        for v in [face_box.x, face_box.y, face_box.w, face_box.h] {
+            hash.update(v.to_le_bytes());
+        }
     }
     // Eye alignment makes the crop depend on the landmarks too.
     if let Some(lm) = landmarks {

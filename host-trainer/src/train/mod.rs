@@ -13,8 +13,10 @@
 //! RUN/best/score.json                  that validation score and its step
 //! ```
 //! Checkpoints are written every `schedule.checkpoint_every` steps, at the end, and when the
-//! stop flag is raised (Ctrl-C). A checkpoint is written to a temporary directory and renamed,
-//! so a kill never leaves a half-written one.
+//! stop flag is raised (Ctrl-C). `checkpoint/` and `best/` are replaced through fresh
+//! directories and renames ([`slot`]), so a kill at any instant leaves a complete copy of each
+//! (once one was written), possibly under `checkpoint.new` / `checkpoint.old`: readers go through
+//! [`RunDir::checkpoint`] and [`RunDir::best`], which find it.
 //!
 //! # Landmark statistics
 //! Before the first step of a scenario-2 network, the first [`LANDMARK_STATISTICS_BATCHES`]
@@ -34,6 +36,7 @@ pub mod dataset;
 pub mod estimate;
 pub mod memory;
 pub mod optim;
+pub mod slot;
 pub mod source;
 
 use std::io::Write;
@@ -50,6 +53,7 @@ use crate::loss;
 use crate::model::{ConfigError, Model, ModelError};
 use config::{DeviceChoice, LossKind, TrainConfig};
 use optim::{Adam, learning_rate};
+use slot::Slot;
 use source::{BatchShapeError, BatchSource, BatchTensors, SourceError, VideoSource};
 
 /// Why training stopped with an error.
@@ -191,23 +195,25 @@ impl RunDir {
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
     }
-    /// `checkpoint/`.
-    pub fn checkpoint(&self) -> PathBuf {
-        self.root.join("checkpoint")
+    /// `checkpoint/`: the latest weights, optimiser state and `state.json` (its marker).
+    pub fn checkpoint(&self) -> Slot {
+        Slot::new(&self.root, "checkpoint", "state.json")
     }
-    /// `best/`.
-    pub fn best(&self) -> PathBuf {
-        self.root.join("best")
+    /// `best/`: the best validated weights and `score.json` (its marker).
+    pub fn best(&self) -> Slot {
+        Slot::new(&self.root, "best", "score.json")
     }
-    /// The weights to evaluate or export: `best/model.safetensors` when validation ran, else the
+    /// The weights to evaluate or export: the best validated ones when validation ran, else the
     /// latest checkpoint's.
-    pub fn weights(&self) -> PathBuf {
-        let best = self.best().join("model.safetensors");
-        if best.exists() {
-            best
-        } else {
-            self.checkpoint().join("model.safetensors")
-        }
+    pub fn weights(&self) -> Result<PathBuf, TrainError> {
+        self.best()
+            .current()
+            .or_else(|| self.checkpoint().current())
+            .map(|dir| dir.join("model.safetensors"))
+            .ok_or_else(|| TrainError::Run {
+                path: self.root.clone(),
+                message: "no checkpoint yet (no complete checkpoint/ or best/)".into(),
+            })
     }
 }
 
@@ -300,14 +306,7 @@ pub fn load_run_model(run: &RunDir, device: Device) -> Result<(TrainConfig, Mode
     network.pretrained = None;
     network.freeze_conv = false;
     let mut model = Model::new(&network, device)?;
-    let weights = run.weights();
-    if !weights.exists() {
-        return Err(TrainError::Run {
-            path: run.root().to_owned(),
-            message: "no checkpoint yet (checkpoint/model.safetensors missing)".into(),
-        });
-    }
-    model.load(&weights)?;
+    model.load(&run.weights()?)?;
     Ok((config, model))
 }
 
@@ -335,26 +334,18 @@ impl Session<'_> {
     }
 
     fn save_checkpoint(&self, source_position: u64) -> Result<(), TrainError> {
-        let dir = self.run.checkpoint();
-        let tmp = self.run.root().join("checkpoint.tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        self.model.save(&tmp.join("model.safetensors"))?;
-        self.adam.save(&tmp.join("optimizer.safetensors"))?;
-        write_json(
-            &tmp.join("state.json"),
-            &CheckpointState {
-                step: self.step,
-                source_position,
-                best: self.best,
-            },
-        )?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-        }
-        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))
+        self.run.checkpoint().replace(self.step, |dir| {
+            self.model.save(&dir.join("model.safetensors"))?;
+            self.adam.save(&dir.join("optimizer.safetensors"))?;
+            write_json(
+                &dir.join("state.json"),
+                &CheckpointState {
+                    step: self.step,
+                    source_position,
+                    best: self.best,
+                },
+            )
+        })
     }
 
     fn validate(&mut self, videos: &dyn VideoSource) -> Result<Option<Validation>, TrainError> {
@@ -378,10 +369,10 @@ impl Session<'_> {
                 validation: score,
             };
             self.best = Some(best);
-            let dir = self.run.best();
-            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            self.model.save(&dir.join("model.safetensors"))?;
-            write_json(&dir.join("score.json"), &best)?;
+            self.run.best().replace(self.step, |dir| {
+                self.model.save(&dir.join("model.safetensors"))?;
+                write_json(&dir.join("score.json"), &best)
+            })?;
         }
         Ok(Some(score))
     }
@@ -437,11 +428,13 @@ pub fn train(
     let mut best = None;
     let mut step = 0;
     if options.resume {
-        let state_path = run.checkpoint().join("state.json");
-        let text = std::fs::read_to_string(&state_path)
-            .map_err(|_| run_error("no checkpoint to resume from (checkpoint/state.json)"))?;
+        let dir = run.checkpoint().current().ok_or_else(|| {
+            run_error("no complete checkpoint to resume from (checkpoint/state.json)")
+        })?;
+        let state_path = dir.join("state.json");
+        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
         let state: CheckpointState = serde_json::from_str(&text)
-            .map_err(|e| run_error(&format!("checkpoint/state.json: {e}")))?;
+            .map_err(|e| run_error(&format!("{}: {e}", state_path.display())))?;
         step = state.step;
         best = state.best;
         source
@@ -449,7 +442,6 @@ pub fn train(
             .map_err(TrainError::Source)?;
         // Everything the resume needs loads before the run directory is touched: a checkpoint
         // that does not fit `config` leaves the run as it was.
-        let dir = run.checkpoint();
         let model_path = dir.join("model.safetensors");
         model.load(&model_path).map_err(|e| TrainError::Resume {
             path: model_path.clone(),
@@ -462,7 +454,7 @@ pub fn train(
         })?;
         truncate_metrics(&run.metrics(), step)?;
     } else {
-        if run.checkpoint().exists() || run.metrics().exists() {
+        if run.checkpoint().current().is_some() || run.metrics().exists() {
             return Err(run_error(
                 "already holds a run; pass --resume to continue it or choose a new --out",
             ));
