@@ -429,6 +429,7 @@ fn percentile_ranges_lie_inside_min_max() {
         faces: v.faces.clone(),
         landmarks: Some(v.landmarks.clone()),
         frames: v.frames(),
+        present: v.present.clone(),
     }];
     let min_max = calibrate(&graph, &clips, RangeMethod::MinMax).unwrap();
     let central = calibrate(&graph, &clips, RangeMethod::Percentile(99.0)).unwrap();

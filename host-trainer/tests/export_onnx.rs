@@ -457,6 +457,7 @@ fn int8_qdq_runs_on_integer_kernels_and_tracks_fp32() {
                 faces: c.faces,
                 landmarks: Some(c.landmarks),
                 frames: c.steps,
+                present: vec![1.0; c.steps],
             }
         })
         .collect();

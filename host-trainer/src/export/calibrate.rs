@@ -29,6 +29,8 @@ pub struct CalibrationClip {
     pub landmarks: Option<Vec<f32>>,
     /// T.
     pub frames: usize,
+    /// `[T]`, 1 where the frame has a face: only those frames step the model.
+    pub present: Vec<f32>,
 }
 
 /// Why calibration failed.

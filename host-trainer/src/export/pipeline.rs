@@ -235,6 +235,7 @@ pub fn calibration_clips(
                 faces: batch.faces,
                 landmarks: Some(batch.landmarks),
                 frames: batch.steps,
+                present: batch.present,
             });
         }
         if !any {
