@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs what it needs (tests/setup.sh), then runs
-# every crate's tests (libtorch included), the no_std build for a Cortex-M4F,
-# and the Python-oracle parity tests that the Rust tests call.
+# The whole test suite, from a fresh clone: installs what it needs (tests/setup.sh), then checks
+# what the workspace declares (format, clippy and rustdoc with warnings as errors, the default
+# feature sets, the no_std build for a Cortex-M4F), runs every crate's tests (libtorch included,
+# the Python-oracle parity tests among them) and fuzzes every `fuzz/` target for a bounded time.
+#
+# Oracle tests fail instead of skipping when CI is set (this script sets CI=true).
+# AFFECT_FUZZ_SECONDS (default 25) bounds each fuzz target's run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/setup.sh
+export CI=true
 
 step() { printf '\n\033[1;32m== %s\033[0m\n' "$*"; }
 
@@ -14,7 +19,20 @@ cargo fmt --all --check
 step "no_std: affect-shared core for thumbv7em-none-eabihf"
 cargo build -p affect-shared --no-default-features --target thumbv7em-none-eabihf
 
+step "default feature sets: the default members (shared, the edge runtime without onnxruntime), the trainer without torch"
+cargo build
+cargo build -p affect-host-trainer --no-default-features
+
+step "clippy, all targets and features, warnings as errors"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "rustdoc of the library crates, warnings as errors"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p affect-shared -p affect-host-trainer -p affect-edge-runtime
+
 step "workspace tests: shared, libtorch trainer, edge runtime, Python oracles"
 # One cargo invocation, so every crate is compiled once with one feature set (all features:
 # the ONNX Runtime backend loads the wheel's library at run time; CUDA code compiles without CUDA).
 cargo test --workspace --all-targets --all-features
+
+step "fuzz: every target for ${AFFECT_FUZZ_SECONDS:-25} s (a crash fails the suite)"
+tests/fuzz.sh "${AFFECT_FUZZ_SECONDS:-25}"

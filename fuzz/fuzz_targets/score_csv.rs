@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(rows) =
-            affect_trainer::score::parse_va_csv(text, std::path::Path::new("fuzz.csv"))
+            affect_shared::score::parse_va_csv(text, std::path::Path::new("fuzz.csv"))
     {
         assert!(rows.iter().flatten().all(|v| v.is_finite()));
     }

@@ -12,6 +12,6 @@ pub mod export;
 pub mod loss;
 #[cfg(feature = "torch")]
 pub mod model;
-pub mod score;
+pub use affect_shared::score;
 #[cfg(feature = "torch")]
 pub mod train;

@@ -142,7 +142,14 @@ fn sequence_windows_have_stride_masks_and_padding() {
                     frame.usable(),
                     "mask follows face+label"
                 );
-                if b.mask[cell] == 0.0 {
+                // Faces are loaded whenever there is one (the recurrent state steps on them),
+                // labelled or not; frames without a face stay zero.
+                assert_eq!(
+                    b.present[cell] == 1.0,
+                    frame.face.is_some(),
+                    "presence follows the face"
+                );
+                if b.present[cell] == 0.0 {
                     let plane = 3 * 32 * 32;
                     assert!(
                         b.faces[cell * plane..(cell + 1) * plane]

@@ -12,4 +12,6 @@ pub mod preprocess;
 #[cfg(feature = "std")]
 pub mod report_error;
 #[cfg(feature = "std")]
+pub mod score;
+#[cfg(feature = "std")]
 pub mod synth;

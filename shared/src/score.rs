@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use affect_shared::metrics;
+use crate::metrics;
 use serde::Serialize;
 
 /// The value that marks an invalid (unlabelled) frame.
