@@ -10,10 +10,9 @@ use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
 use affect_edge::faces::{BundledFaces, FacesConfig};
 use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig, PipelineError};
 use affect_edge::report::{
-    JsonLinesReporter, MqttConfig, MqttReporter, RateLimited, Reporter, SerialConfig,
-    SerialReporter, Smoothed,
+    self, JsonLinesReporter, MqttConfig, MqttReporter, Reporter, SerialConfig, SerialReporter,
 };
-use affect_edge::runner::{self, RunLimits, RunSummary, mean, percentile};
+use affect_edge::runner::{self, RunLimits, RunSummary};
 use affect_edge::source::{FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera};
 
 /// How a command failed: bad configuration or model (exit 2) or anything else (exit 1).
@@ -126,15 +125,9 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
                 "report target {target:?}: expected stdout, serial:PATH[@BAUD] or mqtt://HOST:PORT/TOPIC"
             )));
         };
-        let reporter: Box<dyn Reporter> = match config.smoothing {
-            Some(s) => Box::new(Smoothed::new(reporter, s).map_err(bad)?),
-            None => reporter,
-        };
-        let reporter: Box<dyn Reporter> = match config.rate_limit {
-            Some(r) => Box::new(RateLimited::new(reporter, r).map_err(bad)?),
-            None => reporter,
-        };
-        out.push(reporter);
+        out.push(
+            report::post_processed(reporter, config.smoothing, config.rate_limit).map_err(bad)?,
+        );
     }
     Ok(out)
 }
@@ -211,11 +204,11 @@ fn print_summary(s: &RunSummary, p: &Pipeline) {
     );
     eprintln!(
         "mean per frame: source {:.2} ms, faces {:.2} ms, preprocess {:.2} ms, model {:.2} ms, report {:.2} ms",
-        ms(mean(&s.source_times)),
-        ms(mean(&p.times.faces)),
-        ms(mean(&p.times.preprocess)),
-        ms(mean(&p.times.model)),
-        ms(mean(&s.report_times))
+        ms(s.source_times.mean()),
+        ms(p.times.faces.mean()),
+        ms(p.times.preprocess.mean()),
+        ms(p.times.model.mean()),
+        ms(s.report_times.mean())
     );
     let m = &p.truth.moments;
     if m.count() > 0 {
@@ -308,17 +301,8 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             limits,
         )
         .map_err(other)?;
-        let per_frame: Vec<Duration> = (0..pipeline.times.model.len())
-            .map(|i| {
-                s.source_times.get(i).copied().unwrap_or_default()
-                    + pipeline.times.faces[i]
-                    + pipeline.times.preprocess[i]
-                    + pipeline.times.model[i]
-                    + s.report_times.get(i).copied().unwrap_or_default()
-            })
-            .collect();
-        let model_ms = ms(mean(&pipeline.times.model));
-        let frame_ms = ms(mean(&per_frame));
+        let model_ms = ms(pipeline.times.model.mean());
+        let frame_ms = ms(s.frame_times.mean());
         println!(
             "backend {}: {}",
             pipeline.backend_name(),
@@ -326,17 +310,17 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         );
         println!(
             "  stages (mean ms): decode/source {:.2}  faces {:.2}  preprocess {:.2}  model {:.2}  report {:.3}",
-            ms(mean(&s.source_times)),
-            ms(mean(&pipeline.times.faces)),
-            ms(mean(&pipeline.times.preprocess)),
+            ms(s.source_times.mean()),
+            ms(pipeline.times.faces.mean()),
+            ms(pipeline.times.preprocess.mean()),
             model_ms,
-            ms(mean(&s.report_times))
+            ms(s.report_times.mean())
         );
         println!(
             "  end to end: {:.1} frames/s, latency p50 {:.2} ms p99 {:.2} ms; outside the model {:.0} % of the frame time",
             s.frames as f64 / s.elapsed.as_secs_f64().max(1e-9),
-            ms(percentile(&per_frame, 0.5)),
-            ms(percentile(&per_frame, 0.99)),
+            ms(s.frame_times.quantile(0.5)),
+            ms(s.frame_times.quantile(0.99)),
             100.0 * (frame_ms - model_ms) / frame_ms.max(1e-9)
         );
         results.push((pipeline.backend_name(), model_ms));

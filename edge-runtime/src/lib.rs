@@ -8,4 +8,5 @@ pub mod pipeline;
 pub mod report;
 pub mod runner;
 pub mod source;
+pub mod timing;
 pub mod tracker;

@@ -3,10 +3,12 @@
 //! and, when the source knows the truth (synthetic camera), scores predictions with CCC/MSE.
 //!
 //! A track whose face is missed on a frame is not stepped: its recurrent state stays as it was,
-//! the rule the trainer trains and exports with ([`affect_shared::contract`]).
+//! the rule the trainer trains and exports with ([`affect_shared::contract`]). A track that ends
+//! (lost by the tracker, a scene cut, or [`Pipeline::finish`]) gets one final report flagged
+//! `FACE_LOST`, holding the values and box of its last frame.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use affect_shared::metrics::VaMoments;
 use affect_shared::preprocess::{FaceBox, Preprocess, PreprocessError};
@@ -15,6 +17,7 @@ use affect_shared::wire::{Report, StatusFlags};
 use crate::backend::{AffectBackend, BackendError, TrackState};
 use crate::faces::{Face, FaceError, FaceFinder};
 use crate::source::Frame;
+use crate::timing::Latency;
 use crate::tracker::{Tracker, TrackerConfig, iou};
 
 /// Why a frame could not be processed.
@@ -44,15 +47,15 @@ pub enum FaceMode {
     WholeFrame,
 }
 
-/// Per-stage wall-clock samples.
+/// Per-stage wall-clock distributions (fixed memory, however long the run).
 #[derive(Debug, Clone, Default)]
 pub struct StageTimes {
     /// Finding faces (detector + landmarks).
-    pub faces: Vec<Duration>,
+    pub faces: Latency,
     /// Cropping and normalising all faces of a frame.
-    pub preprocess: Vec<Duration>,
+    pub preprocess: Latency,
     /// Model steps for all faces of a frame.
-    pub model: Vec<Duration>,
+    pub model: Latency,
 }
 
 /// Predictions vs. ground truth, when the source knows it.
@@ -89,6 +92,10 @@ pub struct Pipeline {
     preprocess: Preprocess,
     tracker: Tracker,
     states: HashMap<u16, TrackState>,
+    /// The newest report of each live track, repeated with `FACE_LOST` when the track ends.
+    last_reports: HashMap<u16, Report>,
+    /// Final reports of ended tracks not yet returned (kept across a frame that fails).
+    ended: Vec<Report>,
     config: PipelineConfig,
     /// Stage timings so far.
     pub times: StageTimes,
@@ -118,6 +125,8 @@ impl Pipeline {
             preprocess,
             tracker: Tracker::new(config.tracker),
             states: HashMap::new(),
+            last_reports: HashMap::new(),
+            ended: Vec::new(),
             config,
             times: StageTimes::default(),
             truth: TruthScore::default(),
@@ -129,7 +138,8 @@ impl Pipeline {
         self.backend.name()
     }
 
-    /// Processes one frame; returns one report per tracked face.
+    /// Processes one frame; returns one report per tracked face, preceded by a `FACE_LOST`
+    /// report for each track that ended on this frame.
     pub fn process(&mut self, frame: &Frame) -> Result<Vec<Report>, PipelineError> {
         let started = Instant::now();
         let faces = match &mut self.faces {
@@ -145,17 +155,17 @@ impl Pipeline {
                 landmarks: None,
             }],
         };
-        self.times.faces.push(started.elapsed());
+        self.times.faces.record(started.elapsed());
 
         if frame.cut {
             for id in self.tracker.end_all() {
-                self.states.remove(&id);
+                self.end_track(id, frame.timestamp_ms, frame.index);
             }
         }
         let boxes: Vec<FaceBox> = faces.iter().map(|f| f.bbox).collect();
         let update = self.tracker.update(&boxes);
-        for id in &update.lost {
-            self.states.remove(id);
+        for &id in &update.lost {
+            self.end_track(id, frame.timestamp_ms, frame.index);
         }
 
         let started = Instant::now();
@@ -170,10 +180,11 @@ impl Pipeline {
                 face.landmarks.as_ref(),
             )?);
         }
-        self.times.preprocess.push(started.elapsed());
+        self.times.preprocess.record(started.elapsed());
 
         let started = Instant::now();
-        let mut reports = Vec::with_capacity(inputs.len());
+        let mut reports = std::mem::take(&mut self.ended);
+        reports.reserve(inputs.len());
         for (a, input) in update.assignments.iter().zip(&inputs) {
             // A new track id is never live and lost tracks' states are dropped above, so a
             // missing entry is exactly a new track: it starts from zeros.
@@ -191,7 +202,7 @@ impl Pipeline {
             if face.score < self.config.low_confidence {
                 flags |= StatusFlags::LOW_CONFIDENCE;
             }
-            reports.push(Report {
+            let report = Report {
                 timestamp_ms: frame.timestamp_ms,
                 frame: frame.index as u32,
                 track: a.track,
@@ -200,9 +211,11 @@ impl Pipeline {
                 bbox: [face.bbox.x, face.bbox.y, face.bbox.w, face.bbox.h],
                 score: face.score,
                 flags: StatusFlags(flags),
-            });
+            };
+            self.last_reports.insert(a.track, report);
+            reports.push(report);
         }
-        self.times.model.push(started.elapsed());
+        self.times.model.record(started.elapsed());
 
         if let Some(truth) = &frame.truth {
             self.score(&reports, truth);
@@ -210,9 +223,44 @@ impl Pipeline {
         Ok(reports)
     }
 
+    /// Ends every live track (the run is stopping): one `FACE_LOST` report each, stamped with
+    /// the newest report's time and frame.
+    pub fn finish(&mut self) -> Vec<Report> {
+        let newest = self
+            .last_reports
+            .values()
+            .map(|r| (r.timestamp_ms, r.frame))
+            .max();
+        if let Some((timestamp_ms, frame)) = newest {
+            for id in self.tracker.end_all() {
+                self.end_track(id, timestamp_ms, u64::from(frame));
+            }
+        }
+        std::mem::take(&mut self.ended)
+    }
+
+    /// Drops a track's state and, when it was ever reported, queues its final report.
+    fn end_track(&mut self, id: u16, timestamp_ms: u64, frame: u64) {
+        self.states.remove(&id);
+        if let Some(last) = self.last_reports.remove(&id) {
+            self.ended.push(Report {
+                timestamp_ms,
+                frame: frame as u32,
+                flags: StatusFlags(
+                    (last.flags.0 & StatusFlags::LOW_CONFIDENCE) | StatusFlags::FACE_LOST,
+                ),
+                ..last
+            });
+        }
+    }
+
     /// Matches reports to ground-truth faces (best IoU, or the only face) and accumulates.
     fn score(&mut self, reports: &[Report], truth: &[crate::source::GroundTruth]) {
-        for r in reports {
+        // A final report repeats its track's last estimate; that frame was scored already.
+        let estimates = reports
+            .iter()
+            .filter(|r| !r.flags.contains(StatusFlags::FACE_LOST));
+        for r in estimates {
             let b = FaceBox {
                 x: r.bbox[0],
                 y: r.bbox[1],

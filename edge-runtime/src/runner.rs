@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::report::{ReportError, Reporter};
 use crate::source::{FrameSource, SourceError};
+use crate::timing::Latency;
 
 /// Why a run stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +58,12 @@ pub struct RunSummary {
     pub skipped_frames: u64,
     /// Reporter errors (each reporter keeps or queues what it can).
     pub report_errors: u64,
-    /// Time spent waiting for and decoding frames, per frame.
-    pub source_times: Vec<Duration>,
-    /// Time spent in reporters, per frame.
-    pub report_times: Vec<Duration>,
+    /// Time spent waiting for and decoding frames.
+    pub source_times: Latency,
+    /// Time spent in reporters.
+    pub report_times: Latency,
+    /// Time of a whole processed frame: source, pipeline and reporters.
+    pub frame_times: Latency,
     /// Wall-clock time of the loop.
     pub elapsed: Duration,
 }
@@ -78,7 +81,7 @@ pub fn run(
     while !stop.load(Ordering::Relaxed)
         && (limits.max_frames == 0 || summary.frames < limits.max_frames)
     {
-        let t = Instant::now();
+        let frame_started = Instant::now();
         let frame = match source.next_frame(limits.poll) {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
@@ -93,7 +96,7 @@ pub fn run(
             }
             Err(e @ SourceError::Config(_)) => return Err(RunError::Source(e)),
         };
-        summary.source_times.push(t.elapsed());
+        summary.source_times.record(frame_started.elapsed());
         let reports = match pipeline.process(&frame) {
             Ok(r) => r,
             Err(PipelineError::Preprocess(e)) => {
@@ -105,29 +108,43 @@ pub fn run(
         };
         summary.frames += 1;
         let t = Instant::now();
-        let mut gone = None;
-        for report in &reports {
-            summary.reports += 1;
-            for r in reporters.iter_mut() {
-                if let Err(e) = r.report(report) {
-                    summary.report_errors += 1;
-                    if e.is_permanent() {
-                        gone.get_or_insert(e);
-                    } else {
-                        tracing::warn!("report: {e}");
-                    }
-                }
-            }
-        }
-        if let Some(e) = gone {
+        if let Err(e) = send(&reports, reporters, &mut summary) {
             drain_all(reporters, limits.drain, &mut summary);
             return Err(RunError::Report(e));
         }
-        summary.report_times.push(t.elapsed());
+        summary.report_times.record(t.elapsed());
+        summary.frame_times.record(frame_started.elapsed());
     }
     summary.elapsed = started.elapsed();
+    // The tracks still live end with the run: each gets its final report.
+    let sent = send(&pipeline.finish(), reporters, &mut summary);
     drain_all(reporters, limits.drain, &mut summary);
+    sent.map_err(RunError::Report)?;
     Ok(summary)
+}
+
+/// Gives every report to every reporter; the first permanent failure is returned after all
+/// reporters had their turn (transient ones are logged and counted).
+fn send(
+    reports: &[crate::report::Report],
+    reporters: &mut [Box<dyn Reporter>],
+    summary: &mut RunSummary,
+) -> Result<(), ReportError> {
+    let mut gone = None;
+    for report in reports {
+        summary.reports += 1;
+        for r in reporters.iter_mut() {
+            if let Err(e) = r.report(report) {
+                summary.report_errors += 1;
+                if e.is_permanent() {
+                    gone.get_or_insert(e);
+                } else {
+                    tracing::warn!("report: {e}");
+                }
+            }
+        }
+    }
+    gone.map_or(Ok(()), Err)
 }
 
 fn drain_all(reporters: &mut [Box<dyn Reporter>], timeout: Duration, summary: &mut RunSummary) {
@@ -136,25 +153,5 @@ fn drain_all(reporters: &mut [Box<dyn Reporter>], timeout: Duration, summary: &m
             summary.report_errors += 1;
             tracing::warn!("draining reports: {e}");
         }
-    }
-}
-
-/// Sorted-sample percentile (`q` in [0, 1]); zero for no samples.
-pub fn percentile(samples: &[Duration], q: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut s = samples.to_vec();
-    s.sort();
-    let ix = ((s.len() - 1) as f64 * q).round() as usize;
-    s[ix.min(s.len() - 1)]
-}
-
-/// Mean of samples; zero for none.
-pub fn mean(samples: &[Duration]) -> Duration {
-    if samples.is_empty() {
-        Duration::ZERO
-    } else {
-        samples.iter().sum::<Duration>() / samples.len() as u32
     }
 }

@@ -22,11 +22,20 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Parses one stdout report line and checks its keys and ranges; returns its frame number.
-fn check_report(line: &str) -> u64 {
+/// One stdout report: its frame number and whether it is a track's final (`face-lost`) report.
+#[derive(Debug, PartialEq)]
+struct Line {
+    frame: u64,
+    face_lost: bool,
+}
+
+/// Parses one stdout report line and checks its keys, ranges and flags.
+fn check_report(line: &str) -> Line {
     let v: serde_json::Value =
         serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
-    for key in ["ts", "frame", "track", "valence", "arousal", "box", "score"] {
+    for key in [
+        "ts", "frame", "track", "valence", "arousal", "box", "score", "flags",
+    ] {
         assert!(v.get(key).is_some(), "{line}: no {key}");
     }
     for key in ["valence", "arousal"] {
@@ -38,10 +47,21 @@ fn check_report(line: &str) -> u64 {
     let bbox = v["box"].as_array().unwrap();
     assert_eq!(bbox.len(), 4, "{line}");
     assert!(bbox.iter().all(|b| b.as_f64().unwrap() >= 0.0), "{line}");
-    v["frame"].as_u64().unwrap()
+    let flags: Vec<&str> = v["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let known = ["new-track", "smoothed", "low-confidence", "face-lost"];
+    assert!(flags.iter().all(|f| known.contains(f)), "{line}");
+    Line {
+        frame: v["frame"].as_u64().unwrap(),
+        face_lost: flags.contains(&"face-lost"),
+    }
 }
 
-fn run_synthetic(extra: &[&str], frames: u64) -> Vec<u64> {
+fn run_synthetic(extra: &[&str], frames: u64) -> Vec<Line> {
     let model = bundled_model();
     let n = frames.to_string();
     let mut args = vec![
@@ -64,16 +84,20 @@ fn run_synthetic(extra: &[&str], frames: u64) -> Vec<u64> {
 }
 
 #[test]
-fn run_without_a_detector_reports_one_face_per_frame() {
-    let frames = run_synthetic(&["--faces", "none"], 5);
-    assert_eq!(frames, vec![0, 1, 2, 3, 4]);
+fn run_without_a_detector_reports_one_face_per_frame_and_ends_the_track() {
+    let lines = run_synthetic(&["--faces", "none"], 5);
+    let line = |frame, face_lost| Line { frame, face_lost };
+    let mut expected: Vec<Line> = (0..5).map(|f| line(f, false)).collect();
+    // The run stops with the face still tracked: its track ends with one final report.
+    expected.push(line(4, true));
+    assert_eq!(lines, expected);
 }
 
 #[test]
 fn run_with_the_bundled_detector_reports_at_most_the_requested_frames() {
-    let frames = run_synthetic(&[], 4);
-    assert!(!frames.is_empty(), "no face found in 4 synthetic frames");
-    assert!(frames.iter().all(|&f| f < 4), "{frames:?}");
+    let lines = run_synthetic(&[], 4);
+    assert!(!lines.is_empty(), "no face found in 4 synthetic frames");
+    assert!(lines.iter().all(|l| l.frame < 4), "{lines:?}");
 }
 
 #[test]

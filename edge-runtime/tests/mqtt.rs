@@ -87,7 +87,9 @@ fn every_report_arrives_as_json_and_the_status_follows_the_device() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["arousal", "box", "frame", "score", "track", "ts", "valence"]
+            [
+                "arousal", "box", "flags", "frame", "score", "track", "ts", "valence"
+            ]
         );
         assert_eq!(v["frame"], sent.frame);
         assert_eq!(v["track"], sent.track);

@@ -63,21 +63,25 @@ fn frame(index: u64) -> Frame {
     }
 }
 
-/// Runs frames `indices` through a pipeline with the bundled model, the face present where
-/// `present` says; returns the reports of each frame.
-fn run(indices: &[u64], present: &[bool]) -> Vec<Vec<Report>> {
+/// A pipeline with the bundled model whose face is present on the frames `present` marks.
+fn pipeline(present: &[bool]) -> Pipeline {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/affect-synth.onnx");
     let backend = TractBackend::load(&model).expect("bundled model");
     let faces = ScriptedFaces {
         present: present.to_vec(),
         next: 0,
     };
-    let mut pipeline = Pipeline::new(
+    Pipeline::new(
         FaceMode::Detect(Box::new(faces)),
         Box::new(backend),
         PipelineConfig::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs frames `indices` through [`pipeline`]; returns the reports of each frame.
+fn run(indices: &[u64], present: &[bool]) -> Vec<Vec<Report>> {
+    let mut pipeline = pipeline(present);
     indices
         .iter()
         .map(|&i| pipeline.process(&frame(i)).unwrap())
@@ -111,4 +115,47 @@ fn a_missed_face_leaves_the_track_state_as_it_was() {
     // And the rule matters: had frames 3 and 4 been stepped, the state would differ.
     let stepped = run(&all, &[true; 8]);
     assert_ne!(va(&stepped[5][0]), va(&with_gap[5][0]));
+}
+
+#[test]
+fn a_track_that_ends_gets_one_final_report_with_its_last_values() {
+    // Seen on frames 0–2, then gone: unseen for more than `max_missed` (5) frames, it is lost on
+    // frame 8; the face comes back on frame 10 as a new track, which ends with the run.
+    let mut present = vec![true; 3];
+    present.extend([false; 7]);
+    present.extend([true; 2]);
+    let max_missed = PipelineConfig::default().tracker.max_missed as usize;
+    assert_eq!(max_missed, 5);
+    let mut pipeline = pipeline(&present);
+    let frames: Vec<Vec<Report>> = (0..present.len() as u64)
+        .map(|i| pipeline.process(&frame(i)).unwrap())
+        .collect();
+    let lost = |r: &&Report| r.flags.contains(StatusFlags::FACE_LOST);
+    let finals: Vec<(usize, Report)> = frames
+        .iter()
+        .enumerate()
+        .flat_map(|(i, reports)| reports.iter().filter(lost).map(move |r| (i, *r)))
+        .collect();
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    let (at, last) = finals[0];
+    assert_eq!(at, 3 + max_missed);
+    let before = frames[2][0];
+    assert_eq!(last.track, before.track);
+    assert_eq!(
+        (last.frame, last.timestamp_ms),
+        (at as u32, frame(at as u64).timestamp_ms)
+    );
+    assert_eq!((va(&last), last.bbox), (va(&before), before.bbox));
+    assert!(!last.flags.contains(StatusFlags::NEW_TRACK));
+
+    let back = frames[10][0];
+    assert!(back.flags.contains(StatusFlags::NEW_TRACK));
+    assert_ne!(back.track, before.track);
+    let ended = pipeline.finish();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].track, back.track);
+    assert!(ended[0].flags.contains(StatusFlags::FACE_LOST));
+    assert_eq!(va(&ended[0]), va(&frames[11][0]));
+    assert_eq!(ended[0].frame, 11);
+    assert!(pipeline.finish().is_empty(), "a track ends once");
 }

@@ -51,8 +51,24 @@ impl StatusFlags {
     pub const SMOOTHED: u8 = 1 << 1;
     /// Detector confidence below the configured threshold.
     pub const LOW_CONFIDENCE: u8 = 1 << 2;
-    /// The face was not detected in this frame; the values are held from the track's last frame.
+    /// The track ended (its face was not seen for the tracker's limit, a scene cut, or the run
+    /// stopped): the track's final report, with the values and box of its last frame.
     pub const FACE_LOST: u8 = 1 << 3;
+    /// Every flag with its name as the text formats spell it (JSON lines, the serial text mode).
+    pub const NAMES: [(u8, &'static str); 4] = [
+        (Self::NEW_TRACK, "new-track"),
+        (Self::SMOOTHED, "smoothed"),
+        (Self::LOW_CONFIDENCE, "low-confidence"),
+        (Self::FACE_LOST, "face-lost"),
+    ];
+
+    /// Names of the set flags, in bit order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(bit, _)| self.contains(*bit))
+            .map(|(_, name)| name)
+    }
 
     /// Whether every bit of `mask` is set.
     pub fn contains(self, mask: u8) -> bool {

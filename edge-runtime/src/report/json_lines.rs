@@ -1,12 +1,14 @@
 //! One JSON object per face per frame (DESIGN.md §6):
-//! `{"ts":…,"frame":…,"track":…,"valence":…,"arousal":…,"box":[x,y,w,h],"score":…}`.
+//! `{"ts":…,"frame":…,"track":…,"valence":…,"arousal":…,"box":[x,y,w,h],"score":…,"flags":[…]}`.
 
 use std::io::Write;
 
 use super::{Report, ReportError, Reporter};
 
 /// The JSON line for one report (no trailing newline). `ts` is seconds since the Unix epoch
-/// with millisecond resolution; `box` is in source-frame pixels.
+/// with millisecond resolution; `box` is in source-frame pixels; `flags` names the set
+/// [`StatusFlags`](affect_shared::wire::StatusFlags) (`"new-track"`, `"smoothed"`,
+/// `"low-confidence"`, `"face-lost"`: the track's final report).
 pub fn to_json_line(report: &Report) -> String {
     serde_json::json!({
         "ts": report.timestamp_ms as f64 / 1000.0,
@@ -16,6 +18,7 @@ pub fn to_json_line(report: &Report) -> String {
         "arousal": report.arousal,
         "box": report.bbox,
         "score": report.score,
+        "flags": report.flags.names().collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -88,11 +91,18 @@ mod tests {
             arousal: -0.5,
             bbox: [10.0, 20.0, 64.0, 64.0],
             score: 0.75,
-            flags: StatusFlags(0),
+            flags: StatusFlags(StatusFlags::NEW_TRACK),
         };
         let mut reporter = JsonLinesReporter::new(Vec::new(), "buffer");
         reporter.report(&report).unwrap();
-        reporter.report(&Report { frame: 8, ..report }).unwrap();
+        let lost = StatusFlags(StatusFlags::SMOOTHED | StatusFlags::FACE_LOST);
+        reporter
+            .report(&Report {
+                frame: 8,
+                flags: lost,
+                ..report
+            })
+            .unwrap();
         reporter.drain(std::time::Duration::ZERO).unwrap();
         let text = String::from_utf8(reporter.into_inner()).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -105,7 +115,9 @@ mod tests {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["arousal", "box", "frame", "score", "track", "ts", "valence"]
+            [
+                "arousal", "box", "flags", "frame", "score", "track", "ts", "valence"
+            ]
         );
         assert_eq!(first["ts"], serde_json::json!(1_700_000_000.123));
         assert_eq!(first["box"], serde_json::json!([10.0, 20.0, 64.0, 64.0]));
@@ -113,7 +125,12 @@ mod tests {
             (first["valence"].as_f64(), first["arousal"].as_f64()),
             (Some(0.25), Some(-0.5))
         );
+        assert_eq!(first["flags"], serde_json::json!(["new-track"]));
         assert_eq!(lines[1]["frame"], 8);
+        assert_eq!(
+            lines[1]["flags"],
+            serde_json::json!(["smoothed", "face-lost"])
+        );
     }
 
     #[test]

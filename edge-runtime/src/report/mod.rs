@@ -76,6 +76,23 @@ impl ReportError {
     }
 }
 
+/// `inner` with the configured post-processing: smoothing outside rate limiting, so the average
+/// sees every frame's estimate and the limiter only thins what leaves the device.
+pub fn post_processed(
+    inner: Box<dyn Reporter>,
+    smoothing: Option<SmoothConfig>,
+    rate_limit: Option<RateLimitConfig>,
+) -> Result<Box<dyn Reporter>, ReportError> {
+    let limited: Box<dyn Reporter> = match rate_limit {
+        Some(r) => Box::new(RateLimited::new(inner, r)?),
+        None => inner,
+    };
+    Ok(match smoothing {
+        Some(s) => Box::new(Smoothed::new(limited, s)?),
+        None => limited,
+    })
+}
+
 /// A destination for reports. Implementations queue rather than block when their link is down.
 pub trait Reporter {
     /// Sends (or queues) one report.
@@ -113,5 +130,70 @@ pub(crate) fn check_finite(report: &Report, what: &str) -> Result<(), ReportErro
             source: affect_shared::wire::WireError::NonFinite(name),
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use affect_shared::wire::StatusFlags;
+
+    use super::*;
+
+    /// Keeps what it receives where the test can read it after handing the reporter over.
+    struct Shared(Arc<Mutex<Vec<Report>>>);
+
+    impl Reporter for Shared {
+        fn report(&mut self, report: &Report) -> Result<(), ReportError> {
+            self.0.lock().unwrap().push(*report);
+            Ok(())
+        }
+        fn drain(&mut self, _: std::time::Duration) -> Result<(), ReportError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn smoothing_sees_every_frame_when_reports_are_rate_limited() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let mut reporter = post_processed(
+            Box::new(Shared(Arc::clone(&got))),
+            Some(SmoothConfig {
+                time_constant_ms: 100.0,
+                reset_after_ms: 1_000,
+            }),
+            Some(RateLimitConfig { max_hz: 10.0 }),
+        )
+        .unwrap();
+        // 40 ms frames: the limiter passes frames 0, 3, 6; the average runs over all of them.
+        let values = [0.0f32, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0];
+        let mut average = 0.0f64;
+        let alpha = 1.0 - (-40.0f64 / 100.0).exp();
+        let mut expected = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                average += alpha * (f64::from(*v) - average);
+            }
+            if i % 3 == 0 {
+                expected.push(average as f32);
+            }
+            let report = Report {
+                timestamp_ms: 40 * i as u64,
+                frame: i as u32,
+                track: 1,
+                valence: *v,
+                arousal: 0.0,
+                bbox: [0.0; 4],
+                score: 1.0,
+                flags: StatusFlags(0),
+            };
+            reporter.report(&report).unwrap();
+        }
+        let got: Vec<f32> = got.lock().unwrap().iter().map(|r| r.valence).collect();
+        assert_eq!(got.len(), expected.len());
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() < 1e-6, "{got:?} vs {expected:?}");
+        }
     }
 }

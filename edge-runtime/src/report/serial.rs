@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use affect_shared::wire::{self, StatusFlags};
+use affect_shared::wire;
 use serde::{Deserialize, Serialize};
 
 use super::link::{LinkOpener, LinkStats, ReopeningLink};
@@ -91,17 +91,7 @@ impl SerialConfig {
 /// One report as a readable line (with `\n`), e.g.
 /// `ts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 box=120,80,96,96 score=0.9876 flags=new-track`.
 pub fn to_text_line(report: &Report) -> String {
-    let names = [
-        (StatusFlags::NEW_TRACK, "new-track"),
-        (StatusFlags::SMOOTHED, "smoothed"),
-        (StatusFlags::LOW_CONFIDENCE, "low-confidence"),
-        (StatusFlags::FACE_LOST, "face-lost"),
-    ];
-    let flags: Vec<&str> = names
-        .iter()
-        .filter(|(bit, _)| report.flags.contains(*bit))
-        .map(|(_, name)| *name)
-        .collect();
+    let flags: Vec<&str> = report.flags.names().collect();
     let [x, y, w, h] = report.bbox;
     format!(
         "ts={}.{:03} frame={} track={} valence={:+.4} arousal={:+.4} box={:.0},{:.0},{:.0},{:.0} score={:.4} flags={}\n",
@@ -306,7 +296,7 @@ mod tests {
             arousal: -0.5,
             bbox: [120.0, 80.0, 96.0, 96.0],
             score: 0.9876,
-            flags: StatusFlags(StatusFlags::NEW_TRACK),
+            flags: wire::StatusFlags(wire::StatusFlags::NEW_TRACK),
         }
     }
 

@@ -66,7 +66,8 @@ struct TrackState {
 /// Replaces each report's valence and arousal with their exponential moving average over the
 /// track, `s += α (x − s)` with `α = 1 − exp(−Δt / τ)` for the capture time Δt since the
 /// track's previous report, and sets the `SMOOTHED` flag. A `NEW_TRACK` report, a track unseen
-/// for `reset_after_ms`, or a clock going backwards restarts the average at the new value.
+/// for `reset_after_ms`, or a clock going backwards restarts the average at the new value. A
+/// track's final (`FACE_LOST`) report carries the average as it stands and forgets the track.
 pub struct Smoothed<R: Reporter> {
     inner: R,
     config: SmoothConfig,
@@ -147,6 +148,16 @@ impl<R: Reporter> Reporter for Smoothed<R> {
         if !(report.valence.is_finite() && report.arousal.is_finite()) {
             // Never let a NaN into the average; the inner reporter names the bad field.
             return self.inner.report(report);
+        }
+        if report.flags.contains(StatusFlags::FACE_LOST) {
+            let last = self.tracks.remove(&report.track);
+            let held = last.map_or(*report, |t| Report {
+                valence: t.valence as f32,
+                arousal: t.arousal as f32,
+                flags: StatusFlags(report.flags.0 | StatusFlags::SMOOTHED),
+                ..*report
+            });
+            return self.inner.report(&held);
         }
         let smoothed = self.smooth(report);
         self.inner.report(&smoothed)
@@ -230,6 +241,27 @@ mod tests {
         );
         assert!(SmoothConfig::from_per_frame_weight(0.0, 40.0).is_err());
         assert!(SmoothConfig::from_per_frame_weight(0.5, 0.0).is_err());
+    }
+
+    #[test]
+    fn a_final_report_carries_the_average_and_forgets_the_track() {
+        let mut smoothed = smoother();
+        smoothed.report(&report(1, 0, 1.0, 0)).unwrap();
+        smoothed.report(&report(1, 50, 0.0, 0)).unwrap();
+        smoothed
+            .report(&report(1, 50, 0.0, StatusFlags::FACE_LOST))
+            .unwrap();
+        // The next report of the id starts afresh, without a NEW_TRACK flag or a gap.
+        smoothed.report(&report(1, 60, -1.0, 0)).unwrap();
+        let reports = smoothed.into_inner().reports;
+        let after_50ms = (-0.5f64).exp() as f32;
+        assert_eq!(reports[2].valence, after_50ms);
+        assert!(
+            reports[2]
+                .flags
+                .contains(StatusFlags::FACE_LOST | StatusFlags::SMOOTHED)
+        );
+        assert_eq!(reports[3].valence, -1.0);
     }
 
     #[test]
