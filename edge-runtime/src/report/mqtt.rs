@@ -253,6 +253,9 @@ impl MqttConfig {
                     return Err(bad("tls.client_cert and tls.client_key go together".into()));
                 }
             };
+            // rumqttc builds its rustls config with the process-wide provider: make it ring
+            // (the only one compiled in) explicitly; a second install is a harmless no-op.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
                 ca,
                 alpn: None,
