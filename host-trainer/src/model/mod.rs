@@ -52,6 +52,7 @@ pub mod backbone;
 pub mod pretrained;
 pub mod rnn;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use affect_shared::metadata::Cell;
@@ -201,6 +202,14 @@ pub enum ModelError {
         /// The weights file.
         path: PathBuf,
         /// What went wrong.
+        message: String,
+    },
+    /// Saved weights do not fit this network (another configuration, or not a checkpoint).
+    #[error("{path} does not fit this network: {message}")]
+    Mismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// Every tensor that is missing, unexpected or shaped differently, in name order.
         message: String,
     },
     /// libtorch failed (file I/O, shapes).
@@ -566,9 +575,50 @@ impl Model {
         Ok(self.vs.save(path)?)
     }
 
-    /// Loads every parameter and buffer saved by [`Model::save`] for the same configuration.
+    /// Loads every parameter and buffer saved by [`Model::save`] for the same configuration. A
+    /// safetensors file is checked against the network first, so a mismatch names every
+    /// differing tensor in name order (libtorch stops at whichever its hash order meets first).
     pub fn load(&mut self, path: &Path) -> Result<(), ModelError> {
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            self.check_fits(path)?;
+        }
         Ok(self.vs.load(path)?)
+    }
+
+    /// Compares the tensor names and shapes in a safetensors file's header with the network's.
+    fn check_fits(&self, path: &Path) -> Result<(), ModelError> {
+        let mismatch = |message: String| ModelError::Mismatch {
+            path: path.to_owned(),
+            message,
+        };
+        let saved = safetensors_shapes(path).map_err(mismatch)?;
+        let mut problems = Vec::new();
+        let ours: BTreeMap<String, Vec<i64>> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| (name, t.size()))
+            .collect();
+        for (name, shape) in &ours {
+            match saved.get(name) {
+                None => problems.push(format!("{name} missing from the file")),
+                Some(s) if s != shape => problems.push(format!(
+                    "{name} is {s:?} in the file, {shape:?} in the network"
+                )),
+                Some(_) => {}
+            }
+        }
+        problems.extend(
+            saved
+                .keys()
+                .filter(|name| !ours.contains_key(*name))
+                .map(|name| format!("{name} in the file is not in the network")),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(mismatch(problems.join("; ")))
+        }
     }
 
     /// The zero recurrent state for `batch` streams (`None` for CNN models).
@@ -711,4 +761,37 @@ fn join_states(states: Vec<RnnState>) -> Option<RnnState> {
             })
         }
     }
+}
+
+/// Tensor names and shapes from a safetensors file's header (8-byte little-endian length, then
+/// JSON), without reading the tensor data.
+fn safetensors_shapes(path: &Path) -> Result<BTreeMap<String, Vec<i64>>, String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| format!("no safetensors header: {e}"))?;
+    let len = u64::from_le_bytes(len);
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len > file_len.saturating_sub(8) {
+        return Err(format!(
+            "header length {len} exceeds the file ({file_len} bytes)"
+        ));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| format!("truncated safetensors header: {e}"))?;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| format!("safetensors header is not JSON: {e}"))?;
+    header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, entry)| {
+            let shape = entry["shape"]
+                .as_array()
+                .and_then(|dims| dims.iter().map(serde_json::Value::as_i64).collect())
+                .ok_or_else(|| format!("{name}: no shape in the header"))?;
+            Ok((name, shape))
+        })
+        .collect()
 }
