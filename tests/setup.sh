@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent machine set-up for the whole test suite (`tests/all.sh`). On top of
 # `tests/setup-edge.sh` (what the edge runtime's build needs) it installs, only when missing:
-#   - Debian packages: mosquitto + clients (MQTT tests), socat (serial tests), cmake;
+#   - Debian packages: mosquitto + clients (MQTT tests), socat (serial tests), cmake, chromium
+#     (the status page is checked in a real headless browser);
+#   - `tests/browser/node_modules`: playwright-core from npm (pinned by its package-lock.json),
+#     which drives that Chromium;
 #   - Rust: the thumbv7em-none-eabihf target (no_std check of `affect-shared`) and cargo-fuzz
 #     (bounded fuzzing of every `fuzz/` target; pinned, built from crates.io);
 #   - a Python venv in "$AFFECT_CACHE/venv" (outside the clone, reused across clones) holding
@@ -13,7 +16,15 @@ set -euo pipefail
 
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup-edge.sh"
 
-apt_install_missing mosquitto mosquitto-clients socat cmake
+apt_install_missing mosquitto mosquitto-clients socat cmake chromium
+
+browser="$AFFECT_ROOT/tests/browser"
+browser_lock="$(sha256sum "$browser/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$browser/node_modules/.affect-lock.sha256" 2>/dev/null)" != "$browser_lock" ]; then
+  log "installing playwright-core (npm, tests/browser)"
+  (cd "$browser" && npm ci --no-audit --no-fund --silent)
+  echo "$browser_lock" > "$browser/node_modules/.affect-lock.sha256"
+fi
 # The Debian mosquitto package starts a system broker on :1883; tests start their own on free ports.
 
 if command -v rustup >/dev/null; then

@@ -2,18 +2,21 @@
 //! backend and reporters, run, and print a summary (stderr, so stdout stays JSON lines).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use affect_edge::backend::{self, BackendError, BackendKind, ModelContract};
 use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
 use affect_edge::faces::{BundledFaces, FacesConfig};
+use affect_edge::http::HttpServer;
 use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig, PipelineError};
 use affect_edge::report::{
     self, JsonLinesReporter, MqttConfig, MqttReporter, Reporter, SerialConfig, SerialReporter,
 };
 use affect_edge::runner::{self, RunLimits, RunSummary};
 use affect_edge::source::{FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera};
+use affect_edge::telemetry::{HealthPolicy, Telemetry};
 
 /// How a command failed: bad configuration or model (exit 2) or anything else (exit 1).
 pub enum Failure {
@@ -150,6 +153,24 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     )
     .map_err(bad)?;
     let mut reporters = open_reporters(config)?;
+    let telemetry = Arc::new(Telemetry::new(
+        contract.identity(),
+        pipeline.backend_name(),
+        HealthPolicy {
+            stale_after: Duration::from_secs_f64(config.http.stale_after_s),
+        },
+    ));
+    let _http = match config.http.listen {
+        Some(addr) => {
+            let server = HttpServer::start(addr, Arc::clone(&telemetry)).map_err(bad)?;
+            tracing::info!(
+                "http: /healthz, /metrics and /status on http://{}",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
     tracing::info!(
         "{} → {} ({}, {}) → {}",
         source.describe(),
@@ -160,14 +181,22 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     );
     let limits = RunLimits {
         max_frames: config.max_frames,
+        status_every: Duration::from_secs_f64(config.status_interval_s),
         ..RunLimits::default()
     };
-    let summary = runner::run(source.as_mut(), &mut pipeline, &mut reporters, stop, limits)
-        .map_err(|e| match e {
-            runner::RunError::Source(_) => bad(e),
-            runner::RunError::Pipeline(PipelineError::Config(_)) => bad(e),
-            _ => other(e),
-        })?;
+    let summary = runner::run(
+        source.as_mut(),
+        &mut pipeline,
+        &mut reporters,
+        &telemetry,
+        stop,
+        limits,
+    )
+    .map_err(|e| match e {
+        runner::RunError::Source(_) => bad(e),
+        runner::RunError::Pipeline(PipelineError::Config(_)) => bad(e),
+        _ => other(e),
+    })?;
     print_summary(&summary, &pipeline);
     Ok(())
 }
@@ -293,10 +322,16 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             max_frames: args.frames,
             ..RunLimits::default()
         };
+        let telemetry = Telemetry::new(
+            contract.identity(),
+            pipeline.backend_name(),
+            HealthPolicy::default(),
+        );
         let s = runner::run(
             source.as_mut(),
             &mut pipeline,
             &mut reporters,
+            &telemetry,
             &stop,
             limits,
         )

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
 use crate::faces::FacesConfig;
+use crate::http::HttpConfig;
 use crate::report::{MqttConfig, RateLimitConfig, SerialConfig, SmoothConfig};
 use crate::source::{CameraConfig, ImageDirConfig, SyntheticConfig};
 use crate::tracker::TrackerConfig;
@@ -162,6 +163,10 @@ pub struct EdgeConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Face tracking.
     pub tracker: TrackerConfig,
+    /// Health, metrics and status over HTTP (`[http]`; off unless `listen` is set).
+    pub http: HttpConfig,
+    /// Seconds between refreshes of the retained MQTT status.
+    pub status_interval_s: f64,
 }
 
 impl Default for EdgeConfig {
@@ -185,6 +190,8 @@ impl Default for EdgeConfig {
             smoothing: None,
             rate_limit: None,
             tracker: TrackerConfig::default(),
+            http: HttpConfig::default(),
+            status_interval_s: 30.0,
         }
     }
 }
@@ -286,6 +293,12 @@ impl EdgeConfig {
         }
         if self.mqtt.queue == 0 {
             return Err(invalid("mqtt.queue", "must be at least 1"));
+        }
+        if !(self.http.stale_after_s.is_finite() && self.http.stale_after_s > 0.0) {
+            return Err(invalid("http.stale_after_s", "must be > 0"));
+        }
+        if !(self.status_interval_s.is_finite() && self.status_interval_s >= 1.0) {
+            return Err(invalid("status_interval_s", "must be ≥ 1"));
         }
         let t = &self.tracker;
         if !(0.0..=1.0).contains(&t.min_iou) || t.max_tracks == 0 {

@@ -63,6 +63,10 @@ struct RunArgs {
     /// Intra-op threads of the inference engine (0 = its default).
     #[arg(long)]
     threads: Option<usize>,
+    /// Serve /healthz, /metrics and /status on this address (e.g. 127.0.0.1:9464; port 0 picks
+    /// a free port, logged at start).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
     /// MQTT password (better: the environment variable).
     #[arg(long, env = "AFFECT_MQTT_PASSWORD", hide_env_values = true)]
     mqtt_password: Option<String>,
@@ -153,6 +157,9 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     }
     if let Some(t) = args.threads {
         config.threads = t;
+    }
+    if args.http.is_some() {
+        config.http.listen = args.http;
     }
     if args.mqtt_password.is_some() {
         config.mqtt.password = args.mqtt_password;

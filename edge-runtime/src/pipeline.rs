@@ -8,7 +8,7 @@
 //! `FACE_LOST`, holding the values and box of its last frame.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use affect_shared::metrics::VaMoments;
 use affect_shared::preprocess::{FaceBox, Preprocess, PreprocessError};
@@ -58,6 +58,21 @@ pub struct StageTimes {
     pub model: Latency,
 }
 
+/// The newest frame's counts and stage times (what telemetry records per frame).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastFrame {
+    /// Faces found.
+    pub faces: usize,
+    /// Tracks alive after the frame.
+    pub tracks: usize,
+    /// Finding faces.
+    pub faces_time: Duration,
+    /// Preprocessing.
+    pub preprocess_time: Duration,
+    /// Model steps.
+    pub model_time: Duration,
+}
+
 /// Predictions vs. ground truth, when the source knows it.
 #[derive(Debug, Clone, Default)]
 pub struct TruthScore {
@@ -99,6 +114,8 @@ pub struct Pipeline {
     config: PipelineConfig,
     /// Stage timings so far.
     pub times: StageTimes,
+    /// The newest processed frame.
+    pub last: LastFrame,
     /// Score against ground truth so far.
     pub truth: TruthScore,
 }
@@ -129,6 +146,7 @@ impl Pipeline {
             ended: Vec::new(),
             config,
             times: StageTimes::default(),
+            last: LastFrame::default(),
             truth: TruthScore::default(),
         })
     }
@@ -155,7 +173,8 @@ impl Pipeline {
                 landmarks: None,
             }],
         };
-        self.times.faces.record(started.elapsed());
+        let faces_time = started.elapsed();
+        self.times.faces.record(faces_time);
 
         if frame.cut {
             for id in self.tracker.end_all() {
@@ -180,7 +199,8 @@ impl Pipeline {
                 face.landmarks.as_ref(),
             )?);
         }
-        self.times.preprocess.record(started.elapsed());
+        let preprocess_time = started.elapsed();
+        self.times.preprocess.record(preprocess_time);
 
         let started = Instant::now();
         let mut reports = std::mem::take(&mut self.ended);
@@ -215,7 +235,15 @@ impl Pipeline {
             self.last_reports.insert(a.track, report);
             reports.push(report);
         }
-        self.times.model.record(started.elapsed());
+        let model_time = started.elapsed();
+        self.times.model.record(model_time);
+        self.last = LastFrame {
+            faces: faces.len(),
+            tracks: self.states.len(),
+            faces_time,
+            preprocess_time,
+            model_time,
+        };
 
         if let Some(truth) = &frame.truth {
             self.score(&reports, truth);

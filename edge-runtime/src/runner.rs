@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::report::{ReportError, Reporter};
 use crate::source::{FrameSource, SourceError};
+use crate::telemetry::{FrameRecord, SkipCause, Telemetry};
 use crate::timing::Latency;
+
+/// How often reporter states and the frame rate reach the telemetry.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a run stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,8 @@ pub struct RunLimits {
     pub poll: Duration,
     /// Time given to reporters to deliver their queues at the end.
     pub drain: Duration,
+    /// How often the device status goes to the reporters (MQTT's retained `<topic>/status`).
+    pub status_every: Duration,
 }
 
 impl Default for RunLimits {
@@ -41,6 +47,7 @@ impl Default for RunLimits {
             max_frames: 0,
             poll: Duration::from_millis(200),
             drain: Duration::from_secs(5),
+            status_every: Duration::from_secs(30),
         }
     }
 }
@@ -68,20 +75,35 @@ pub struct RunSummary {
     pub elapsed: Duration,
 }
 
-/// Runs until the source ends, `limits.max_frames`, or `stop` becomes true.
+/// Runs until the source ends, `limits.max_frames`, or `stop` becomes true; records every
+/// frame in `telemetry` and hands reporters the device status every `limits.status_every`.
 pub fn run(
     source: &mut dyn FrameSource,
     pipeline: &mut Pipeline,
     reporters: &mut [Box<dyn Reporter>],
+    telemetry: &Telemetry,
     stop: &AtomicBool,
     limits: RunLimits,
 ) -> Result<RunSummary, RunError> {
     let mut summary = RunSummary::default();
     let started = Instant::now();
+    let mut next_refresh = started;
+    let mut next_status = started;
     while !stop.load(Ordering::Relaxed)
         && (limits.max_frames == 0 || summary.frames < limits.max_frames)
     {
         let frame_started = Instant::now();
+        if frame_started >= next_refresh {
+            refresh(telemetry, reporters, frame_started);
+            next_refresh = frame_started + REFRESH_EVERY;
+        }
+        if frame_started >= next_status {
+            let status = telemetry.device_status(frame_started);
+            for r in reporters.iter_mut() {
+                r.publish_status(&status);
+            }
+            next_status = frame_started + limits.status_every;
+        }
         let frame = match source.next_frame(limits.poll) {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
@@ -92,16 +114,19 @@ pub fn run(
             Err(SourceError::Decode { what, message }) => {
                 tracing::warn!("{what}: cannot decode frame, skipped: {message}");
                 summary.bad_frames += 1;
+                telemetry.skipped(SkipCause::Undecodable);
                 continue;
             }
             Err(e @ SourceError::Config(_)) => return Err(RunError::Source(e)),
         };
-        summary.source_times.record(frame_started.elapsed());
+        let source_time = frame_started.elapsed();
+        summary.source_times.record(source_time);
         let reports = match pipeline.process(&frame) {
             Ok(r) => r,
             Err(PipelineError::Preprocess(e)) => {
                 tracing::warn!("frame {}: {e}; skipped", frame.index);
                 summary.skipped_frames += 1;
+                telemetry.skipped(SkipCause::Unusable);
                 continue;
             }
             Err(e) => return Err(RunError::Pipeline(e)),
@@ -112,15 +137,36 @@ pub fn run(
             drain_all(reporters, limits.drain, &mut summary);
             return Err(RunError::Report(e));
         }
-        summary.report_times.record(t.elapsed());
+        let report_time = t.elapsed();
+        summary.report_times.record(report_time);
         summary.frame_times.record(frame_started.elapsed());
+        let last = pipeline.last;
+        telemetry.frame(
+            &FrameRecord {
+                faces: last.faces,
+                tracks: last.tracks,
+                reports: reports.len(),
+                source: source_time,
+                faces_time: last.faces_time,
+                preprocess: last.preprocess_time,
+                model: last.model_time,
+                report: report_time,
+            },
+            &reports,
+            Instant::now(),
+        );
     }
     summary.elapsed = started.elapsed();
     // The tracks still live end with the run: each gets its final report.
     let sent = send(&pipeline.finish(), reporters, &mut summary);
     drain_all(reporters, limits.drain, &mut summary);
+    refresh(telemetry, reporters, Instant::now());
     sent.map_err(RunError::Report)?;
     Ok(summary)
+}
+
+fn refresh(telemetry: &Telemetry, reporters: &[Box<dyn Reporter>], now: Instant) {
+    telemetry.refresh(reporters.iter().map(|r| r.health()).collect(), now);
 }
 
 /// Gives every report to every reporter; the first permanent failure is returned after all

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{MqttConfig, MqttReporter, MqttTlsConfig, Report, Reporter};
+use affect_shared::status::{DeviceState, DeviceStatus, ModelIdentity};
 use affect_shared::wire::StatusFlags;
 use mqtt_peers::{Broker, Subscriber, free_port, make_accessible, wait_until};
 
@@ -98,19 +99,57 @@ fn every_report_arrives_as_json_and_the_status_follows_the_device() {
     }
     let stats = reporter.stats();
     assert_eq!((stats.delivered, stats.dropped, stats.queued), (200, 0, 0));
-    assert_eq!(sub.payloads("lab/affect/status"), ["online"]);
+    let status = "lab/affect/status";
+    assert_eq!(states(&sub, status), ["online"]);
+    let first: DeviceStatus = serde_json::from_str(&sub.payloads(status)[0]).unwrap();
+    assert_eq!(first.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+
+    // The runtime refreshes the status with the model and the frame rate.
+    let refreshed = DeviceStatus {
+        state: DeviceState::Online,
+        model: Some(ModelIdentity {
+            sha256: "cd".repeat(32),
+            version: "2026-12-01T00:00:00Z".into(),
+            backbone: "vgg16".into(),
+        }),
+        fps: Some(29.9),
+        uptime_s: Some(42),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+    };
+    reporter.publish_status(&refreshed);
+    wait_until("the refreshed status", Duration::from_secs(5), || {
+        sub.payloads(status).len() >= 2
+    });
+    let second: DeviceStatus = serde_json::from_str(&sub.payloads(status)[1]).unwrap();
+    assert_eq!(second, refreshed);
 
     reporter.close(Duration::from_secs(2)).unwrap();
     wait_until("the offline status", Duration::from_secs(5), || {
-        sub.payloads("lab/affect/status").len() >= 2
+        sub.payloads(status).len() >= 3
     });
-    assert_eq!(sub.payloads("lab/affect/status"), ["online", "offline"]);
+    assert_eq!(sub.payloads(status)[2], r#"{"state":"offline"}"#);
     // Retained: a late subscriber learns the device is offline.
-    let late = Subscriber::start(broker.port, &["lab/affect/status"], None, &[]);
+    let late = Subscriber::start(broker.port, &[status], None, &[]);
     wait_until("the retained status", Duration::from_secs(5), || {
-        !late.payloads("lab/affect/status").is_empty()
+        !late.payloads(status).is_empty()
     });
-    assert_eq!(late.payloads("lab/affect/status"), ["offline"]);
+    assert_eq!(late.payloads(status), [r#"{"state":"offline"}"#]);
+}
+
+/// The `state` of every status message received on `topic`, in order.
+fn states(sub: &Subscriber, topic: &str) -> Vec<String> {
+    sub.payloads(topic)
+        .iter()
+        .map(|p| {
+            let status: DeviceStatus =
+                serde_json::from_str(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            serde_json::to_value(status.state)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
 }
 
 #[test]
@@ -423,16 +462,16 @@ fn a_lost_connection_publishes_the_last_will_and_a_reconnect_announces_online() 
     let reporter = MqttReporter::new(&config(relay.port, "will/affect", 10)).unwrap();
     assert!(reporter.wait_connected(Duration::from_secs(5)));
     wait_until("online", Duration::from_secs(5), || {
-        sub.payloads(status) == ["online"]
+        states(&sub, status) == ["online"]
     });
     relay.cut();
     wait_until("the last will", Duration::from_secs(5), || {
         sub.payloads(status).len() >= 2
     });
-    assert_eq!(sub.payloads(status)[1], "offline");
+    assert_eq!(sub.payloads(status)[1], r#"{"state":"offline"}"#);
     wait_until("online again", Duration::from_secs(10), || {
         sub.payloads(status).len() >= 3
     });
-    assert_eq!(sub.payloads(status), ["online", "offline", "online"]);
+    assert_eq!(states(&sub, status), ["online", "offline", "online"]);
     assert!(reporter.stats().connects >= 2);
 }

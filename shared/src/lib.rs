@@ -14,4 +14,6 @@ pub mod report_error;
 #[cfg(feature = "std")]
 pub mod score;
 #[cfg(feature = "std")]
+pub mod status;
+#[cfg(feature = "std")]
 pub mod synth;

@@ -7,6 +7,8 @@ use affect_shared::contract::{
     C_IN, C_OUT, FACE, H_IN, H_OUT, INPUTS, LANDMARK_VALUES, LANDMARKS, VA,
 };
 use affect_shared::metadata::{Cell, METADATA_KEY, ModelMetadata};
+use affect_shared::status::ModelIdentity;
+use sha2::{Digest, Sha256};
 use tract_onnx::pb::{ModelProto, tensor_shape_proto::dimension::Value as Dim, type_proto};
 use tract_onnx::prelude::Framework;
 
@@ -48,6 +50,8 @@ pub struct ModelContract {
     pub landmarks: bool,
     /// Recurrent state layout (empty for CNN-only models).
     pub state: StateLayout,
+    /// SHA-256 of the file, lowercase hex (the model's identity in status and metrics).
+    pub sha256: String,
 }
 
 impl ModelContract {
@@ -60,18 +64,38 @@ impl ModelContract {
                 message: "no such model file".into(),
             });
         }
-        let proto =
-            tract_onnx::onnx()
-                .proto_model_for_path(path)
-                .map_err(|e| BackendError::Load {
-                    path: display.clone(),
-                    message: format!("not a readable ONNX model: {e:#}"),
-                })?;
-        Self::from_proto(&proto, &display)
+        let bytes = std::fs::read(path).map_err(|e| BackendError::Load {
+            path: display.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_bytes(&bytes, &display)
     }
 
-    /// Checks an already parsed model; `path` is used in messages.
-    pub fn from_proto(proto: &ModelProto, path: &str) -> Result<Self, BackendError> {
+    /// Checks the ONNX model in `bytes`; `path` names it in messages.
+    pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Self, BackendError> {
+        let proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| BackendError::Load {
+                path: path.to_owned(),
+                message: format!("not a readable ONNX model: {e:#}"),
+            })?;
+        let mut contract = Self::from_proto(&proto, path)?;
+        contract.sha256 = sha256_hex(bytes);
+        Ok(contract)
+    }
+
+    /// The identity the device reports for this model.
+    pub fn identity(&self) -> ModelIdentity {
+        ModelIdentity {
+            sha256: self.sha256.clone(),
+            version: self.metadata.created.clone(),
+            backbone: self.metadata.backbone.clone(),
+        }
+    }
+
+    /// Checks an already parsed model; `path` is used in messages. The file's bytes are not
+    /// known here, so `sha256` is left empty ([`Self::from_bytes`] fills it).
+    fn from_proto(proto: &ModelProto, path: &str) -> Result<Self, BackendError> {
         let unsupported = |reason: String| BackendError::Unsupported {
             path: path.to_owned(),
             reason,
@@ -178,8 +202,17 @@ impl ModelContract {
             face_size: size as usize,
             landmarks,
             state,
+            sha256: String::new(),
         })
     }
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Static dimensions of a graph input (`None` for symbolic or unknown).

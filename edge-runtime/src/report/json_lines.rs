@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::{Report, ReportError, Reporter};
+use super::{Report, ReportError, Reporter, ReporterHealth};
 
 /// The JSON line for one report (no trailing newline). `ts` is seconds since the Unix epoch
 /// with millisecond resolution; `box` is in source-frame pixels; `flags` names the set
@@ -28,15 +28,14 @@ pub fn to_json_line(report: &Report) -> String {
 pub struct JsonLinesReporter<W: Write> {
     out: W,
     name: String,
+    written: u64,
+    last_error: Option<String>,
 }
 
 impl JsonLinesReporter<std::io::Stdout> {
     /// Reports on standard output.
     pub fn stdout() -> Self {
-        Self {
-            out: std::io::stdout(),
-            name: "stdout".into(),
-        }
+        Self::new(std::io::stdout(), "stdout")
     }
 }
 
@@ -46,6 +45,8 @@ impl<W: Write> JsonLinesReporter<W> {
         Self {
             out,
             name: name.into(),
+            written: 0,
+            last_error: None,
         }
     }
 
@@ -65,13 +66,32 @@ impl<W: Write> JsonLinesReporter<W> {
 impl<W: Write> Reporter for JsonLinesReporter<W> {
     fn report(&mut self, report: &Report) -> Result<(), ReportError> {
         let line = to_json_line(report);
-        writeln!(self.out, "{line}")
-            .and_then(|()| self.out.flush())
-            .map_err(|e| self.io(e))
+        match writeln!(self.out, "{line}").and_then(|()| self.out.flush()) {
+            Ok(()) => {
+                self.written += 1;
+                self.last_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.last_error = Some(e.to_string());
+                Err(self.io(e))
+            }
+        }
     }
 
     fn drain(&mut self, _timeout: std::time::Duration) -> Result<(), ReportError> {
         self.out.flush().map_err(|e| self.io(e))
+    }
+
+    /// Unqueued: a line is written or it fails; `connected` is whether the last write worked.
+    fn health(&self) -> ReporterHealth {
+        ReporterHealth {
+            name: self.name.clone(),
+            connected: self.last_error.is_none(),
+            delivered: self.written,
+            last_error: self.last_error.clone(),
+            ..ReporterHealth::default()
+        }
     }
 }
 

@@ -168,6 +168,11 @@ impl<O: LinkOpener> ReopeningLink<O> {
         self.link.is_some()
     }
 
+    /// Most messages the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// The last open or write error, if any.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()

@@ -1,6 +1,6 @@
 //! A reporter that keeps reports in memory: the sink for pipeline tests.
 
-use super::{Report, ReportError, Reporter};
+use super::{Report, ReportError, Reporter, ReporterHealth};
 
 /// Collects every report in order.
 #[derive(Debug, Default)]
@@ -17,5 +17,14 @@ impl Reporter for MemoryReporter {
 
     fn drain(&mut self, _timeout: std::time::Duration) -> Result<(), ReportError> {
         Ok(())
+    }
+
+    fn health(&self) -> ReporterHealth {
+        ReporterHealth {
+            name: "memory".into(),
+            connected: true,
+            delivered: self.reports.len() as u64,
+            ..ReporterHealth::default()
+        }
     }
 }

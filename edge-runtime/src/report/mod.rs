@@ -15,12 +15,14 @@ mod rate_limit;
 mod serial;
 mod smooth;
 
+use affect_shared::status::DeviceStatus;
 pub use affect_shared::wire::Report;
 pub use json_lines::{JsonLinesReporter, to_json_line};
 pub use link::{LinkOpener, LinkStats, ReopeningLink};
 pub use memory::MemoryReporter;
 pub use mqtt::{MqttConfig, MqttReporter, MqttStats, MqttTlsConfig};
 pub use rate_limit::{RateLimitConfig, RateLimited};
+use serde::Serialize;
 pub use serial::{SerialConfig, SerialMode, SerialOpener, SerialReporter, to_text_line};
 pub use smooth::{SmoothConfig, Smoothed};
 
@@ -93,12 +95,51 @@ pub fn post_processed(
     })
 }
 
+/// A reporter's delivery state now: what health checks, metrics and the status page show.
+/// Every report a reporter accepted is delivered, queued or dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReporterHealth {
+    /// Destination (`stdout`, the serial port, the broker URL without credentials).
+    pub name: String,
+    /// The link is up (port open, broker connected, last write succeeded).
+    pub connected: bool,
+    /// Reports delivered: written completely, or for MQTT acknowledged by the broker.
+    pub delivered: u64,
+    /// Reports waiting for the link.
+    pub queued: usize,
+    /// Most reports the queue holds before the oldest is dropped (0: no queue).
+    pub capacity: usize,
+    /// Reports dropped because the queue was full.
+    pub dropped: u64,
+    /// Times the link came back after a loss.
+    pub reconnects: u64,
+    /// The last link error, if any.
+    pub last_error: Option<String>,
+}
+
+impl ReporterHealth {
+    /// Reports accepted so far: delivered, queued or dropped.
+    pub fn accepted(&self) -> u64 {
+        self.delivered + self.queued as u64 + self.dropped
+    }
+
+    /// Healthy: connected, or down with room left in its queue (nothing dropped yet now).
+    pub fn is_healthy(&self) -> bool {
+        self.connected || self.queued < self.capacity
+    }
+}
+
 /// A destination for reports. Implementations queue rather than block when their link is down.
 pub trait Reporter {
     /// Sends (or queues) one report.
     fn report(&mut self, report: &Report) -> Result<(), ReportError>;
     /// Delivers everything queued, waiting at most `timeout`; called on shutdown.
     fn drain(&mut self, timeout: std::time::Duration) -> Result<(), ReportError>;
+    /// Delivery state now.
+    fn health(&self) -> ReporterHealth;
+    /// Takes the device status to publish; reporters with a status channel (MQTT's retained
+    /// `<topic>/status`) send it, the others have nowhere to put it.
+    fn publish_status(&mut self, _status: &DeviceStatus) {}
 }
 
 impl<R: Reporter + ?Sized> Reporter for Box<R> {
@@ -108,6 +149,14 @@ impl<R: Reporter + ?Sized> Reporter for Box<R> {
 
     fn drain(&mut self, timeout: std::time::Duration) -> Result<(), ReportError> {
         (**self).drain(timeout)
+    }
+
+    fn health(&self) -> ReporterHealth {
+        (**self).health()
+    }
+
+    fn publish_status(&mut self, status: &DeviceStatus) {
+        (**self).publish_status(status);
     }
 }
 
@@ -151,6 +200,10 @@ mod tests {
         }
         fn drain(&mut self, _: std::time::Duration) -> Result<(), ReportError> {
             Ok(())
+        }
+
+        fn health(&self) -> ReporterHealth {
+            ReporterHealth::default()
         }
     }
 

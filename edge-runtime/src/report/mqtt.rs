@@ -4,8 +4,10 @@
 //!   [`to_json_line`]; the `track` field says which face). One topic rather than
 //!   `<topic>/<track>`: a subscriber needs one subscription, and brokers keep the order of a
 //!   client's messages per topic, so reports of all faces arrive in capture order. The device
-//!   state is the retained message on `<topic>/status`: `online` after every connect, `offline`
-//!   on a clean shutdown and, as the last will, when the device vanishes without one.
+//!   state is the retained JSON message on `<topic>/status` ([`DeviceStatus`]):
+//!   `{"state":"online","model":{…},"fps":…,"uptime_s":…,"version":…}` after every connect and
+//!   whenever the runtime refreshes it, `{"state":"offline"}` on a clean shutdown and, as the
+//!   last will, when the device vanishes without one.
 //! * **Delivery.** Reports wait in a bounded outbox until the broker acknowledges them (PUBACK).
 //!   While the broker is unreachable the reporter reconnects with exponential backoff; once it is
 //!   back, everything in the outbox is published again in order. Beyond `queue` unacknowledged
@@ -27,8 +29,10 @@ use rumqttc::{
 };
 use serde::{Deserialize, Serialize};
 
+use affect_shared::status::{DeviceState, DeviceStatus};
+
 use super::outbox::{Outbox, Publication};
-use super::{Report, ReportError, Reporter, check_finite, to_json_line};
+use super::{Report, ReportError, Reporter, ReporterHealth, check_finite, to_json_line};
 use crate::backoff::{Backoff, BackoffConfig};
 
 /// TLS settings of the broker connection.
@@ -223,7 +227,7 @@ impl MqttConfig {
             .set_inflight(self.inflight.saturating_add(2))
             .set_last_will(LastWill::new(
                 self.status_topic(),
-                "offline",
+                DeviceStatus::offline().to_json(),
                 QoS::AtLeastOnce,
                 true,
             ));
@@ -290,6 +294,8 @@ struct State {
     stopping: bool,
     connects: u64,
     last_error: Option<String>,
+    /// The retained `online` status JSON, published after every connect.
+    status: String,
 }
 
 struct Shared {
@@ -312,6 +318,7 @@ pub struct MqttReporter {
     topic: String,
     status_topic: String,
     window: usize,
+    capacity: usize,
     what: String,
     network: Option<JoinHandle<()>>,
 }
@@ -335,6 +342,14 @@ impl MqttReporter {
                 stopping: false,
                 connects: 0,
                 last_error: None,
+                status: DeviceStatus {
+                    state: DeviceState::Online,
+                    model: None,
+                    fps: None,
+                    uptime_s: None,
+                    version: Some(env!("CARGO_PKG_VERSION").into()),
+                }
+                .to_json(),
             }),
             changed: Condvar::new(),
         });
@@ -360,6 +375,7 @@ impl MqttReporter {
             topic: config.topic.clone(),
             status_topic: config.status_topic(),
             window,
+            capacity: config.queue,
             what: config.address(),
             network: Some(network),
         })
@@ -417,7 +433,7 @@ impl MqttReporter {
                     self.status_topic.as_str(),
                     QoS::AtLeastOnce,
                     true,
-                    "offline",
+                    DeviceStatus::offline().to_json(),
                 );
                 if offline.is_ok() {
                     state.outbox.mark_status_sent();
@@ -486,6 +502,45 @@ impl Reporter for MqttReporter {
         }
         Ok(())
     }
+
+    fn health(&self) -> ReporterHealth {
+        let state = self.shared.lock();
+        ReporterHealth {
+            name: self.what.clone(),
+            connected: state.connected,
+            delivered: state.outbox.delivered(),
+            queued: state.outbox.len(),
+            capacity: self.capacity,
+            dropped: state.outbox.dropped(),
+            reconnects: state.connects.saturating_sub(1),
+            last_error: state.last_error.clone(),
+        }
+    }
+
+    /// Keeps `status` as the retained `online` message: published now when connected (a full
+    /// client channel skips this refresh; the next one or the next connect carries it), and
+    /// again after every reconnect.
+    fn publish_status(&mut self, status: &DeviceStatus) {
+        let json = status.to_json();
+        let mut state = self.shared.lock();
+        if state.stopping {
+            return;
+        }
+        if state.connected
+            && self
+                .client
+                .try_publish(
+                    self.status_topic.as_str(),
+                    QoS::AtLeastOnce,
+                    true,
+                    json.clone(),
+                )
+                .is_ok()
+        {
+            state.outbox.mark_status_sent();
+        }
+        state.status = json;
+    }
 }
 
 /// Hands waiting reports to the client while the in-flight window has room.
@@ -532,7 +587,12 @@ impl NetworkLoop {
                     }
                     if self
                         .client
-                        .try_publish(self.status_topic.as_str(), QoS::AtLeastOnce, true, "online")
+                        .try_publish(
+                            self.status_topic.as_str(),
+                            QoS::AtLeastOnce,
+                            true,
+                            state.status.clone(),
+                        )
                         .is_ok()
                     {
                         state.outbox.mark_status_sent();

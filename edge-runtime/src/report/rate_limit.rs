@@ -7,7 +7,8 @@ use std::time::Duration;
 use affect_shared::wire::StatusFlags;
 use serde::{Deserialize, Serialize};
 
-use super::{Report, ReportError, Reporter};
+use super::{Report, ReportError, Reporter, ReporterHealth};
+use affect_shared::status::DeviceStatus;
 
 /// Rate limit settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -102,6 +103,14 @@ impl<R: Reporter> Reporter for RateLimited<R> {
 
     fn drain(&mut self, timeout: Duration) -> Result<(), ReportError> {
         self.inner.drain(timeout)
+    }
+
+    fn health(&self) -> ReporterHealth {
+        self.inner.health()
+    }
+
+    fn publish_status(&mut self, status: &DeviceStatus) {
+        self.inner.publish_status(status);
     }
 }
 

@@ -13,7 +13,7 @@ use affect_shared::wire;
 use serde::{Deserialize, Serialize};
 
 use super::link::{LinkOpener, LinkStats, ReopeningLink};
-use super::{Report, ReportError, Reporter, check_finite};
+use super::{Report, ReportError, Reporter, ReporterHealth, check_finite};
 use crate::backoff::BackoffConfig;
 
 /// What goes over the line.
@@ -254,6 +254,20 @@ impl<O: LinkOpener> Reporter for SerialReporter<O> {
             waited_ms: timeout.as_millis() as u64,
             detail: self.link.last_error().unwrap_or("link up").to_owned(),
         })
+    }
+
+    fn health(&self) -> ReporterHealth {
+        let stats = self.link.stats();
+        ReporterHealth {
+            name: self.link.describe(),
+            connected: self.link.is_open(),
+            delivered: stats.sent,
+            queued: stats.queued,
+            capacity: self.link.capacity(),
+            dropped: stats.dropped,
+            reconnects: stats.opens.saturating_sub(1),
+            last_error: self.link.last_error().map(str::to_owned),
+        }
     }
 }
 

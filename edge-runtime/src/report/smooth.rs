@@ -6,7 +6,8 @@ use std::time::Duration;
 use affect_shared::wire::StatusFlags;
 use serde::{Deserialize, Serialize};
 
-use super::{Report, ReportError, Reporter};
+use super::{Report, ReportError, Reporter, ReporterHealth};
+use affect_shared::status::DeviceStatus;
 
 /// Smoothing settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -165,6 +166,14 @@ impl<R: Reporter> Reporter for Smoothed<R> {
 
     fn drain(&mut self, timeout: Duration) -> Result<(), ReportError> {
         self.inner.drain(timeout)
+    }
+
+    fn health(&self) -> ReporterHealth {
+        self.inner.health()
+    }
+
+    fn publish_status(&mut self, status: &DeviceStatus) {
+        self.inner.publish_status(status);
     }
 }
 
