@@ -91,7 +91,7 @@ pub fn face_mode(
                 ..config.face_models
             };
             FaceMode::Detect(Box::new(
-                BundledFaces::from_dir(&config.models_dir, &faces_config).map_err(bad)?,
+                BundledFaces::load(config.models_dir.as_deref(), &faces_config).map_err(bad)?,
             ))
         }
     })
@@ -137,7 +137,7 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
 
 /// `affect-edge run`.
 pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
-    let model = config.model_path();
+    let model = config.model_file();
     let backend = backend::load(config.backend, &model, config.threads).map_err(backend_failure)?;
     let contract = backend.contract().clone();
     let faces = config.faces_mode();
@@ -174,7 +174,7 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     tracing::info!(
         "{} → {} ({}, {}) → {}",
         source.describe(),
-        model.display(),
+        model.describe(),
         pipeline.backend_name(),
         describe_model(&contract),
         config.report.join(", ")
@@ -256,7 +256,7 @@ fn print_summary(s: &RunSummary, p: &Pipeline) {
 
 /// `affect-edge info MODEL`.
 pub fn info(model: &Path) -> Result<(), Failure> {
-    let contract = ModelContract::from_file(model).map_err(backend_failure)?;
+    let contract = ModelContract::load(&model.into()).map_err(backend_failure)?;
     println!("{}", describe_model(&contract));
     println!(
         "{}",
@@ -290,7 +290,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         max_frames: args.frames,
         ..EdgeConfig::default()
     };
-    let model = config.model_path();
+    let model = config.model_file();
     let faces = config.faces_mode();
     let mut results = Vec::new();
     for kind in [BackendKind::Tract, BackendKind::Onnxruntime] {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendKind;
 use crate::faces::FacesConfig;
 use crate::http::HttpConfig;
+use crate::models::ModelFile;
 use crate::report::{MqttConfig, RateLimitConfig, SerialConfig, SmoothConfig};
 use crate::source::{CameraConfig, ImageDirConfig, SyntheticConfig};
 use crate::tracker::TrackerConfig;
@@ -143,8 +144,9 @@ pub struct EdgeConfig {
     pub max_frames: u64,
     /// Pace file and synthetic sources at this rate (0 = as fast as possible).
     pub fps: f32,
-    /// Directory with the bundled models.
-    pub models_dir: PathBuf,
+    /// Directory with the bundled models' files, overriding the copies embedded in the
+    /// binary; default `$AFFECT_MODELS`, else none (the embedded models).
+    pub models_dir: Option<PathBuf>,
     /// Camera settings (`[camera]`; the device comes from `source`).
     pub camera: CameraConfig,
     /// Image directory settings (`[images]`; the path comes from `source`).
@@ -180,7 +182,7 @@ impl Default for EdgeConfig {
             threads: 0,
             max_frames: 0,
             fps: 0.0,
-            models_dir: default_models_dir(),
+            models_dir: std::env::var_os("AFFECT_MODELS").map(PathBuf::from),
             camera: CameraConfig::default(),
             images: ImageDirConfig::default(),
             synthetic: SyntheticConfig::default(),
@@ -194,18 +196,6 @@ impl Default for EdgeConfig {
             status_interval_s: 30.0,
         }
     }
-}
-
-/// `$AFFECT_MODELS`, else `models/` next to the executable's workspace, else `./models`.
-pub fn default_models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AFFECT_MODELS") {
-        return dir.into();
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    if repo.is_dir() {
-        return repo;
-    }
-    PathBuf::from("models")
 }
 
 /// Bundled model trained on the synthetic generator (for the synthetic camera / demo).
@@ -231,18 +221,20 @@ impl EdgeConfig {
         })
     }
 
-    /// The model to load: explicit, or the bundled default for the source: the model trained on
-    /// the synthetic generator for the synthetic camera when it is bundled, otherwise the
-    /// expression-based model for real faces.
-    pub fn model_path(&self) -> PathBuf {
+    /// The model to load: explicit, or the bundled default for the source (from
+    /// `models_dir` when set, else embedded): the model trained on the synthetic generator for
+    /// the synthetic camera when it is there, otherwise the expression-based model for real
+    /// faces.
+    pub fn model_file(&self) -> ModelFile {
         if let Some(m) = &self.model {
-            return m.clone();
+            return ModelFile::Path(m.clone());
         }
-        let synthetic = self.models_dir.join(SYNTHETIC_MODEL);
-        if matches!(self.source, SourceSpec::Synthetic(_)) && synthetic.is_file() {
+        let dir = self.models_dir.as_deref();
+        let synthetic = ModelFile::resolve(dir, SYNTHETIC_MODEL);
+        if matches!(self.source, SourceSpec::Synthetic(_)) && synthetic.exists() {
             synthetic
         } else {
-            self.models_dir.join(EXPRESSION_MODEL)
+            ModelFile::resolve(dir, EXPRESSION_MODEL)
         }
     }
 
@@ -340,9 +332,7 @@ mod tests {
         assert_eq!(c.report.len(), 2);
         assert_eq!(c.mqtt.queue, 50);
         c.validate().unwrap();
-        assert!(
-            c.model_path().ends_with(SYNTHETIC_MODEL) || c.model_path().ends_with(EXPRESSION_MODEL)
-        );
+        assert!(c.model_file().describe().ends_with(SYNTHETIC_MODEL));
         assert_eq!(c.faces_mode(), FacesSpec::None);
 
         let e =

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod config;
 pub mod faces;
 pub mod http;
+pub mod models;
 pub mod pipeline;
 pub mod report;
 pub mod runner;

@@ -265,3 +265,66 @@ fn a_closed_stdout_ends_the_run_with_exit_code_1() {
     );
     assert!(!errors.contains("panicked"), "{errors}");
 }
+
+/// The binary alone, copied into an empty directory with no models directory anywhere in
+/// reach, runs the synthetic camera and an image directory on its embedded models.
+#[test]
+fn the_binary_alone_runs_on_its_embedded_models() {
+    use affect_edge::source::{FrameSource, SyntheticCamera, SyntheticConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("affect-edge");
+    std::fs::copy(env!("CARGO_BIN_EXE_affect-edge"), &binary).unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let mut camera = SyntheticCamera::new(&SyntheticConfig {
+        seed: 4,
+        people: Some(1),
+        fps: None,
+        ..SyntheticConfig::default()
+    })
+    .unwrap();
+    for i in 0..5 {
+        let frame = camera.next_frame(Duration::ZERO).unwrap().unwrap();
+        frame.image.save(frames.join(format!("{i}.png"))).unwrap();
+    }
+    let frames_arg = format!("images:{}", frames.display());
+    for (args, model) in [
+        (
+            vec!["run", "--source", "synthetic:2", "--max-frames", "20"],
+            "embedded:affect-synth.onnx",
+        ),
+        (
+            vec!["run", "--source", frames_arg.as_str()],
+            "embedded:expression-va.onnx",
+        ),
+    ] {
+        let out = Command::new(&binary)
+            .args(&args)
+            .current_dir(dir.path())
+            .env_remove("AFFECT_MODELS")
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let log = stderr(&out);
+        assert!(out.status.success(), "{args:?}: {log}");
+        assert!(log.contains(model), "{args:?} did not load {model}: {log}");
+        let reports = String::from_utf8_lossy(&out.stdout);
+        assert!(reports.lines().count() >= 1, "{args:?}: no reports; {log}");
+        for line in reports.lines() {
+            check_report(line);
+        }
+    }
+    // A models directory still overrides the embedded copies, and a missing one is named.
+    let out = Command::new(&binary)
+        .args(["run", "--source", "synthetic:2", "--max-frames", "2"])
+        .env("AFFECT_MODELS", dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nowhere/expression-va.onnx: no such model file"),
+        "{}",
+        stderr(&out)
+    );
+}

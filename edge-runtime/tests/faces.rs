@@ -107,7 +107,7 @@ fn astronaut_has_one_face_matching_onnx_runtime() {
     let Some(python) = python() else { return };
     let image = astronaut(&python);
     let frame = load_rgb(&image);
-    let mut finder = BundledFaces::from_dir(&models(), &FacesConfig::default()).unwrap();
+    let mut finder = BundledFaces::load(Some(&models()), &FacesConfig::default()).unwrap();
     let faces = finder.find(&frame).unwrap();
     let reference = oracle(&python, &image, &["--expression"]);
     let expected = reference["faces"].as_array().unwrap();
@@ -227,7 +227,7 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
         },
         ..FacesConfig::default()
     };
-    let mut finder = BundledFaces::from_dir(&models(), &config).unwrap();
+    let mut finder = BundledFaces::load(Some(&models()), &config).unwrap();
     let faces = finder.find(&frame).unwrap();
     let reference = oracle(&python, &image, &["--tile", "256", "--overlap", "96"]);
     let expected = reference["faces"].as_array().unwrap();
@@ -264,7 +264,7 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
     );
     // Without tiles, BlazeFace (a selfie-distance detector) sees none of these ~50 px faces in
     // a 1666 px frame: tiling is what finds them.
-    let whole_only = BlazeFace::load(&models().join(DETECTOR_FILE), DetectorConfig::default())
+    let whole_only = BlazeFace::load(models().join(DETECTOR_FILE), DetectorConfig::default())
         .unwrap()
         .detect(&frame)
         .unwrap();
@@ -301,7 +301,7 @@ fn the_wrong_model_file_is_refused_by_name() {
     let err = BlazeFace::load(&landmarks_path, DetectorConfig::default()).unwrap_err();
     let text = err.to_string();
     assert!(text.contains(LANDMARKS_FILE), "{text}");
-    let err = LandmarkNet::load(&models().join(DETECTOR_FILE), DEFAULT_MARGIN).unwrap_err();
+    let err = LandmarkNet::load(models().join(DETECTOR_FILE), DEFAULT_MARGIN).unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains(DETECTOR_FILE) && text.contains("[1, 3, 112, 112]"),
@@ -318,7 +318,7 @@ fn the_wrong_model_file_is_refused_by_name() {
 
 #[test]
 fn a_blank_frame_has_no_faces() {
-    let mut finder = BundledFaces::from_dir(&models(), &FacesConfig::default()).unwrap();
+    let mut finder = BundledFaces::load(Some(&models()), &FacesConfig::default()).unwrap();
     let grey = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
     assert!(finder.find(&grey).unwrap().is_empty());
     assert!(finder.find(&image::RgbImage::new(0, 0)).unwrap().is_empty());
@@ -346,8 +346,8 @@ fn latency_tract_vs_onnx_runtime() {
     let frame = load_rgb(&image);
     let runs = 200;
     let detector =
-        BlazeFace::load(&models().join(DETECTOR_FILE), DetectorConfig::default()).unwrap();
-    let net = LandmarkNet::load(&models().join(LANDMARKS_FILE), DEFAULT_MARGIN).unwrap();
+        BlazeFace::load(models().join(DETECTOR_FILE), DetectorConfig::default()).unwrap();
+    let net = LandmarkNet::load(models().join(LANDMARKS_FILE), DEFAULT_MARGIN).unwrap();
     let region = Region {
         x: 0,
         y: 0,

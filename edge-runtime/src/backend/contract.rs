@@ -1,7 +1,6 @@
 //! The streaming-model contract, checked on the ONNX file itself before any backend loads it.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use affect_shared::contract::{
     C_IN, C_OUT, FACE, H_IN, H_OUT, INPUTS, LANDMARK_VALUES, LANDMARKS, VA,
@@ -13,6 +12,7 @@ use tract_onnx::pb::{ModelProto, tensor_shape_proto::dimension::Value as Dim, ty
 use tract_onnx::prelude::Framework;
 
 use super::BackendError;
+use crate::models::ModelFile;
 
 /// Shape of a track's recurrent state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,20 +55,9 @@ pub struct ModelContract {
 }
 
 impl ModelContract {
-    /// Reads the ONNX file at `path` and checks it.
-    pub fn from_file(path: &Path) -> Result<Self, BackendError> {
-        let display = path.display().to_string();
-        if !path.is_file() {
-            return Err(BackendError::Load {
-                path: display,
-                message: "no such model file".into(),
-            });
-        }
-        let bytes = std::fs::read(path).map_err(|e| BackendError::Load {
-            path: display.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::from_bytes(&bytes, &display)
+    /// Reads the model and checks it.
+    pub fn load(model: &ModelFile) -> Result<Self, BackendError> {
+        Self::from_bytes(&read_model(model)?, &model.describe())
     }
 
     /// Checks the ONNX model in `bytes`; `path` names it in messages.
@@ -205,6 +194,22 @@ impl ModelContract {
             sha256: String::new(),
         })
     }
+}
+
+/// The bytes of `model`; a missing or unreadable file is a load error naming it.
+pub(super) fn read_model(
+    model: &ModelFile,
+) -> Result<std::borrow::Cow<'static, [u8]>, BackendError> {
+    if !model.exists() {
+        return Err(BackendError::Load {
+            path: model.describe(),
+            message: "no such model file".into(),
+        });
+    }
+    model.read().map_err(|e| BackendError::Load {
+        path: model.describe(),
+        message: format!("cannot read: {e}"),
+    })
 }
 
 /// Lowercase hex SHA-256 of `bytes`.

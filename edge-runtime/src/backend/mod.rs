@@ -18,6 +18,8 @@ use std::path::Path;
 use affect_shared::metadata::ModelMetadata;
 use affect_shared::preprocess::FaceInput;
 
+use crate::models::ModelFile;
+
 pub use contract::{ModelContract, StateLayout};
 #[cfg(feature = "onnxruntime")]
 pub use onnxruntime::{ExecutionProvider, OnnxRuntimeBackend};
@@ -104,17 +106,17 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
-/// Loads `path` with the chosen backend. `threads` bounds intra-op parallelism (0 = default).
+/// Loads `model` with the chosen backend. `threads` bounds intra-op parallelism (0 = default).
 pub fn load(
     kind: BackendKind,
-    path: &Path,
+    model: &ModelFile,
     threads: usize,
 ) -> Result<Box<dyn AffectBackend>, BackendError> {
     match kind {
-        BackendKind::Tract => Ok(Box::new(TractBackend::load(path)?)),
+        BackendKind::Tract => Ok(Box::new(TractBackend::load(model)?)),
         #[cfg(feature = "onnxruntime")]
         BackendKind::Onnxruntime => Ok(Box::new(OnnxRuntimeBackend::load(
-            path,
+            model,
             ExecutionProvider::Cpu,
             threads,
         )?)),
@@ -131,5 +133,5 @@ pub fn load(
 
 /// Reads and validates the `affect` metadata JSON of an ONNX file without running it.
 pub fn read_metadata(path: &Path) -> Result<ModelMetadata, BackendError> {
-    Ok(ModelContract::from_file(path)?.metadata)
+    Ok(ModelContract::load(&path.into())?.metadata)
 }

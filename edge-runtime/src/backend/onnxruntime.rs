@@ -4,7 +4,6 @@
 //! registered with `error_on_failure`, so a missing provider is an error, never a silent CPU
 //! fallback.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use affect_shared::contract::{
@@ -15,7 +14,9 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor;
 
+use super::contract::read_model;
 use super::{AffectBackend, BackendError, ModelContract, TrackState};
+use crate::models::ModelFile;
 
 /// Where ONNX Runtime executes the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +61,15 @@ impl OnnxRuntimeBackend {
     /// Loads and checks the model at `path` on `provider` with `threads` intra-op threads
     /// (0 = ONNX Runtime's default).
     pub fn load(
-        path: &Path,
+        model: impl Into<ModelFile>,
         provider: ExecutionProvider,
         threads: usize,
     ) -> Result<Self, BackendError> {
-        let contract = ModelContract::from_file(path)?;
+        let model = model.into();
+        let bytes = read_model(&model)?;
+        let display = model.describe();
+        let contract = ModelContract::from_bytes(&bytes, &display)?;
         let env = environment()?;
-        let display = path.display().to_string();
         let load_err = |e: String| BackendError::Load {
             path: display.clone(),
             message: e,
@@ -98,7 +101,7 @@ impl OnnxRuntimeBackend {
             }
         };
         let session = builder
-            .commit_from_file(path)
+            .commit_from_memory(&bytes)
             .map_err(|e| load_err(e.to_string()))?;
         Ok(Self {
             contract,

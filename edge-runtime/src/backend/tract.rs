@@ -1,7 +1,6 @@
 //! tract backend: pure Rust, runs the fp32 graph (tract keeps QDQ int8 graphs as float convs
 //! and its own int8 kernels are slower than fp32 on x86, DESIGN.md §4).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use affect_shared::contract::{
@@ -11,7 +10,9 @@ use affect_shared::metadata::Precision;
 use affect_shared::preprocess::FaceInput;
 use tract_onnx::prelude::*;
 
+use super::contract::read_model;
 use super::{AffectBackend, BackendError, ModelContract, TrackState};
+use crate::models::ModelFile;
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -36,10 +37,12 @@ enum InputName {
 }
 
 impl TractBackend {
-    /// Loads, checks and optimises the model at `path`.
-    pub fn load(path: &Path) -> Result<Self, BackendError> {
-        let contract = ModelContract::from_file(path)?;
-        let display = path.display().to_string();
+    /// Loads, checks and optimises `model` (a path or an embedded model).
+    pub fn load(model: impl Into<ModelFile>) -> Result<Self, BackendError> {
+        let model = model.into();
+        let bytes = read_model(&model)?;
+        let display = model.describe();
+        let contract = ModelContract::from_bytes(&bytes, &display)?;
         if contract.metadata.precision == Precision::Int8 {
             return Err(BackendError::Unsupported {
                 path: display,
@@ -53,7 +56,7 @@ impl TractBackend {
             message: format!("{e:#}"),
         };
         let proto = tract_onnx::onnx()
-            .proto_model_for_path(path)
+            .proto_model_for_read(&mut &bytes[..])
             .map_err(load_err)?;
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(&proto)

@@ -1,13 +1,12 @@
 //! The BlazeFace detector (`models/blazeface.onnx`, MediaPipe front / short-range model) run
 //! with tract: letterbox → model → decode → suppression, optionally on tiles of large frames.
 
-use std::path::{Path, PathBuf};
-
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::decode::{self, Detection, INPUT_SIZE, Region, Suppression, Tiling};
 use super::{FaceError, Plan};
+use crate::models::ModelFile;
 
 /// Detector settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -79,7 +78,7 @@ struct OutputLayout {
 #[derive(Debug, Clone)]
 pub struct BlazeFace {
     plan: Plan,
-    path: PathBuf,
+    model: ModelFile,
     layout: OutputLayout,
     anchors: Vec<[f64; 2]>,
     config: DetectorConfig,
@@ -88,16 +87,17 @@ pub struct BlazeFace {
 impl BlazeFace {
     /// Loads `blazeface.onnx` (input NHWC `[1, 128, 128, 3]`, outputs scores `[1, 512|384, 1]`
     /// and regressors `[1, 512|384, 16]`); refuses any other network, naming the file.
-    pub fn load(path: &Path, config: DetectorConfig) -> Result<Self, FaceError> {
+    pub fn load(model: impl Into<ModelFile>, config: DetectorConfig) -> Result<Self, FaceError> {
+        let model = model.into();
         config.validate()?;
-        let plan = super::load_plan(path, Some(&[1, INPUT_SIZE, INPUT_SIZE, 3]))?;
+        let plan = super::load_plan(&model, Some(&[1, INPUT_SIZE, INPUT_SIZE, 3]))?;
         let layout = output_layout(&plan).map_err(|message| FaceError::Model {
-            path: path.display().to_string(),
+            path: model.describe(),
             message: format!("not the BlazeFace front model: {message}"),
         })?;
         Ok(Self {
             plan,
-            path: path.to_owned(),
+            model,
             layout,
             anchors: decode::anchors(),
             config,
@@ -109,9 +109,9 @@ impl BlazeFace {
         &self.config
     }
 
-    /// The model file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The model it runs.
+    pub fn model(&self) -> &ModelFile {
+        &self.model
     }
 
     /// Raw candidates of one region (above the score threshold), in frame pixels.

@@ -2,13 +2,13 @@
 //! a square crop around each face box, one batched run, outputs mapped back to frame pixels.
 
 use affect_shared::contract::{LANDMARK_POINTS, LANDMARK_VALUES};
-use std::path::{Path, PathBuf};
 
 use affect_shared::preprocess::{Alignment, ColourOrder, FaceBox, Landmarks68, Preprocess};
 use image::RgbImage;
 use tract_onnx::prelude::{TDim, TractResult, TypedFact};
 
 use super::{FaceError, Plan};
+use crate::models::ModelFile;
 
 /// Side of the landmark net's square input.
 pub const INPUT_SIZE: u32 = 112;
@@ -58,14 +58,15 @@ pub fn to_frame(fractions: &[f32], origin: [f32; 2], side: f32) -> Landmarks68 {
 #[derive(Debug, Clone)]
 pub struct LandmarkNet {
     plan: Plan,
-    path: PathBuf,
+    model: ModelFile,
     preprocess: Preprocess,
 }
 
 impl LandmarkNet {
     /// Loads `face-landmarks-68.onnx` (input `[N, 3, 112, 112]`, output `[N, 136]`) with the
     /// given crop margin; refuses another network, naming the file.
-    pub fn load(path: &Path, margin: f32) -> Result<Self, FaceError> {
+    pub fn load(model: impl Into<ModelFile>, margin: f32) -> Result<Self, FaceError> {
+        let model = model.into();
         let preprocess = face_api_preprocess(margin);
         preprocess
             .validate()
@@ -73,24 +74,24 @@ impl LandmarkNet {
         // A fixed batch of one: tract optimises concrete shapes far better than a symbolic N
         // (measured ~70× slower with N symbolic), and faces run one after another.
         let side = INPUT_SIZE as usize;
-        let plan = super::load_plan(path, Some(&[1, 3, side, side]))?;
-        let model = plan.model();
+        let plan = super::load_plan(&model, Some(&[1, 3, side, side]))?;
+        let graph = plan.model();
         let dims = |fact: TractResult<&TypedFact>| -> Vec<TDim> {
             fact.map(|f| f.shape.iter().cloned().collect())
                 .unwrap_or_default()
         };
-        let (input, output) = (dims(model.input_fact(0)), dims(model.output_fact(0)));
+        let (input, output) = (dims(graph.input_fact(0)), dims(graph.output_fact(0)));
         let side_dim = TDim::from(side);
         let expected_input = [TDim::from(3usize), side_dim.clone(), side_dim];
-        if model.inputs.len() != 1
-            || model.outputs.len() != 1
+        if graph.inputs.len() != 1
+            || graph.outputs.len() != 1
             || input.len() != 4
             || input[1..] != expected_input
             || output.len() != 2
             || output[1] != TDim::from(136usize)
         {
             return Err(FaceError::Model {
-                path: path.display().to_string(),
+                path: model.describe(),
                 message: format!(
                     "not the 68-landmark net: expected one input [N,3,112,112] and one output \
                      [N,136], found input {input:?} and output {output:?}"
@@ -99,14 +100,14 @@ impl LandmarkNet {
         }
         Ok(Self {
             plan,
-            path: path.to_owned(),
+            model,
             preprocess,
         })
     }
 
-    /// The model file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The model it runs.
+    pub fn model(&self) -> &ModelFile {
+        &self.model
     }
 
     /// The crop and normalisation in use.
@@ -130,7 +131,7 @@ impl LandmarkNet {
                 if fractions.len() != LANDMARK_VALUES {
                     return Err(FaceError::Inference(format!(
                         "{}: {} landmark values instead of 136",
-                        self.path.display(),
+                        self.model.describe(),
                         fractions.len()
                     )));
                 }

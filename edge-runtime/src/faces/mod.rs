@@ -6,7 +6,7 @@
 //! (letterboxing, anchors, decoding, suppression, landmark mapping) live in [`decode`] and
 //! [`landmarks`] and are tested without models.
 
-use std::path::Path;
+use crate::models::ModelFile;
 use std::sync::Arc;
 
 use affect_shared::preprocess::{FaceBox, Landmarks68, PreprocessError};
@@ -68,20 +68,27 @@ pub trait FaceFinder {
 /// An optimised tract plan.
 type Plan = Arc<TypedRunnableModel>;
 
-/// Loads an ONNX file with tract, optionally fixing the first input's shape, and optimises it.
-/// Errors name the file.
-fn load_plan(path: &Path, input_shape: Option<&[usize]>) -> Result<Plan, FaceError> {
+/// Loads an ONNX model with tract, optionally fixing the first input's shape, and optimises
+/// it. Errors name the file.
+fn load_plan(model: &ModelFile, input_shape: Option<&[usize]>) -> Result<Plan, FaceError> {
+    let path = model.describe();
     let error = |e: TractError| FaceError::Model {
-        path: path.display().to_string(),
+        path: path.clone(),
         message: format!("{e:#}"),
     };
-    if !path.is_file() {
+    if !model.exists() {
         return Err(FaceError::Model {
-            path: path.display().to_string(),
-            message: "no such model file (the bundled face models are in models/)".into(),
+            path,
+            message: "no such model file".into(),
         });
     }
-    let model = tract_onnx::onnx().model_for_path(path).map_err(error)?;
+    let bytes = model.read().map_err(|e| FaceError::Model {
+        path: path.clone(),
+        message: format!("cannot read the model: {e}"),
+    })?;
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(error)?;
     let Some(shape) = input_shape else {
         return model
             .into_optimized()
@@ -90,7 +97,7 @@ fn load_plan(path: &Path, input_shape: Option<&[usize]>) -> Result<Plan, FaceErr
             .map_err(error);
     };
     let wrong_input = |e: TractError| FaceError::Model {
-        path: path.display().to_string(),
+        path: path.clone(),
         message: format!("does not take an input of shape {shape:?} (wrong model file?): {e:#}"),
     };
     model

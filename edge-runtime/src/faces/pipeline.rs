@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::models::ModelFile;
+
 use affect_shared::preprocess::{FaceBox, Landmarks68};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -10,10 +12,10 @@ use super::blazeface::{BlazeFace, DetectorConfig};
 use super::landmarks::{DEFAULT_MARGIN, LandmarkNet};
 use super::{Face, FaceError, FaceFinder};
 
-/// File name of the bundled detector in the models directory.
+/// File name of the bundled detector (embedded, or in a models directory).
 pub const DETECTOR_FILE: &str = "blazeface.onnx";
 
-/// File name of the bundled 68-landmark net in the models directory.
+/// File name of the bundled 68-landmark net (embedded, or in a models directory).
 pub const LANDMARKS_FILE: &str = "face-landmarks-68.onnx";
 
 /// Face-finding settings (maps onto a `[faces]` TOML table).
@@ -54,12 +56,18 @@ impl BundledFaces {
         }
     }
 
-    /// Loads [`DETECTOR_FILE`] and (when `config.landmarks`) [`LANDMARKS_FILE`] from `dir`.
-    pub fn from_dir(dir: &Path, config: &FacesConfig) -> Result<Self, FaceError> {
-        let detector = BlazeFace::load(&dir.join(DETECTOR_FILE), config.detector)?;
+    /// Loads [`DETECTOR_FILE`] and (when `config.landmarks`) [`LANDMARKS_FILE`] from `dir`,
+    /// or the embedded copies without one.
+    pub fn load(dir: Option<&Path>, config: &FacesConfig) -> Result<Self, FaceError> {
+        let detector = BlazeFace::load(ModelFile::resolve(dir, DETECTOR_FILE), config.detector)?;
         let landmarks = config
             .landmarks
-            .then(|| LandmarkNet::load(&dir.join(LANDMARKS_FILE), config.landmark_margin))
+            .then(|| {
+                LandmarkNet::load(
+                    ModelFile::resolve(dir, LANDMARKS_FILE),
+                    config.landmark_margin,
+                )
+            })
             .transpose()?;
         Ok(Self::new(detector, landmarks))
     }
@@ -129,7 +137,7 @@ mod tests {
     #[test]
     fn a_missing_model_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let err = BundledFaces::from_dir(dir.path(), &FacesConfig::default()).unwrap_err();
+        let err = BundledFaces::load(Some(dir.path()), &FacesConfig::default()).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains(DETECTOR_FILE) && text.contains("no such model file"),
