@@ -15,6 +15,7 @@ use affect_edge::report::{
     self, JsonLinesReporter, MqttConfig, MqttReporter, Reporter, SerialConfig, SerialReporter,
 };
 use affect_edge::runner::{self, RunLimits, RunSummary};
+use affect_edge::service::ServiceManager;
 use affect_edge::source::{FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera};
 use affect_edge::telemetry::{HealthPolicy, Telemetry};
 
@@ -171,6 +172,14 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         }
         None => None,
     };
+    let service = ServiceManager::from_env();
+    let _watchdog = service.start_watchdog(Arc::clone(&telemetry));
+    service.ready(&format!(
+        "{} → {} → {}",
+        source.describe(),
+        model.describe(),
+        config.report.join(", ")
+    ));
     tracing::info!(
         "{} → {} ({}, {}) → {}",
         source.describe(),
@@ -191,8 +200,9 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         &telemetry,
         stop,
         limits,
-    )
-    .map_err(|e| match e {
+    );
+    service.stopping();
+    let summary = summary.map_err(|e| match e {
         runner::RunError::Source(_) => bad(e),
         runner::RunError::Pipeline(PipelineError::Config(_)) => bad(e),
         _ => other(e),

@@ -9,6 +9,7 @@ pub mod models;
 pub mod pipeline;
 pub mod report;
 pub mod runner;
+pub mod service;
 pub mod source;
 pub mod telemetry;
 pub mod timing;

@@ -1,5 +1,6 @@
 //! `affect-edge`: camera → faces → streaming valence/arousal → stdout, serial, MQTT.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -98,6 +99,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // journald and log files get plain text; colours only on a terminal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match Cli::parse().command {
         Command::Run(args) => run(args),

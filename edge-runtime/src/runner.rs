@@ -93,6 +93,7 @@ pub fn run(
         && (limits.max_frames == 0 || summary.frames < limits.max_frames)
     {
         let frame_started = Instant::now();
+        telemetry.beat(frame_started);
         if frame_started >= next_refresh {
             refresh(telemetry, reporters, frame_started);
             next_refresh = frame_started + REFRESH_EVERY;

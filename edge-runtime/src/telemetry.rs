@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use affect_shared::status::{DeviceState, DeviceStatus, ModelIdentity};
@@ -201,6 +202,8 @@ pub struct Telemetry {
     tracks: Gauge,
     slow: Mutex<Slow>,
     history: Mutex<History>,
+    /// Milliseconds from the start to the frame loop's latest beat.
+    beat_ms: AtomicU64,
 }
 
 /// Stage latency buckets: 0.25 ms … ~4 s, doubling.
@@ -265,6 +268,7 @@ impl Telemetry {
             tracks,
             slow: Mutex::new(Slow::default()),
             history: Mutex::new(History::default()),
+            beat_ms: AtomicU64::new(0),
         }
     }
 
@@ -340,9 +344,15 @@ impl Telemetry {
         slow.rate_mark = Some((now, frames));
     }
 
-    /// Frames processed so far.
-    pub fn frames(&self) -> u64 {
-        self.frames.get()
+    /// The frame loop made progress (a frame, or a bounded wait for the source ended).
+    pub fn beat(&self, now: Instant) {
+        self.beat_ms.store(self.millis_at(now), Ordering::Relaxed);
+    }
+
+    /// Time since the frame loop's latest beat (since the start before the first).
+    pub fn since_progress(&self, now: Instant) -> Duration {
+        let beat = Duration::from_millis(self.beat_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(self.started + beat)
     }
 
     /// The verdict of `/healthz` at `now`.
@@ -641,6 +651,21 @@ mod tests {
         assert!(
             !h.healthy && h.problems[0].contains("queue is full"),
             "{h:?}"
+        );
+    }
+
+    #[test]
+    fn progress_is_timed_from_the_latest_beat() {
+        let t = telemetry(5);
+        let start = t.started;
+        assert_eq!(
+            t.since_progress(start + Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        t.beat(start + Duration::from_secs(4));
+        assert_eq!(
+            t.since_progress(start + Duration::from_secs(6)),
+            Duration::from_secs(2)
         );
     }
 
