@@ -173,13 +173,13 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         None => None,
     };
     let service = ServiceManager::from_env();
-    let _watchdog = service.start_watchdog(Arc::clone(&telemetry));
     service.ready(&format!(
         "{} → {} → {}",
         source.describe(),
         model.describe(),
         config.report.join(", ")
     ));
+    let _watchdog = service.start_watchdog(Arc::clone(&telemetry));
     tracing::info!(
         "{} → {} ({}, {}) → {}",
         source.describe(),

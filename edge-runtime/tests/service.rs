@@ -194,3 +194,53 @@ fn the_packaged_configuration_parses_and_documents_every_key() {
         "keys missing in debian/edge.toml: {want:?}"
     );
 }
+
+#[test]
+fn the_watchdog_pings_stop_when_the_source_stalls() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    // A frame every 2 s against a 1 s watchdog: the source blocks longer than half of it.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "WATCHDOG_PID=$$ exec \"$0\" run --source synthetic:3 --fps 0.5",
+            env!("CARGO_BIN_EXE_affect-edge"),
+        ])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let stalled = loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.contains("no more watchdog pings") => break Some(line),
+            Ok(line) => log.push(line),
+            Err(_) => break None,
+        }
+    };
+    common::terminate(&mut child);
+    let stalled = stalled.unwrap_or_else(|| panic!("the pings never stopped: {log:?}"));
+    assert!(stalled.contains("made no progress"), "{stalled}");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let first = socket.recv(&mut buf).map(|n| buf[..n].to_vec());
+    assert!(
+        first.is_ok_and(|m| m.starts_with(b"READY=1")),
+        "READY=1 must come before the stall"
+    );
+}
