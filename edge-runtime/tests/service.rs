@@ -67,26 +67,42 @@ fn the_unit_verifies_and_is_watched_and_hardened() {
     );
 }
 
-#[test]
-fn the_binary_tells_systemd_it_is_ready_and_pings_the_watchdog_while_frames_flow() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify");
+/// Starts `affect-edge run ARGS` the way systemd starts the service: `NOTIFY_SOCKET` at a
+/// socket the test binds (returned) and a watchdog of `watchdog_usec`; stderr piped.
+fn start_watched(
+    dir: &Path,
+    run_args: &str,
+    watchdog_usec: u32,
+) -> (std::process::Child, UnixDatagram) {
+    let socket_path = dir.join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
     // systemd sets WATCHDOG_PID to the service's pid: `exec` keeps the shell's.
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .args([
             "-c",
-            "WATCHDOG_PID=$$ exec \"$0\" run --source synthetic:3 --fps 30 --max-frames 150",
+            &format!("WATCHDOG_PID=$$ exec \"$0\" run {run_args}"),
             env!("CARGO_BIN_EXE_affect-edge"),
         ])
         .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
+        .env("WATCHDOG_USEC", watchdog_usec.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
+        .unwrap();
+    (child, socket)
+}
+
+#[test]
+fn the_binary_tells_systemd_it_is_ready_and_pings_the_watchdog_while_frames_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, socket) = start_watched(
+        dir.path(),
+        "--source synthetic:3 --fps 30 --max-frames 150",
+        400_000,
+    );
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut messages: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -200,22 +216,9 @@ fn the_watchdog_pings_stop_when_the_source_stalls() {
     use std::io::{BufRead, BufReader};
 
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
     // A frame every 2 s against a 1 s watchdog: the source blocks longer than half of it.
-    let mut child = Command::new("sh")
-        .args([
-            "-c",
-            "WATCHDOG_PID=$$ exec \"$0\" run --source synthetic:3 --fps 0.5",
-            env!("CARGO_BIN_EXE_affect-edge"),
-        ])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "1000000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, socket) =
+        start_watched(dir.path(), "--source synthetic:3 --fps 0.5", 1_000_000);
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
