@@ -169,6 +169,13 @@ pub struct EdgeConfig {
     pub http: HttpConfig,
     /// Seconds between refreshes of the retained MQTT status.
     pub status_interval_s: f64,
+    /// Directory for state that must survive a restart (the durable report queue, deployed
+    /// models); default `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`), else none:
+    /// nothing is kept across runs.
+    pub state_dir: Option<PathBuf>,
+    /// Directory for caches that can be rebuilt (e.g. TensorRT engines); default
+    /// `$CACHE_DIRECTORY` (systemd's `CacheDirectory=`), else none.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for EdgeConfig {
@@ -194,6 +201,8 @@ impl Default for EdgeConfig {
             tracker: TrackerConfig::default(),
             http: HttpConfig::default(),
             status_interval_s: 30.0,
+            state_dir: std::env::var_os("STATE_DIRECTORY").map(PathBuf::from),
+            cache_dir: std::env::var_os("CACHE_DIRECTORY").map(PathBuf::from),
         }
     }
 }
