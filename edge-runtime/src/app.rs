@@ -139,7 +139,9 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
 /// `affect-edge run`.
 pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     let model = config.model_file();
-    let backend = backend::load(config.backend, &model, config.threads).map_err(backend_failure)?;
+    let onnxruntime = config.onnxruntime_options().map_err(bad)?;
+    let backend = backend::load(config.backend, &model, config.threads, &onnxruntime)
+        .map_err(backend_failure)?;
     let contract = backend.contract().clone();
     let faces = config.faces_mode();
     let mut source = open_source(config, faces, contract.face_size as u32)?;
@@ -304,7 +306,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     let faces = config.faces_mode();
     let mut results = Vec::new();
     for kind in [BackendKind::Tract, BackendKind::Onnxruntime] {
-        let backend = match backend::load(kind, &model, args.threads) {
+        let backend = match backend::load(kind, &model, args.threads, &config.onnxruntime) {
             Ok(b) => b,
             Err(e @ BackendError::Unavailable(_)) => {
                 eprintln!("{kind:?}: skipped ({e})");

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, ExecutionProvider, OnnxRuntimeConfig};
 use crate::faces::FacesConfig;
 use crate::http::HttpConfig;
 use crate::models::ModelFile;
@@ -133,6 +133,8 @@ pub struct EdgeConfig {
     pub model: Option<PathBuf>,
     /// Inference engine.
     pub backend: BackendKind,
+    /// ONNX Runtime's execution provider and TensorRT options (`[onnxruntime]`).
+    pub onnxruntime: OnnxRuntimeConfig,
     /// How faces are found; `None` picks the default for the source.
     pub faces: Option<FacesSpec>,
     /// Where reports go (one or more): `stdout`, `serial:PATH[@BAUD]`,
@@ -184,6 +186,7 @@ impl Default for EdgeConfig {
             source: SourceSpec::Camera("/dev/video0".into()),
             model: None,
             backend: BackendKind::Tract,
+            onnxruntime: OnnxRuntimeConfig::default(),
             faces: None,
             report: vec!["stdout".into()],
             threads: 0,
@@ -247,6 +250,27 @@ impl EdgeConfig {
         }
     }
 
+    /// ONNX Runtime's settings with the TensorRT engine cache resolved (default
+    /// `<cache_dir>/tensorrt`, created when missing).
+    pub fn onnxruntime_options(&self) -> Result<OnnxRuntimeConfig, ConfigError> {
+        let mut options = self.onnxruntime.clone();
+        if options.provider != ExecutionProvider::TensorRt {
+            return Ok(options);
+        }
+        if options.tensorrt_cache.is_none() {
+            options.tensorrt_cache = self.cache_dir.as_ref().map(|d| d.join("tensorrt"));
+        }
+        if let Some(dir) = &options.tensorrt_cache {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                invalid(
+                    "onnxruntime.tensorrt_cache",
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        Ok(options)
+    }
+
     /// How faces are found: explicit, or the default for the source (the synthetic camera
     /// frames one face like the training crops; real sources use the detector).
     pub fn faces_mode(&self) -> FacesSpec {
@@ -278,6 +302,14 @@ impl EdgeConfig {
         }
         if self.report.iter().filter(|r| *r == "stdout").count() > 1 {
             return Err(invalid("report", "stdout listed twice"));
+        }
+        if self.backend != BackendKind::Onnxruntime
+            && self.onnxruntime.provider != ExecutionProvider::Cpu
+        {
+            return Err(invalid(
+                "onnxruntime.provider",
+                "a GPU provider needs backend = \"onnxruntime\"",
+            ));
         }
         if !(self.fps.is_finite() && self.fps >= 0.0) {
             return Err(invalid("fps", "must be ≥ 0"));
@@ -354,5 +386,31 @@ mod tests {
             ..EdgeConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("`report`"));
+    }
+
+    #[test]
+    fn gpu_providers_need_the_onnxruntime_backend_and_tensorrt_caches_in_the_cache_dir() {
+        let text = "[onnxruntime]\nprovider = \"tensorrt\"\n";
+        let c = EdgeConfig::from_toml(text, "edge.toml").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("onnxruntime.provider"), "{e}");
+
+        let cache = tempfile::tempdir().unwrap();
+        let c = EdgeConfig {
+            backend: BackendKind::Onnxruntime,
+            cache_dir: Some(cache.path().to_owned()),
+            ..EdgeConfig::from_toml(text, "edge.toml").unwrap()
+        };
+        c.validate().unwrap();
+        let options = c.onnxruntime_options().unwrap();
+        let engines = cache.path().join("tensorrt");
+        assert_eq!(options.tensorrt_cache.as_deref(), Some(engines.as_path()));
+        assert!(engines.is_dir());
+        assert!(options.tensorrt_fp16);
+
+        let e = EdgeConfig::from_toml("[onnxruntime]\nprovider = \"npu\"\n", "edge.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("provider") && e.contains("line 2"), "{e}");
     }
 }

@@ -128,8 +128,9 @@ fn tract_streams_like_onnx_runtime_for_every_cell() {
 
         #[cfg(feature = "onnxruntime")]
         if common::oracle_env("ORT_DYLIB_PATH", "the Rust ONNX Runtime backend check").is_some() {
-            use affect_edge::backend::{ExecutionProvider, OnnxRuntimeBackend};
-            let mut ort = OnnxRuntimeBackend::load(&model, ExecutionProvider::Cpu, 1).unwrap();
+            use affect_edge::backend::{OnnxRuntimeBackend, OnnxRuntimeConfig};
+            let mut ort =
+                OnnxRuntimeBackend::load(&model, &OnnxRuntimeConfig::default(), 1).unwrap();
             let got = stream(&mut ort, &clip);
             let diff = max_diff(&got, &want);
             assert!(diff <= 1e-5, "{cell}: Rust ORT vs Python ORT {diff}");

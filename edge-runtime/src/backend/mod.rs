@@ -13,7 +13,7 @@ mod contract;
 mod onnxruntime;
 mod tract;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use affect_shared::metadata::ModelMetadata;
 use affect_shared::preprocess::FaceInput;
@@ -22,7 +22,7 @@ use crate::models::ModelFile;
 
 pub use contract::{ModelContract, StateLayout};
 #[cfg(feature = "onnxruntime")]
-pub use onnxruntime::{ExecutionProvider, OnnxRuntimeBackend};
+pub use onnxruntime::OnnxRuntimeBackend;
 pub use tract::TractBackend;
 
 /// Why a model could not be loaded or run.
@@ -93,6 +93,48 @@ pub enum BackendKind {
     Onnxruntime,
 }
 
+/// Where ONNX Runtime executes the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    /// The CPU provider.
+    #[default]
+    Cpu,
+    /// NVIDIA CUDA (feature `cuda`).
+    Cuda,
+    /// NVIDIA TensorRT (feature `cuda`), with CUDA behind it for nodes TensorRT cannot take.
+    #[serde(rename = "tensorrt")]
+    TensorRt,
+}
+
+/// ONNX Runtime's settings (`[onnxruntime]`; used when `backend = "onnxruntime"`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnnxRuntimeConfig {
+    /// Execution provider: `cpu`, `cuda` or `tensorrt` (the GPU ones need a build with the
+    /// `cuda` feature and an ONNX Runtime built with them, e.g. JetPack's). A provider that
+    /// cannot be loaded is an error, never a silent fall back to the CPU.
+    pub provider: ExecutionProvider,
+    /// TensorRT: build FP16 engines (tensor cores; outputs move by ~1e-3).
+    pub tensorrt_fp16: bool,
+    /// TensorRT: INT8 engines, for the QDQ (`.int8.onnx`) exports, whose scales TensorRT uses.
+    pub tensorrt_int8: bool,
+    /// TensorRT: directory caching built engines (building one takes minutes on a Jetson);
+    /// default `<cache_dir>/tensorrt`, none when there is no cache directory.
+    pub tensorrt_cache: Option<PathBuf>,
+}
+
+impl Default for OnnxRuntimeConfig {
+    fn default() -> Self {
+        Self {
+            provider: ExecutionProvider::Cpu,
+            tensorrt_fp16: true,
+            tensorrt_int8: false,
+            tensorrt_cache: None,
+        }
+    }
+}
+
 impl std::str::FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -106,23 +148,25 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
-/// Loads `model` with the chosen backend. `threads` bounds intra-op parallelism (0 = default).
+/// Loads `model` with the chosen backend. `threads` bounds intra-op parallelism (0 = default);
+/// `onnxruntime` applies to the ONNX Runtime backend only.
 pub fn load(
     kind: BackendKind,
     model: &ModelFile,
     threads: usize,
+    onnxruntime: &OnnxRuntimeConfig,
 ) -> Result<Box<dyn AffectBackend>, BackendError> {
     match kind {
         BackendKind::Tract => Ok(Box::new(TractBackend::load(model)?)),
         #[cfg(feature = "onnxruntime")]
         BackendKind::Onnxruntime => Ok(Box::new(OnnxRuntimeBackend::load(
             model,
-            ExecutionProvider::Cpu,
+            onnxruntime,
             threads,
         )?)),
         #[cfg(not(feature = "onnxruntime"))]
         BackendKind::Onnxruntime => {
-            let _ = threads;
+            let _ = (threads, onnxruntime);
             Err(BackendError::Unavailable(
                 "this build has no ONNX Runtime backend; rebuild with `--features onnxruntime`"
                     .into(),

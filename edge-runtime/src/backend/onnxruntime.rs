@@ -15,19 +15,10 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use super::contract::read_model;
-use super::{AffectBackend, BackendError, ModelContract, TrackState};
+use super::{
+    AffectBackend, BackendError, ExecutionProvider, ModelContract, OnnxRuntimeConfig, TrackState,
+};
 use crate::models::ModelFile;
-
-/// Where ONNX Runtime executes the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExecutionProvider {
-    /// The CPU provider.
-    Cpu,
-    /// NVIDIA CUDA (feature `cuda`).
-    Cuda,
-    /// NVIDIA TensorRT (feature `cuda`), with CUDA behind it for unsupported nodes.
-    TensorRt,
-}
 
 /// ONNX Runtime allows one environment per process; it lives for the whole run.
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -58,13 +49,14 @@ pub struct OnnxRuntimeBackend {
 }
 
 impl OnnxRuntimeBackend {
-    /// Loads and checks the model at `path` on `provider` with `threads` intra-op threads
-    /// (0 = ONNX Runtime's default).
+    /// Loads and checks `model` on the configured execution provider with `threads` intra-op
+    /// threads (0 = ONNX Runtime's default).
     pub fn load(
         model: impl Into<ModelFile>,
-        provider: ExecutionProvider,
+        config: &OnnxRuntimeConfig,
         threads: usize,
     ) -> Result<Self, BackendError> {
+        let provider = config.provider;
         let model = model.into();
         let bytes = read_model(&model)?;
         let display = model.describe();
@@ -89,7 +81,7 @@ impl OnnxRuntimeBackend {
             #[cfg(feature = "cuda")]
             ExecutionProvider::TensorRt => builder
                 .with_execution_providers([
-                    ort::ep::TensorRT::default().build().error_on_failure(),
+                    tensorrt(config).build().error_on_failure(),
                     ort::ep::CUDA::default().build().error_on_failure(),
                 ])
                 .map_err(|e| load_err(format!("TensorRT execution provider: {e}")))?,
@@ -108,6 +100,22 @@ impl OnnxRuntimeBackend {
             session,
             provider,
         })
+    }
+}
+
+/// The TensorRT provider with the configured precision and engine cache.
+#[cfg(feature = "cuda")]
+fn tensorrt(config: &OnnxRuntimeConfig) -> ort::ep::TensorRT {
+    let trt = ort::ep::TensorRT::default()
+        .with_fp16(config.tensorrt_fp16)
+        .with_int8(config.tensorrt_int8);
+    match &config.tensorrt_cache {
+        Some(dir) => trt
+            .with_engine_cache(true)
+            .with_engine_cache_path(dir.display())
+            .with_timing_cache(true)
+            .with_timing_cache_path(dir.display()),
+        None => trt,
     }
 }
 
