@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs (tests/setup.sh), then checks
 # what the workspace declares (format, clippy and rustdoc with warnings as errors, the default
-# feature sets, the no_std build for a Cortex-M4F), runs every crate's tests (libtorch included,
+# feature sets, the no_std build for a Cortex-M4F), builds the device packages (arm64 + amd64
+# .deb, tests/package.sh), runs every crate's tests (libtorch included,
 # the Python-oracle parity tests among them) and fuzzes every `fuzz/` target for a bounded time.
 #
 # Oracle tests fail instead of skipping when CI is set (this script sets CI=true).
@@ -32,6 +33,11 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "rustdoc of the library crates, warnings as errors"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p affect-shared -p affect-host-trainer -p affect-edge-runtime
+
+step "device packages: the affect-edge .deb for arm64 (cross-built) and amd64, device profile"
+# Checked by edge-runtime/tests/package.rs in the next step (the arm64 binary under qemu).
+bash tests/package.sh
+export AFFECT_DEB_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debian"
 
 step "workspace tests: shared, libtorch trainer, edge runtime, Python oracles"
 # One cargo invocation, so every crate is compiled once with one feature set (all features:

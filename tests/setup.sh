@@ -7,6 +7,10 @@
 #     which drives that Chromium;
 #   - Rust: the thumbv7em-none-eabihf target (no_std check of `affect-shared`) and cargo-fuzz
 #     (bounded fuzzing of every `fuzz/` target; pinned, built from crates.io);
+#   - the device toolchain: Debian's aarch64 cross gcc + sysroot and qemu-user, Rust's
+#     aarch64-unknown-linux-gnu target, cargo-deb (pinned, crates.io), and the aarch64
+#     `onnxruntime` wheel's libonnxruntime.so (PyPI), run under qemu to check the ONNX Runtime
+#     backend of the device build (tests/package.sh);
 #   - a Python venv in "$AFFECT_CACHE/venv" (outside the clone, reused across clones) holding
 #     PyTorch 2.13.0 (the libtorch `tch` links against) and the numerical oracles.
 # Then exports LIBTORCH, LD_LIBRARY_PATH, ORT_DYLIB_PATH and AFFECT_PYTHON for the caller.
@@ -16,7 +20,8 @@ set -euo pipefail
 
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup-edge.sh"
 
-apt_install_missing mosquitto mosquitto-clients socat cmake chromium
+apt_install_missing mosquitto mosquitto-clients socat cmake chromium \
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user
 
 browser="$AFFECT_ROOT/tests/browser"
 browser_lock="$(sha256sum "$browser/package-lock.json" | cut -d' ' -f1)"
@@ -30,6 +35,14 @@ fi
 if command -v rustup >/dev/null; then
   (cd "$AFFECT_ROOT" && rustup target list --installed 2>/dev/null | grep -q thumbv7em-none-eabihf) \
     || { log "adding Rust target thumbv7em-none-eabihf"; (cd "$AFFECT_ROOT" && rustup target add thumbv7em-none-eabihf >/dev/null); }
+  (cd "$AFFECT_ROOT" && rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu) \
+    || { log "adding Rust target aarch64-unknown-linux-gnu"; (cd "$AFFECT_ROOT" && rustup target add aarch64-unknown-linux-gnu >/dev/null); }
+fi
+
+cargo_deb_version="3.8.0"
+if ! cargo deb --version 2>/dev/null | grep -q "$cargo_deb_version"; then
+  log "installing cargo-deb $cargo_deb_version (crates.io)"
+  (cd "$AFFECT_ROOT" && cargo install -q --locked cargo-deb --version "$cargo_deb_version")
 fi
 
 cargo_fuzz_version="0.13.2"
@@ -55,6 +68,28 @@ site="$("$AFFECT_PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["pure
 export LIBTORCH="$site/torch"
 export LIBTORCH_BYPASS_VERSION_CHECK="${LIBTORCH_BYPASS_VERSION_CHECK:-0}"
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The same ONNX Runtime release for the device (aarch64), from its manylinux wheel, for qemu runs.
+ort_version="$(sed -n 's/^onnxruntime==//p' "$req")"
+ort_aarch64="$AFFECT_CACHE/onnxruntime-$ort_version-aarch64/libonnxruntime.so.$ort_version"
+if [ ! -f "$ort_aarch64" ]; then
+  log "fetching the aarch64 onnxruntime $ort_version wheel (PyPI) for the device build's qemu run"
+  wheels="$(mktemp -d)"
+  "$venv/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
+    --platform manylinux2014_aarch64 -d "$wheels" "onnxruntime==$ort_version"
+  mkdir -p "$(dirname "$ort_aarch64")"
+  "$venv/bin/python" - "$wheels"/onnxruntime-*.whl "$ort_aarch64" <<'PY'
+import sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+name = "onnxruntime/capi/" + out.rsplit("/", 1)[1]
+with zipfile.ZipFile(wheel) as z, open(out + ".part", "wb") as f:
+    f.write(z.read(name))
+import os; os.replace(out + ".part", out)
+PY
+  rm -rf "$wheels"
+fi
+export AFFECT_ORT_AARCH64="$ort_aarch64"
+
 ort_lib="$(ls "$site"/onnxruntime/capi/libonnxruntime.so.1.* 2>/dev/null | head -n1 || true)"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ort_lib}"
 log "LIBTORCH=$LIBTORCH"
