@@ -372,11 +372,10 @@ impl Telemetry {
         }
         for r in slow.reporters.iter().filter(|r| !r.is_healthy()) {
             problems.push(format!(
-                "reporter {} is down and its queue is full ({} of {}; oldest reports are being \
+                "reporter {} is down and its queue is full ({}; oldest reports are being \
                  dropped){}",
                 r.name,
-                r.queued,
-                r.capacity,
+                r.fill(),
                 r.last_error
                     .as_deref()
                     .map(|e| format!(": {e}"))
@@ -512,6 +511,27 @@ impl Collector for Snapshot {
             "Reports the queue holds before dropping the oldest",
             rs,
             |r| ConstGauge::new(r.capacity as i64),
+        )?;
+        per_reporter(
+            e,
+            "reporter_queue_bytes",
+            "Bytes of the reporter's queue on disk (0: in memory)",
+            rs,
+            |r| ConstGauge::new(r.queued_bytes as i64),
+        )?;
+        per_reporter(
+            e,
+            "reporter_queue_capacity_bytes",
+            "Bytes the queue on disk holds before dropping its oldest segment (0: in memory)",
+            rs,
+            |r| ConstGauge::new(r.capacity_bytes as i64),
+        )?;
+        per_reporter(
+            e,
+            "reporter_queue_damaged",
+            "Damaged records of the queue on disk found and skipped",
+            rs,
+            |r| ConstCounter::new(r.damaged),
         )?;
         per_reporter(
             e,
