@@ -672,6 +672,22 @@ mod tests {
             !h.healthy && h.problems[0].contains("queue is full"),
             "{h:?}"
         );
+
+        // A queue on disk is full when there is no room for another sixteenth of its bound.
+        let disk = |queued_bytes| ReporterHealth {
+            capacity: 0,
+            queued_bytes,
+            capacity_bytes: 1600,
+            ..reporter(false, 5)
+        };
+        t.refresh(vec![disk(1500)], start);
+        assert!(t.health(start + Duration::from_secs(1)).healthy);
+        t.refresh(vec![disk(1501)], start);
+        let h = t.health(start + Duration::from_secs(1));
+        assert!(
+            !h.healthy && h.problems[0].contains("1501 of 1600 bytes on disk"),
+            "{h:?}"
+        );
     }
 
     #[test]
@@ -775,6 +791,8 @@ mod tests {
             "affect_stage_seconds_bucket{le=\"0.004\",stage=\"model\"} 1",
             "affect_faces 2",
             "affect_reporter_connected{reporter=\"mqtt://127.0.0.1:1/t\"} 1",
+            "affect_reporter_queue_bytes{reporter=\"mqtt://127.0.0.1:1/t\"} 0",
+            "affect_reporter_queue_damaged_total{reporter=\"mqtt://127.0.0.1:1/t\"} 0",
             "affect_model_info{sha256=\"0000",
             "affect_process_resident_memory_bytes ",
         ] {
