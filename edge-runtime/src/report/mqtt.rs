@@ -830,6 +830,28 @@ mod tests {
     }
 
     #[test]
+    fn each_broker_and_topic_has_its_own_readable_queue_directory() {
+        let state = Path::new("/var/lib/affect");
+        let a = MqttConfig::from_url("mqtt://broker.local:1884/lab/affect").unwrap();
+        let dir = queue_dir(state, &a);
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(dir.starts_with("/var/lib/affect/queue"), "{dir:?}");
+        assert!(
+            name.starts_with("mqtt-broker.local-1884-lab_affect-"),
+            "{name}"
+        );
+        // `lab/affect` and `lab_affect` read alike but are different queues.
+        let b = MqttConfig::from_url("mqtt://broker.local:1884/lab_affect").unwrap();
+        assert_ne!(queue_dir(state, &b), dir);
+        let small = MqttConfig {
+            queue_bytes: 1024,
+            ..MqttConfig::default()
+        };
+        let err = small.options().unwrap_err().to_string();
+        assert!(err.contains("queue_bytes must be at least 65536"), "{err}");
+    }
+
+    #[test]
     fn bad_urls_and_settings_say_what_is_wrong() {
         let cases = [
             ("http://x/t", "expected mqtt://"),
