@@ -121,9 +121,11 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
             mqtt.keep_alive_s = extra.keep_alive_s;
             mqtt.connect_timeout_s = extra.connect_timeout_s;
             mqtt.queue = extra.queue;
+            mqtt.queue_bytes = extra.queue_bytes;
+            mqtt.fsync_interval_ms = extra.fsync_interval_ms;
             mqtt.inflight = extra.inflight;
             mqtt.backoff = extra.backoff;
-            Box::new(MqttReporter::new(&mqtt).map_err(bad)?)
+            Box::new(MqttReporter::open(&mqtt, config.state_dir.as_deref()).map_err(bad)?)
         } else {
             return Err(bad(anyhow::anyhow!(
                 "report target {target:?}: expected stdout, serial:PATH[@BAUD] or mqtt://HOST:PORT/TOPIC"

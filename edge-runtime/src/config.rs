@@ -159,7 +159,8 @@ pub struct EdgeConfig {
     pub face_models: FacesConfig,
     /// Serial settings besides path and baud (`[serial]`: mode, queue, timeouts, backoff).
     pub serial: SerialConfig,
-    /// MQTT settings besides the URL (`[mqtt]`: credentials, TLS, queue, keep-alive, backoff).
+    /// MQTT settings besides the URL (`[mqtt]`: credentials, TLS, queue bounds and fsync
+    /// interval, keep-alive, backoff).
     pub mqtt: MqttConfig,
     /// Exponential smoothing per track (`[smoothing]`; absent = off).
     pub smoothing: Option<SmoothConfig>,
@@ -326,6 +327,15 @@ impl EdgeConfig {
         }
         if self.mqtt.queue == 0 {
             return Err(invalid("mqtt.queue", "must be at least 1"));
+        }
+        if self.mqtt.queue_bytes < crate::report::journal::MIN_BYTES {
+            return Err(invalid(
+                "mqtt.queue_bytes",
+                "must be at least 65536 (64 KiB)",
+            ));
+        }
+        if self.mqtt.fsync_interval_ms == 0 {
+            return Err(invalid("mqtt.fsync_interval_ms", "must be at least 1"));
         }
         if !(self.http.stale_after_s.is_finite() && self.http.stale_after_s > 0.0) {
             return Err(invalid("http.stale_after_s", "must be > 0"));

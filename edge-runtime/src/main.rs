@@ -68,6 +68,10 @@ struct RunArgs {
     /// a free port, logged at start).
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    /// Directory for state kept across restarts: the MQTT report queue goes to
+    /// DIR/queue/ (default: $STATE_DIRECTORY; without one the queue is in memory).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// MQTT password (better: the environment variable).
     #[arg(long, env = "AFFECT_MQTT_PASSWORD", hide_env_values = true)]
     mqtt_password: Option<String>,
@@ -163,6 +167,9 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     }
     if args.http.is_some() {
         config.http.listen = args.http;
+    }
+    if args.state_dir.is_some() {
+        config.state_dir = args.state_dir;
     }
     if args.mqtt_password.is_some() {
         config.mqtt.password = args.mqtt_password;

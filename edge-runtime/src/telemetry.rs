@@ -372,11 +372,10 @@ impl Telemetry {
         }
         for r in slow.reporters.iter().filter(|r| !r.is_healthy()) {
             problems.push(format!(
-                "reporter {} is down and its queue is full ({} of {}; oldest reports are being \
+                "reporter {} is down and its queue is full ({}; oldest reports are being \
                  dropped){}",
                 r.name,
-                r.queued,
-                r.capacity,
+                r.fill(),
                 r.last_error
                     .as_deref()
                     .map(|e| format!(": {e}"))
@@ -512,6 +511,27 @@ impl Collector for Snapshot {
             "Reports the queue holds before dropping the oldest",
             rs,
             |r| ConstGauge::new(r.capacity as i64),
+        )?;
+        per_reporter(
+            e,
+            "reporter_queue_bytes",
+            "Bytes of the reporter's queue on disk (0: in memory)",
+            rs,
+            |r| ConstGauge::new(r.queued_bytes as i64),
+        )?;
+        per_reporter(
+            e,
+            "reporter_queue_capacity_bytes",
+            "Bytes the queue on disk holds before dropping its oldest segment (0: in memory)",
+            rs,
+            |r| ConstGauge::new(r.capacity_bytes as i64),
+        )?;
+        per_reporter(
+            e,
+            "reporter_queue_damaged",
+            "Damaged records of the queue on disk found and skipped",
+            rs,
+            |r| ConstCounter::new(r.damaged),
         )?;
         per_reporter(
             e,
@@ -652,6 +672,22 @@ mod tests {
             !h.healthy && h.problems[0].contains("queue is full"),
             "{h:?}"
         );
+
+        // A queue on disk is full when there is no room for another sixteenth of its bound.
+        let disk = |queued_bytes| ReporterHealth {
+            capacity: 0,
+            queued_bytes,
+            capacity_bytes: 1600,
+            ..reporter(false, 5)
+        };
+        t.refresh(vec![disk(1500)], start);
+        assert!(t.health(start + Duration::from_secs(1)).healthy);
+        t.refresh(vec![disk(1501)], start);
+        let h = t.health(start + Duration::from_secs(1));
+        assert!(
+            !h.healthy && h.problems[0].contains("1501 of 1600 bytes on disk"),
+            "{h:?}"
+        );
     }
 
     #[test]
@@ -755,6 +791,8 @@ mod tests {
             "affect_stage_seconds_bucket{le=\"0.004\",stage=\"model\"} 1",
             "affect_faces 2",
             "affect_reporter_connected{reporter=\"mqtt://127.0.0.1:1/t\"} 1",
+            "affect_reporter_queue_bytes{reporter=\"mqtt://127.0.0.1:1/t\"} 0",
+            "affect_reporter_queue_damaged_total{reporter=\"mqtt://127.0.0.1:1/t\"} 0",
             "affect_model_info{sha256=\"0000",
             "affect_process_resident_memory_bytes ",
         ] {

@@ -1,7 +1,8 @@
 //! The MQTT reporter against a real broker (`mosquitto` on a free loopback port) and a real
 //! subscriber (`mosquitto_sub`): every report arrives and parses, the retained status follows
 //! the device, a broker restart loses nothing within the queue bound and keeps the order, and
-//! beyond the bound the oldest reports are dropped and counted.
+//! beyond the bound the oldest reports are dropped and counted; the real binary's queue on disk
+//! survives `kill -9` and goes out first, in order, on the next run.
 
 mod common;
 #[path = "common/mqtt.rs"]
@@ -474,4 +475,164 @@ fn a_lost_connection_publishes_the_last_will_and_a_reconnect_announces_online() 
     });
     assert_eq!(states(&sub, status), ["online", "offline", "online"]);
     assert!(reporter.stats().connects >= 2);
+}
+
+/// The JSON reports in the segment files of an on-disk queue, in order, decoded from the
+/// documented record format (`len u32 | crc32 u32 | seq u64 | payload`, little-endian) up to
+/// the first record that is cut short or damaged.
+fn queued_on_disk(queue: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(queue) else {
+        return Vec::new();
+    };
+    let mut segments: Vec<_> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let mut out = Vec::new();
+    for segment in segments {
+        let bytes = std::fs::read(&segment).unwrap_or_default();
+        let mut at = 0;
+        while bytes.len() >= at + 16 {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+            let Some(payload) = bytes.get(at + 16..at + 16 + len) else {
+                break;
+            };
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&bytes[at..at + 4]);
+            hasher.update(&bytes[at + 8..at + 16]);
+            hasher.update(payload);
+            if hasher.finalize() != crc {
+                break;
+            }
+            out.push(String::from_utf8(payload.to_vec()).unwrap());
+            at += 16 + len;
+        }
+    }
+    out
+}
+
+/// `affect-edge run` from the synthetic camera at 50 frames/s to `url`, queueing in `state`.
+fn start_device(url: &str, state: &Path, extra: &[&str], log: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+        .args([
+            "run",
+            "--source",
+            "synthetic:4",
+            "--fps",
+            "50",
+            "--report",
+            url,
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start affect-edge")
+}
+
+/// The `ts` field of a JSON report.
+fn ts(payload: &str) -> f64 {
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+    v["ts"].as_f64().unwrap()
+}
+
+#[test]
+fn reports_queued_on_disk_survive_kill_9_and_go_out_first_in_order_on_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let topic = "durable/affect";
+    let url = format!("mqtt://127.0.0.1:{port}/{topic}");
+    let queue = affect_edge::report::queue_dir(&state, &MqttConfig::from_url(&url).unwrap());
+
+    // No broker: every report waits in the queue on disk until the process is killed.
+    let log1 = dir.path().join("run1.log");
+    let mut first = start_device(&url, &state, &[], &log1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while queued_on_disk(&queue).len() < 40 {
+        if let Ok(Some(status)) = first.try_wait() {
+            panic!(
+                "the first run exited ({status}):\n{}",
+                std::fs::read_to_string(&log1).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "40 reports never reached the queue on disk:\n{}",
+            std::fs::read_to_string(&log1).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killed = Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = first.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    let log = std::fs::read_to_string(&log1).unwrap();
+    assert!(log.contains("report queue on disk in"), "{log}");
+    let before = queued_on_disk(&queue);
+    assert!(before.len() >= 40, "{}", before.len());
+
+    // The broker is back; the next run (5 frames, then a clean stop) sends the old reports
+    // first, in order, then its own.
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir(&broker_dir).unwrap();
+    let broker = Broker::start(&broker_dir, port, "allow_anonymous true");
+    let sub = Subscriber::start(broker.port, &[topic], None, &[]);
+    let log2 = dir.path().join("run2.log");
+    let mut second = start_device(&url, &state, &["--max-frames", "5"], &log2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!(
+                "the second run did not end:\n{}",
+                std::fs::read_to_string(&log2).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(&log2).unwrap();
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(
+        log.contains(&format!("{} report(s) from before", before.len())),
+        "{log}"
+    );
+    // Duplicates are allowed (at least once); the first copy of each report counts.
+    let distinct = || {
+        let mut seen = HashSet::new();
+        sub.payloads(topic)
+            .into_iter()
+            .filter(|p| seen.insert(p.clone()))
+            .collect::<Vec<String>>()
+    };
+    wait_until(
+        "the queued reports and the new run's",
+        Duration::from_secs(10),
+        || distinct().len() >= before.len() + 5,
+    );
+    let got = distinct();
+    assert_eq!(got[..before.len()], before[..], "the old reports, in order");
+    let last_old = before.iter().map(|p| ts(p)).fold(f64::MIN, f64::max);
+    let new = &got[before.len()..];
+    assert!(
+        new.iter().all(|p| ts(p) > last_old),
+        "only the new run's reports come after the old ones: {new:?}"
+    );
+    // Everything was acknowledged: the cursor on disk is past every report.
+    let cursor = std::fs::read(queue.join("acked")).unwrap();
+    let acked = u64::from_le_bytes(cursor[..8].try_into().unwrap());
+    assert!(acked as usize >= before.len() + 5, "{acked}");
 }

@@ -6,6 +6,7 @@
 //! keep a bounded queue while they are gone: the oldest report is dropped (and counted) when the
 //! queue is full, everything within the bound is delivered in order once the link is back.
 
+pub mod journal;
 mod json_lines;
 mod link;
 mod memory;
@@ -17,10 +18,11 @@ mod smooth;
 
 use affect_shared::status::DeviceStatus;
 pub use affect_shared::wire::Report;
+pub use journal::JournalError;
 pub use json_lines::{JsonLinesReporter, to_json_line};
 pub use link::{LinkOpener, LinkStats, ReopeningLink};
 pub use memory::MemoryReporter;
-pub use mqtt::{MqttConfig, MqttReporter, MqttStats, MqttTlsConfig};
+pub use mqtt::{MqttConfig, MqttReporter, MqttStats, MqttTlsConfig, queue_dir};
 pub use rate_limit::{RateLimitConfig, RateLimited};
 use serde::Serialize;
 pub use serial::{SerialConfig, SerialMode, SerialOpener, SerialReporter, to_text_line};
@@ -54,6 +56,15 @@ pub enum ReportError {
         what: String,
         /// What is wrong.
         message: String,
+    },
+    /// The on-disk report queue cannot be opened or written.
+    #[error("{what}: report queue: {source}")]
+    Queue {
+        /// Destination.
+        what: String,
+        /// What the queue reported.
+        #[source]
+        source: JournalError,
     },
     /// `drain` ran out of time with reports still queued (the link is down or slow).
     #[error("{what}: {pending} report(s) still queued after {waited_ms} ms ({detail})")]
@@ -107,8 +118,16 @@ pub struct ReporterHealth {
     pub delivered: u64,
     /// Reports waiting for the link.
     pub queued: usize,
-    /// Most reports the queue holds before the oldest is dropped (0: no queue).
+    /// Most reports the queue holds before the oldest is dropped (0: no queue, or a queue on
+    /// disk, bounded in bytes by `capacity_bytes`).
     pub capacity: usize,
+    /// Bytes of the queue on disk (0: the queue, if any, is in memory).
+    pub queued_bytes: u64,
+    /// Bytes the queue on disk holds before its oldest segment is dropped (0: not on disk).
+    pub capacity_bytes: u64,
+    /// Damaged records of the queue on disk found and skipped (after a crash, a power cut or a
+    /// disk error).
+    pub damaged: u64,
     /// Reports dropped because the queue was full.
     pub dropped: u64,
     /// Times the link came back after a loss.
@@ -123,9 +142,27 @@ impl ReporterHealth {
         self.delivered + self.queued as u64 + self.dropped
     }
 
-    /// Healthy: connected, or down with room left in its queue (nothing dropped yet now).
+    /// Healthy: connected, or down with room left in its queue (nothing dropped yet now; on
+    /// disk: room for at least one more segment, a sixteenth of the bound).
     pub fn is_healthy(&self) -> bool {
-        self.connected || self.queued < self.capacity
+        self.connected
+            || if self.capacity_bytes > 0 {
+                self.queued_bytes + self.capacity_bytes / journal::SEGMENTS <= self.capacity_bytes
+            } else {
+                self.queued < self.capacity
+            }
+    }
+
+    /// The queue's fill in words: `3 of 10` reports, or bytes on disk.
+    pub fn fill(&self) -> String {
+        if self.capacity_bytes > 0 {
+            format!(
+                "{} of {} bytes on disk",
+                self.queued_bytes, self.capacity_bytes
+            )
+        } else {
+            format!("{} of {}", self.queued, self.capacity)
+        }
     }
 }
 

@@ -8,17 +8,22 @@
 //!   `{"state":"online","model":{…},"fps":…,"uptime_s":…,"version":…}` after every connect and
 //!   whenever the runtime refreshes it, `{"state":"offline"}` on a clean shutdown and, as the
 //!   last will, when the device vanishes without one.
-//! * **Delivery.** Reports wait in a bounded outbox until the broker acknowledges them (PUBACK).
+//! * **Delivery.** Reports wait in a bounded queue until the broker acknowledges them (PUBACK).
 //!   While the broker is unreachable the reporter reconnects with exponential backoff; once it is
-//!   back, everything in the outbox is published again in order. Beyond `queue` unacknowledged
-//!   reports the oldest is dropped and counted ([`MqttStats::dropped`]). Delivery is at least
-//!   once: a report whose PUBACK was lost in the break is sent twice (same `frame`/`track`).
+//!   back, everything queued is published again in order. Delivery is at least once: a report
+//!   whose PUBACK was lost in the break is sent twice (same `frame`/`track`).
+//! * **Durability.** With a state directory ([`MqttReporter::open`]) the queue is on disk, in
+//!   `<state_dir>/queue/<broker and topic>/` (see [`super::journal`] for the format and the
+//!   fsync policy): it survives a crash or a power cut and is delivered, in order, by the next
+//!   run; it holds up to `queue_bytes` and drops its oldest segment beyond. Without one it is in
+//!   memory and holds `queue` reports. Either way the oldest reports are dropped and counted
+//!   ([`MqttStats::dropped`]) when it is full.
 //! * **Security.** Username/password, and TLS (rustls) with a CA file and optional client
 //!   certificate.
 //!
 //! The network runs on a background thread; [`Reporter::report`] never blocks on the network.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,7 +36,8 @@ use serde::{Deserialize, Serialize};
 
 use affect_shared::status::{DeviceState, DeviceStatus};
 
-use super::outbox::{Outbox, Publication};
+use super::journal::{self, Journal};
+use super::outbox::{MemoryStore, Outbox, Publication, Store};
 use super::{Report, ReportError, Reporter, ReporterHealth, check_finite, to_json_line};
 use crate::backoff::{Backoff, BackoffConfig};
 
@@ -71,8 +77,13 @@ pub struct MqttConfig {
     pub keep_alive_s: u64,
     /// Time allowed for TCP + TLS + CONNECT/CONNACK, seconds (≥ 1).
     pub connect_timeout_s: u64,
-    /// Unacknowledged reports kept; the oldest is dropped beyond this.
+    /// Unacknowledged reports kept in memory (no state directory); the oldest is dropped beyond.
     pub queue: usize,
+    /// Bytes of the on-disk queue (with a state directory); the oldest reports are dropped
+    /// beyond, a sixteenth of the bound at a time.
+    pub queue_bytes: u64,
+    /// Longest time between two fsyncs of the on-disk queue, ms: what a power cut can lose.
+    pub fsync_interval_ms: u64,
     /// Reports published but not yet acknowledged at any time (QoS 1 window).
     pub inflight: u16,
     /// Reconnect schedule.
@@ -92,6 +103,8 @@ impl Default for MqttConfig {
             keep_alive_s: 30,
             connect_timeout_s: 5,
             queue: 1_000,
+            queue_bytes: 64 * 1024 * 1024,
+            fsync_interval_ms: 1_000,
             inflight: 32,
             backoff: BackoffConfig::default(),
         }
@@ -208,8 +221,16 @@ impl MqttConfig {
                 "keep_alive_s and connect_timeout_s must be at least 1".into()
             ));
         }
-        if self.queue == 0 || self.inflight == 0 {
-            return Err(bad("queue and inflight must be at least 1".into()));
+        if self.queue == 0 || self.inflight == 0 || self.fsync_interval_ms == 0 {
+            return Err(bad(
+                "queue, inflight and fsync_interval_ms must be at least 1".into(),
+            ));
+        }
+        if self.queue_bytes < journal::MIN_BYTES {
+            return Err(bad(format!(
+                "queue_bytes must be at least {} (64 KiB)",
+                journal::MIN_BYTES
+            )));
         }
         if self.password.is_some() && self.username.is_none() {
             return Err(bad("password given without username".into()));
@@ -275,10 +296,14 @@ impl MqttConfig {
 pub struct MqttStats {
     /// Reports acknowledged by the broker.
     pub delivered: u64,
-    /// Reports dropped because the outbox was full.
+    /// Reports dropped because the queue was full.
     pub dropped: u64,
     /// Reports waiting (including those in flight).
     pub queued: usize,
+    /// Bytes of the on-disk queue (0 in memory).
+    pub queued_bytes: u64,
+    /// Damaged records of the on-disk queue found and skipped.
+    pub damaged: u64,
     /// Whether the client is connected now.
     pub connected: bool,
     /// Successful connects so far.
@@ -314,6 +339,8 @@ impl Shared {
 /// Publishes reports to an MQTT broker; see the module documentation for the contract.
 pub struct MqttReporter {
     shared: Arc<Shared>,
+    /// Fsyncs the on-disk queue every `fsync_interval_ms`.
+    syncer: Option<JoinHandle<()>>,
     client: Client,
     topic: String,
     status_topic: String,
@@ -323,12 +350,71 @@ pub struct MqttReporter {
     network: Option<JoinHandle<()>>,
 }
 
+/// The queue directory of a reporter in `state_dir`: `queue/mqtt-<host>-<port>-<topic>-<hash>`,
+/// readable and unique per broker and topic.
+pub fn queue_dir(state_dir: &Path, config: &MqttConfig) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let address = config.address();
+    let readable: String = format!("{}-{}-{}", config.host, config.port, config.topic)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = Sha256::digest(address.as_bytes());
+    let tag: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    state_dir
+        .join("queue")
+        .join(format!("mqtt-{readable}-{tag}"))
+}
+
 impl MqttReporter {
-    /// Starts the client and its network thread. An unreachable broker is not an error (reports
-    /// queue until it is reachable); an unusable configuration (bad topic, unreadable CA file)
-    /// is.
+    /// [`MqttReporter::open`] with the queue in memory.
     pub fn new(config: &MqttConfig) -> Result<Self, ReportError> {
+        Self::open(config, None)
+    }
+
+    /// Starts the client and its network thread, with the queue on disk under `state_dir`
+    /// ([`queue_dir`]; reports left there by an earlier run are sent first) or, without one, in
+    /// memory. An unreachable broker is not an error (reports queue until it is reachable); an
+    /// unusable configuration (bad topic, unreadable CA file) or queue directory is.
+    pub fn open(config: &MqttConfig, state_dir: Option<&Path>) -> Result<Self, ReportError> {
         let options = config.options()?;
+        let store: Box<dyn Store> = match state_dir {
+            Some(state_dir) => {
+                let dir = queue_dir(state_dir, config);
+                let journal = Journal::open(&dir, config.queue_bytes).map_err(|source| {
+                    ReportError::Queue {
+                        what: config.address(),
+                        source,
+                    }
+                })?;
+                tracing::info!(
+                    "{}: report queue on disk in {} (at most {} bytes, fsync every {} ms): {} \
+                     report(s) from before, {} damaged record(s) skipped",
+                    config.address(),
+                    dir.display(),
+                    journal.max_bytes(),
+                    config.fsync_interval_ms,
+                    journal.len(),
+                    journal.damaged()
+                );
+                Box::new(journal)
+            }
+            None => {
+                tracing::info!(
+                    "{}: report queue in memory (no state directory), at most {} report(s)",
+                    config.address(),
+                    config.queue
+                );
+                Box::new(MemoryStore::new(config.queue))
+            }
+        };
+        let durable = state_dir.is_some();
         let window = usize::from(config.inflight).min(config.queue);
         // Room for the whole window plus status messages, so `try_publish` never finds it full.
         let (client, mut connection) = Client::new(options, window + 8);
@@ -337,7 +423,7 @@ impl MqttReporter {
         connection.eventloop.set_network_options(network);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                outbox: Outbox::new(config.queue),
+                outbox: Outbox::new(store),
                 connected: false,
                 stopping: false,
                 connects: 0,
@@ -369,8 +455,25 @@ impl MqttReporter {
                 what: config.address(),
                 source,
             })?;
+        let syncer = if durable {
+            let shared = shared.clone();
+            let interval = Duration::from_millis(config.fsync_interval_ms);
+            let what = config.address();
+            Some(
+                std::thread::Builder::new()
+                    .name("mqtt-queue-sync".into())
+                    .spawn(move || sync_periodically(&shared, interval, &what))
+                    .map_err(|source| ReportError::Io {
+                        what: config.address(),
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             shared,
+            syncer,
             client,
             topic: config.topic.clone(),
             status_topic: config.status_topic(),
@@ -388,6 +491,8 @@ impl MqttReporter {
             delivered: state.outbox.delivered(),
             dropped: state.outbox.dropped(),
             queued: state.outbox.len(),
+            queued_bytes: state.outbox.bytes().0,
+            damaged: state.outbox.damaged(),
             connected: state.connected,
             connects: state.connects,
             last_error: state.last_error.clone(),
@@ -455,6 +560,16 @@ impl MqttReporter {
                 tracing::error!("{}: network thread panicked", self.what);
             }
         }
+        if let Some(syncer) = self.syncer.take()
+            && syncer.join().is_err()
+        {
+            tracing::error!("{}: queue sync thread panicked", self.what);
+        }
+        // Clean shutdown: everything queued and acknowledged is made durable.
+        let job = self.shared.lock().outbox.sync_job();
+        if let Some(Err(e)) = job.map(journal::SyncJob::run) {
+            tracing::warn!("{}: syncing the report queue: {e}", self.what);
+        }
     }
 }
 
@@ -469,7 +584,13 @@ impl Reporter for MqttReporter {
         check_finite(report, &self.what)?;
         let payload = to_json_line(report).into_bytes();
         let mut state = self.shared.lock();
-        state.outbox.push(payload);
+        state
+            .outbox
+            .push(&payload)
+            .map_err(|source| ReportError::Queue {
+                what: self.what.clone(),
+                source,
+            })?;
         if state.connected {
             publish_waiting(&mut state, &self.client, &self.topic, self.window);
         }
@@ -505,12 +626,17 @@ impl Reporter for MqttReporter {
 
     fn health(&self) -> ReporterHealth {
         let state = self.shared.lock();
+        let (queued_bytes, capacity_bytes) = state.outbox.bytes();
         ReporterHealth {
             name: self.what.clone(),
             connected: state.connected,
             delivered: state.outbox.delivered(),
             queued: state.outbox.len(),
-            capacity: self.capacity,
+            // A queue on disk is bounded in bytes only.
+            capacity: if capacity_bytes > 0 { 0 } else { self.capacity },
+            queued_bytes,
+            capacity_bytes,
+            damaged: state.outbox.damaged(),
             dropped: state.outbox.dropped(),
             reconnects: state.connects.saturating_sub(1),
             last_error: state.last_error.clone(),
@@ -540,6 +666,33 @@ impl Reporter for MqttReporter {
             state.outbox.mark_status_sent();
         }
         state.status = json;
+    }
+}
+
+/// Runs the on-disk queue's sync jobs every `interval` until the reporter stops; the fsync
+/// itself runs without the lock, so reporting never waits for the disk.
+fn sync_periodically(shared: &Shared, interval: Duration, what: &str) {
+    let mut next = Instant::now() + interval;
+    loop {
+        let job = {
+            let mut state = shared.lock();
+            while !state.stopping && Instant::now() < next {
+                let left = next.saturating_duration_since(Instant::now());
+                state = shared
+                    .changed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if state.stopping {
+                return;
+            }
+            state.outbox.sync_job()
+        };
+        next = Instant::now() + interval;
+        if let Some(Err(e)) = job.map(journal::SyncJob::run) {
+            tracing::warn!("{what}: syncing the report queue: {e}");
+        }
     }
 }
 
@@ -674,6 +827,28 @@ mod tests {
             (Some("dev"), Some("s3cret"))
         );
         assert_eq!(secure.tls.unwrap().ca_file, PathBuf::from("/etc/ca.pem"));
+    }
+
+    #[test]
+    fn each_broker_and_topic_has_its_own_readable_queue_directory() {
+        let state = Path::new("/var/lib/affect");
+        let a = MqttConfig::from_url("mqtt://broker.local:1884/lab/affect").unwrap();
+        let dir = queue_dir(state, &a);
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(dir.starts_with("/var/lib/affect/queue"), "{dir:?}");
+        assert!(
+            name.starts_with("mqtt-broker.local-1884-lab_affect-"),
+            "{name}"
+        );
+        // `lab/affect` and `lab_affect` read alike but are different queues.
+        let b = MqttConfig::from_url("mqtt://broker.local:1884/lab_affect").unwrap();
+        assert_ne!(queue_dir(state, &b), dir);
+        let small = MqttConfig {
+            queue_bytes: 1024,
+            ..MqttConfig::default()
+        };
+        let err = small.options().unwrap_err().to_string();
+        assert!(err.contains("queue_bytes must be at least 65536"), "{err}");
     }
 
     #[test]

@@ -267,6 +267,7 @@ impl<O: LinkOpener> Reporter for SerialReporter<O> {
             dropped: stats.dropped,
             reconnects: stats.opens.saturating_sub(1),
             last_error: self.link.last_error().map(str::to_owned),
+            ..ReporterHealth::default()
         }
     }
 }
