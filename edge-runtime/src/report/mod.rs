@@ -20,7 +20,7 @@ pub use affect_shared::wire::Report;
 pub use json_lines::{JsonLinesReporter, to_json_line};
 pub use link::{LinkOpener, LinkStats, ReopeningLink};
 pub use memory::MemoryReporter;
-pub use mqtt::{MqttConfig, MqttReporter, MqttStats, MqttTlsConfig};
+pub use mqtt::{ConnectReturnCode, MqttConfig, MqttReporter, MqttStats, MqttTlsConfig, ProbeError};
 pub use rate_limit::{RateLimitConfig, RateLimited};
 use serde::Serialize;
 pub use serial::{SerialConfig, SerialMode, SerialOpener, SerialReporter, to_text_line};
