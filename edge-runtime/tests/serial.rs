@@ -3,10 +3,12 @@
 //! back in is starting it again on the same link names.
 
 mod common;
+#[path = "common/pty.rs"]
+mod pty;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,50 +17,7 @@ use std::time::{Duration, Instant};
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{Report, Reporter, SerialConfig, SerialMode, SerialReporter};
 use affect_shared::wire::StatusFlags;
-
-/// A socat pty pair: the device end (`dev`) for the reporter, the host end (`host`) for the
-/// reader.
-struct PtyPair {
-    child: Child,
-    dev: PathBuf,
-    host: PathBuf,
-}
-
-impl PtyPair {
-    fn start(dir: &Path) -> Self {
-        let dev = dir.join("dev");
-        let host = dir.join("host");
-        let child = Command::new("socat")
-            .arg("-d")
-            .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", dev.display()))
-            .arg(format!("pty,raw,echo=0,link={}", host.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat not found: run tests/setup.sh (Debian package socat)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !(dev.exists() && host.exists()) {
-            assert!(Instant::now() < deadline, "socat did not create its ptys");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child, dev, host }
-    }
-
-    /// Unplugs: SIGTERM so socat removes its links, then waits for it.
-    fn stop(mut self) {
-        common::terminate(&mut self.child);
-        let _ = std::fs::remove_file(&self.dev);
-        let _ = std::fs::remove_file(&self.host);
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use pty::PtyPair;
 
 /// Reads the host end into a buffer on a thread, reopening it whenever it goes away.
 struct Reader {
