@@ -316,3 +316,46 @@ fn text_mode_is_readable_lines() {
     }
     pty.stop();
 }
+
+/// The binary as the service runs it, `affect-edge run --report serial:PATH@BAUD`: every
+/// report reaches the line (the target's `serial:` prefix is not part of the device path).
+#[test]
+fn the_binary_reports_over_a_serial_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = PtyPair::start(dir.path());
+    let reader = Reader::start(pair.host.clone());
+    reader.wait_for_opens(1, Duration::from_secs(5));
+    let out = Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+        .args([
+            "run",
+            "--source",
+            "synthetic",
+            "--max-frames",
+            "10",
+            "--report",
+        ])
+        .arg(format!("serial:{}@115200", pair.dev.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One report per frame, then the track's final one (face lost) when the run stops.
+    reader.wait_for_frames(11, Duration::from_secs(10));
+    let decoded = oracle_decode(&reader.finish());
+    let frames: Vec<(u64, bool)> = decoded
+        .iter()
+        .map(|d| {
+            let flags = d["flags"].as_u64().unwrap() as u8;
+            (
+                d["frame"].as_u64().unwrap(),
+                flags & StatusFlags::FACE_LOST != 0,
+            )
+        })
+        .collect();
+    let mut expected: Vec<(u64, bool)> = (0..10).map(|f| (f, false)).collect();
+    expected.push((9, true));
+    assert_eq!(frames, expected);
+}
