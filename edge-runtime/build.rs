@@ -1,6 +1,11 @@
 //! Checks the models compiled into the binary (`src/models.rs`) against `models/SHA256SUMS*`
 //! before they are embedded: a model file changed without its checksum (or a checkout that
 //! mangled it, e.g. a Git LFS pointer) fails the build, naming the file.
+//!
+//! Also sets `AFFECT_BUILD_EPOCH` (Unix seconds) for `affect-edge doctor`'s clock check: the
+//! reproducible-builds `SOURCE_DATE_EPOCH` when set (Debian's packaging sets it from the
+//! changelog), else the time this script ran. The clock check only needs a lower bound of
+//! today's date, and both are one.
 
 use std::path::Path;
 
@@ -16,6 +21,16 @@ const EMBEDDED: [&str; 4] = [
 const SUMS: [&str; 2] = ["SHA256SUMS", "SHA256SUMS.affect-synth"];
 
 fn main() {
+    println!("cargo::rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    println!("cargo::rustc-env=AFFECT_BUILD_EPOCH={epoch}");
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let mut expected = Vec::new();
     for sums in SUMS {

@@ -11,9 +11,7 @@ use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
 use affect_edge::faces::{BundledFaces, FacesConfig};
 use affect_edge::http::HttpServer;
 use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig, PipelineError};
-use affect_edge::report::{
-    self, JsonLinesReporter, MqttConfig, MqttReporter, Reporter, SerialConfig, SerialReporter,
-};
+use affect_edge::report::{self, JsonLinesReporter, MqttReporter, Reporter, SerialReporter};
 use affect_edge::runner::{self, RunLimits, RunSummary};
 use affect_edge::service::ServiceManager;
 use affect_edge::source::{FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera};
@@ -53,9 +51,7 @@ pub fn open_source(
     let fps = (config.fps > 0.0).then_some(f64::from(config.fps));
     Ok(match &config.source {
         SourceSpec::Camera(device) => {
-            let mut camera = config.camera.clone();
-            camera.device = device.clone();
-            Box::new(V4l2Camera::open(&camera).map_err(bad)?)
+            Box::new(V4l2Camera::open(&config.camera_settings(device)).map_err(bad)?)
         }
         SourceSpec::Images(dir) => {
             let mut images = config.images.clone();
@@ -105,26 +101,10 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
         let reporter: Box<dyn Reporter> = if target == "stdout" {
             Box::new(JsonLinesReporter::stdout())
         } else if target.starts_with("serial:") {
-            let mut serial = SerialConfig::from_spec(target).map_err(bad)?;
-            serial.mode = config.serial.mode;
-            serial.queue = config.serial.queue;
-            serial.write_timeout_ms = config.serial.write_timeout_ms;
-            serial.backoff = config.serial.backoff;
+            let serial = config.serial_target(target).map_err(bad)?;
             Box::new(SerialReporter::new(&serial).map_err(bad)?)
         } else if target.starts_with("mqtt://") || target.starts_with("mqtts://") {
-            let mut mqtt = MqttConfig::from_url(target).map_err(bad)?;
-            let extra = &config.mqtt;
-            mqtt.client_id = mqtt.client_id.or_else(|| extra.client_id.clone());
-            mqtt.username = mqtt.username.or_else(|| extra.username.clone());
-            mqtt.password = mqtt.password.or_else(|| extra.password.clone());
-            mqtt.tls = mqtt.tls.or_else(|| extra.tls.clone());
-            mqtt.keep_alive_s = extra.keep_alive_s;
-            mqtt.connect_timeout_s = extra.connect_timeout_s;
-            mqtt.queue = extra.queue;
-            mqtt.queue_bytes = extra.queue_bytes;
-            mqtt.fsync_interval_ms = extra.fsync_interval_ms;
-            mqtt.inflight = extra.inflight;
-            mqtt.backoff = extra.backoff;
+            let mqtt = config.mqtt_target(target).map_err(bad)?;
             Box::new(MqttReporter::open(&mqtt, config.state_dir.as_deref()).map_err(bad)?)
         } else {
             return Err(bad(anyhow::anyhow!(
@@ -189,7 +169,7 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         source.describe(),
         model.describe(),
         pipeline.backend_name(),
-        describe_model(&contract),
+        contract.summary(),
         config.report.join(", ")
     );
     let limits = RunLimits {
@@ -213,21 +193,6 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     })?;
     print_summary(&summary, &pipeline);
     Ok(())
-}
-
-fn describe_model(c: &ModelContract) -> String {
-    let m = &c.metadata;
-    let recurrent = match m.recurrent {
-        Some(r) => format!("{:?} {}×{}", r.cell, r.layers, r.hidden),
-        None => "per-frame".into(),
-    };
-    format!(
-        "{} {}px{} {recurrent} {:?}",
-        m.backbone,
-        c.face_size,
-        if c.landmarks { " +landmarks" } else { "" },
-        m.precision
-    )
 }
 
 fn ms(d: Duration) -> f64 {
@@ -271,7 +236,7 @@ fn print_summary(s: &RunSummary, p: &Pipeline) {
 /// `affect-edge info MODEL`.
 pub fn info(model: &Path) -> Result<(), Failure> {
     let contract = ModelContract::load(&model.into()).map_err(backend_failure)?;
-    println!("{}", describe_model(&contract));
+    println!("{}", contract.summary());
     println!(
         "{}",
         serde_json::to_string_pretty(&contract.metadata).map_err(other)?
@@ -355,7 +320,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         println!(
             "backend {}: {}",
             pipeline.backend_name(),
-            describe_model(&contract)
+            contract.summary()
         );
         println!(
             "  stages (mean ms): decode/source {:.2}  faces {:.2}  preprocess {:.2}  model {:.2}  report {:.3}",

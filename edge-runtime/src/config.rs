@@ -10,7 +10,7 @@ use crate::backend::{BackendKind, ExecutionProvider, OnnxRuntimeConfig};
 use crate::faces::FacesConfig;
 use crate::http::HttpConfig;
 use crate::models::ModelFile;
-use crate::report::{MqttConfig, RateLimitConfig, SerialConfig, SmoothConfig};
+use crate::report::{MqttConfig, RateLimitConfig, ReportError, SerialConfig, SmoothConfig};
 use crate::source::{CameraConfig, ImageDirConfig, SyntheticConfig};
 use crate::tracker::TrackerConfig;
 
@@ -281,6 +281,48 @@ impl EdgeConfig {
         })
     }
 
+    /// The camera settings for `device` (the `source`'s device with the `[camera]` table).
+    pub fn camera_settings(&self, device: &Path) -> CameraConfig {
+        CameraConfig {
+            device: device.to_owned(),
+            ..self.camera.clone()
+        }
+    }
+
+    /// The settings of a `serial:PATH[@BAUD]` report target: path and baud from the target,
+    /// the rest from the `[serial]` table.
+    pub fn serial_target(&self, target: &str) -> Result<SerialConfig, ReportError> {
+        let from_target =
+            SerialConfig::from_spec(target.strip_prefix("serial:").unwrap_or(target))?;
+        Ok(SerialConfig {
+            path: from_target.path,
+            baud: from_target.baud,
+            ..self.serial.clone()
+        })
+    }
+
+    /// The settings of an `mqtt://…` or `mqtts://…` report target: host, port, topic (and
+    /// login and TLS files when the URL has them) from the URL, the rest from the `[mqtt]`
+    /// table.
+    pub fn mqtt_target(&self, url: &str) -> Result<MqttConfig, ReportError> {
+        let mqtt = MqttConfig::from_url(url)?;
+        let extra = &self.mqtt;
+        Ok(MqttConfig {
+            client_id: mqtt.client_id.or_else(|| extra.client_id.clone()),
+            username: mqtt.username.or_else(|| extra.username.clone()),
+            password: mqtt.password.or_else(|| extra.password.clone()),
+            tls: mqtt.tls.or_else(|| extra.tls.clone()),
+            keep_alive_s: extra.keep_alive_s,
+            connect_timeout_s: extra.connect_timeout_s,
+            queue: extra.queue,
+            queue_bytes: extra.queue_bytes,
+            fsync_interval_ms: extra.fsync_interval_ms,
+            inflight: extra.inflight,
+            backoff: extra.backoff,
+            ..mqtt
+        })
+    }
+
     /// Checks ranges and combinations (reporter and source settings are checked again by the
     /// components themselves when they open).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -369,6 +411,31 @@ mod tests {
         );
         assert!("synthetic:x".parse::<SourceSpec>().is_err());
         assert!("webcam".parse::<SourceSpec>().is_err());
+    }
+
+    #[test]
+    fn report_targets_take_the_rest_of_their_settings_from_the_tables() {
+        let c = EdgeConfig::from_toml(
+            "[serial]\nmode = \"text\"\nqueue = 9\n[mqtt]\nusername = \"edge\"\nqueue = 7\n",
+            "edge.toml",
+        )
+        .unwrap();
+        // The `serial:` prefix is not part of the device path.
+        let serial = c.serial_target("serial:/dev/ttyACM0@9600").unwrap();
+        assert_eq!(serial.path, PathBuf::from("/dev/ttyACM0"));
+        assert_eq!((serial.baud, serial.queue), (9600, 9));
+        assert_eq!(serial.mode, crate::report::SerialMode::Text);
+        let mqtt = c.mqtt_target("mqtt://broker:1884/lab").unwrap();
+        assert_eq!(
+            (mqtt.host.as_str(), mqtt.port, mqtt.queue),
+            ("broker", 1884, 7)
+        );
+        assert_eq!(mqtt.username.as_deref(), Some("edge"));
+        // A login in the URL wins over the table.
+        let mqtt = c.mqtt_target("mqtt://other:pw@broker/lab").unwrap();
+        assert_eq!(mqtt.username.as_deref(), Some("other"));
+        let camera = c.camera_settings(Path::new("/dev/video4"));
+        assert_eq!(camera.device, PathBuf::from("/dev/video4"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod backoff;
 pub mod config;
+pub mod doctor;
 pub mod faces;
 pub mod http;
 pub mod models;

@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicBool;
 mod app;
 
 use affect_edge::backend::BackendKind;
-use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
+use affect_edge::config::{ConfigError, EdgeConfig, FacesSpec, SourceSpec};
+use affect_edge::doctor::{self, SystemProbes};
 use app::{BenchArgs, Failure};
 use clap::{Args, Parser, Subcommand};
 
@@ -27,6 +28,9 @@ enum Command {
     Run(RunArgs),
     /// Per-stage timings, end-to-end frames/s and latency; tract vs ONNX Runtime model time.
     Bench(BenchCli),
+    /// Check every part `run` would use: one line each, `ok`, `FAIL` with the fix, or
+    /// `skipped` with the reason; exit 0 only when nothing failed.
+    Doctor(DoctorArgs),
     /// Print a model's metadata and whether this runtime can serve it.
     Info {
         /// ONNX model file.
@@ -34,9 +38,9 @@ enum Command {
     },
 }
 
-/// Flags of `run`; each overrides the same field of `--config`.
+/// Flags that override the same fields of `--config` (shared by `run` and `doctor`).
 #[derive(Args)]
-struct RunArgs {
+struct ConfigArgs {
     /// TOML configuration file (same fields as these flags).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -55,26 +59,78 @@ struct RunArgs {
     /// stdout | serial:PATH[@BAUD] | mqtt://HOST:PORT/TOPIC | mqtts://…; repeatable.
     #[arg(long)]
     report: Vec<String>,
+    /// Intra-op threads of the inference engine (0 = its default).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// MQTT password (better: the environment variable).
+    #[arg(long, env = "AFFECT_MQTT_PASSWORD", hide_env_values = true)]
+    mqtt_password: Option<String>,
+    /// Directory for state kept across restarts: the MQTT report queue goes to
+    /// DIR/queue/ (default: $STATE_DIRECTORY; without one the queue is in memory).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The configuration file (or the defaults) with these flags applied, not yet validated.
+    fn load(self) -> Result<EdgeConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => EdgeConfig::from_toml_file(path)?,
+            None => EdgeConfig::default(),
+        };
+        if let Some(s) = self.source {
+            config.source = s;
+        }
+        if self.model.is_some() {
+            config.model = self.model;
+        }
+        if let Some(b) = self.backend {
+            config.backend = b;
+        }
+        if self.faces.is_some() {
+            config.faces = self.faces;
+        }
+        if !self.report.is_empty() {
+            config.report = self.report;
+        }
+        if let Some(t) = self.threads {
+            config.threads = t;
+        }
+        if self.mqtt_password.is_some() {
+            config.mqtt.password = self.mqtt_password;
+        }
+        if self.state_dir.is_some() {
+            config.state_dir = self.state_dir;
+        }
+        Ok(config)
+    }
+}
+
+/// Flags of `run`; each overrides the same field of `--config`.
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
     /// Stop after this many frames.
     #[arg(long)]
     max_frames: Option<u64>,
     /// Pace image and synthetic sources (0 = as fast as possible).
     #[arg(long)]
     fps: Option<f32>,
-    /// Intra-op threads of the inference engine (0 = its default).
-    #[arg(long)]
-    threads: Option<usize>,
     /// Serve /healthz, /metrics and /status on this address (e.g. 127.0.0.1:9464; port 0 picks
     /// a free port, logged at start).
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
-    /// Directory for state kept across restarts: the MQTT report queue goes to
-    /// DIR/queue/ (default: $STATE_DIRECTORY; without one the queue is in memory).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// MQTT password (better: the environment variable).
-    #[arg(long, env = "AFFECT_MQTT_PASSWORD", hide_env_values = true)]
-    mqtt_password: Option<String>,
+}
+
+/// Flags of `doctor`: the same configuration flags as `run`, so it checks what `run` would use.
+#[derive(Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Print one JSON object (`{"ok": …, "checks": […]}`) instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -107,6 +163,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match Cli::parse().command {
+        Command::Doctor(args) => return doctor(args),
         Command::Run(args) => run(args),
         Command::Bench(args) => app::bench(BenchArgs {
             model: args.model,
@@ -137,42 +194,18 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> Result<(), Failure> {
-    let mut config = match &args.config {
-        Some(path) => EdgeConfig::from_toml_file(path).map_err(|e| Failure::BadInput(e.into()))?,
-        None => EdgeConfig::default(),
-    };
-    if let Some(s) = args.source {
-        config.source = s;
-    }
-    if args.model.is_some() {
-        config.model = args.model;
-    }
-    if let Some(b) = args.backend {
-        config.backend = b;
-    }
-    if args.faces.is_some() {
-        config.faces = args.faces;
-    }
-    if !args.report.is_empty() {
-        config.report = args.report;
-    }
+    let mut config = args
+        .common
+        .load()
+        .map_err(|e| Failure::BadInput(e.into()))?;
     if let Some(n) = args.max_frames {
         config.max_frames = n;
     }
     if let Some(f) = args.fps {
         config.fps = f;
     }
-    if let Some(t) = args.threads {
-        config.threads = t;
-    }
     if args.http.is_some() {
         config.http.listen = args.http;
-    }
-    if args.state_dir.is_some() {
-        config.state_dir = args.state_dir;
-    }
-    if args.mqtt_password.is_some() {
-        config.mqtt.password = args.mqtt_password;
     }
     config.validate().map_err(|e| Failure::BadInput(e.into()))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -181,4 +214,20 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Other(e.into()))?;
     }
     app::run(&config, &stop)
+}
+
+/// `affect-edge doctor`: exit 0 when nothing failed, 1 otherwise.
+fn doctor(args: DoctorArgs) -> ExitCode {
+    let origin = args.common.config.as_ref().map_or_else(
+        || "defaults (no --config)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let config = args.common.load().and_then(|c| c.validate().map(|()| c));
+    let results = doctor::check(&config, &origin, &mut SystemProbes);
+    if args.json {
+        println!("{}", doctor::render_json(&results));
+    } else {
+        print!("{}", doctor::render_text(&results));
+    }
+    ExitCode::from(doctor::exit_code(&results))
 }

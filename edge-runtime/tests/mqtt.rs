@@ -20,7 +20,7 @@ use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{MqttConfig, MqttReporter, MqttTlsConfig, Report, Reporter};
 use affect_shared::status::{DeviceState, DeviceStatus, ModelIdentity};
 use affect_shared::wire::StatusFlags;
-use mqtt_peers::{Broker, Subscriber, free_port, make_accessible, wait_until};
+use mqtt_peers::{Broker, Subscriber, free_port, make_certificates, wait_until};
 
 fn report(frame: u32) -> Report {
     Report {
@@ -290,71 +290,6 @@ fn a_login_is_required_and_checked() {
         !sub.payloads(topic).is_empty()
     });
     assert_eq!(frames_in_order(&sub.payloads(topic)), [7]);
-}
-
-/// Writes a CA and a broker certificate for `localhost`/127.0.0.1 with openssl.
-fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(status.success(), "openssl {args:?}");
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=affect test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
-    // Throwaway test key; the broker reads it after dropping root.
-    make_accessible(&dir.join("server.key"), 0o644);
 }
 
 #[test]

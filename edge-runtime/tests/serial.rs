@@ -3,10 +3,12 @@
 //! back in is starting it again on the same link names.
 
 mod common;
+#[path = "common/pty.rs"]
+mod pty;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,50 +17,7 @@ use std::time::{Duration, Instant};
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{Report, Reporter, SerialConfig, SerialMode, SerialReporter};
 use affect_shared::wire::StatusFlags;
-
-/// A socat pty pair: the device end (`dev`) for the reporter, the host end (`host`) for the
-/// reader.
-struct PtyPair {
-    child: Child,
-    dev: PathBuf,
-    host: PathBuf,
-}
-
-impl PtyPair {
-    fn start(dir: &Path) -> Self {
-        let dev = dir.join("dev");
-        let host = dir.join("host");
-        let child = Command::new("socat")
-            .arg("-d")
-            .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", dev.display()))
-            .arg(format!("pty,raw,echo=0,link={}", host.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat not found: run tests/setup.sh (Debian package socat)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !(dev.exists() && host.exists()) {
-            assert!(Instant::now() < deadline, "socat did not create its ptys");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child, dev, host }
-    }
-
-    /// Unplugs: SIGTERM so socat removes its links, then waits for it.
-    fn stop(mut self) {
-        common::terminate(&mut self.child);
-        let _ = std::fs::remove_file(&self.dev);
-        let _ = std::fs::remove_file(&self.host);
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use pty::PtyPair;
 
 /// Reads the host end into a buffer on a thread, reopening it whenever it goes away.
 struct Reader {
@@ -356,4 +315,47 @@ fn text_mode_is_readable_lines() {
         );
     }
     pty.stop();
+}
+
+/// The binary as the service runs it, `affect-edge run --report serial:PATH@BAUD`: every
+/// report reaches the line (the target's `serial:` prefix is not part of the device path).
+#[test]
+fn the_binary_reports_over_a_serial_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = PtyPair::start(dir.path());
+    let reader = Reader::start(pair.host.clone());
+    reader.wait_for_opens(1, Duration::from_secs(5));
+    let out = Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+        .args([
+            "run",
+            "--source",
+            "synthetic",
+            "--max-frames",
+            "10",
+            "--report",
+        ])
+        .arg(format!("serial:{}@115200", pair.dev.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One report per frame, then the track's final one (face lost) when the run stops.
+    reader.wait_for_frames(11, Duration::from_secs(10));
+    let decoded = oracle_decode(&reader.finish());
+    let frames: Vec<(u64, bool)> = decoded
+        .iter()
+        .map(|d| {
+            let flags = d["flags"].as_u64().unwrap() as u8;
+            (
+                d["frame"].as_u64().unwrap(),
+                flags & StatusFlags::FACE_LOST != 0,
+            )
+        })
+        .collect();
+    let mut expected: Vec<(u64, bool)> = (0..10).map(|f| (f, false)).collect();
+    expected.push((9, true));
+    assert_eq!(frames, expected);
 }

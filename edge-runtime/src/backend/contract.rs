@@ -82,6 +82,23 @@ impl ModelContract {
         }
     }
 
+    /// One line for logs: backbone, input size, landmarks, recurrence, precision
+    /// (`vgg16 48px +landmarks Gru 1×128 Fp32`).
+    pub fn summary(&self) -> String {
+        let m = &self.metadata;
+        let recurrent = match m.recurrent {
+            Some(r) => format!("{:?} {}×{}", r.cell, r.layers, r.hidden),
+            None => "per-frame".into(),
+        };
+        format!(
+            "{} {}px{} {recurrent} {:?}",
+            m.backbone,
+            self.face_size,
+            if self.landmarks { " +landmarks" } else { "" },
+            m.precision
+        )
+    }
+
     /// Checks an already parsed model; `path` is used in messages. The file's bytes are not
     /// known here, so `sha256` is left empty ([`Self::from_bytes`] fills it).
     fn from_proto(proto: &ModelProto, path: &str) -> Result<Self, BackendError> {

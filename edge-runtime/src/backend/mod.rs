@@ -22,7 +22,7 @@ use crate::models::ModelFile;
 
 pub use contract::{ModelContract, StateLayout};
 #[cfg(feature = "onnxruntime")]
-pub use onnxruntime::OnnxRuntimeBackend;
+pub use onnxruntime::{OnnxRuntimeBackend, runtime_info};
 pub use tract::TractBackend;
 
 /// Why a model could not be loaded or run.
@@ -167,13 +167,39 @@ pub fn load(
         #[cfg(not(feature = "onnxruntime"))]
         BackendKind::Onnxruntime => {
             let _ = (threads, onnxruntime);
-            Err(BackendError::Unavailable(
-                "this build has no ONNX Runtime backend; rebuild with `--features onnxruntime`"
-                    .into(),
-            ))
+            Err(BackendError::Unavailable(NO_ONNXRUNTIME.into()))
         }
     }
 }
+
+/// Which engine `kind` is, once it is ready to load models: `tract` (built in), or ONNX
+/// Runtime's build information after its library was loaded from `ORT_DYLIB_PATH`.
+pub fn engine_info(kind: BackendKind) -> Result<String, BackendError> {
+    match kind {
+        BackendKind::Tract => Ok("tract (built in)".into()),
+        #[cfg(feature = "onnxruntime")]
+        BackendKind::Onnxruntime => runtime_info(),
+        #[cfg(not(feature = "onnxruntime"))]
+        BackendKind::Onnxruntime => Err(BackendError::Unavailable(NO_ONNXRUNTIME.into())),
+    }
+}
+
+/// Whether the ONNX Runtime library offers the CUDA and the TensorRT execution providers, in
+/// that order (loads the library first); `None` in a build without the `cuda` feature.
+pub fn gpu_providers() -> Option<Result<[bool; 2], BackendError>> {
+    #[cfg(feature = "cuda")]
+    {
+        Some(onnxruntime::gpu_providers())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        None
+    }
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+const NO_ONNXRUNTIME: &str =
+    "this build has no ONNX Runtime backend; rebuild with `--features onnxruntime`";
 
 /// Reads and validates the `affect` metadata JSON of an ONNX file without running it.
 pub fn read_metadata(path: &Path) -> Result<ModelMetadata, BackendError> {

@@ -41,6 +41,26 @@ fn environment() -> Result<&'static Environment, BackendError> {
         .map_err(|e| BackendError::Unavailable(e.clone()))
 }
 
+/// Loads the ONNX Runtime library (once per process, as the backend does) and returns its
+/// build information, e.g. `ORT Build Info: git-branch=rel-1.23.2, git-commit-id=…`.
+pub fn runtime_info() -> Result<String, BackendError> {
+    environment()?;
+    Ok(ort::info().to_owned())
+}
+
+/// Whether the loaded ONNX Runtime library was built with the CUDA and the TensorRT execution
+/// providers, in that order (loads the library first).
+#[cfg(feature = "cuda")]
+pub fn gpu_providers() -> Result<[bool; 2], BackendError> {
+    use ort::ep::ExecutionProvider as _;
+    environment()?;
+    let available = |r: ort::Result<bool>| r.map_err(|e| BackendError::Unavailable(e.to_string()));
+    Ok([
+        available(ort::ep::CUDA::is_available())?,
+        available(ort::ep::TensorRT::is_available())?,
+    ])
+}
+
 /// An affect model in an ONNX Runtime session (batch size 1 per call).
 pub struct OnnxRuntimeBackend {
     contract: ModelContract,

@@ -22,7 +22,9 @@ pub use journal::JournalError;
 pub use json_lines::{JsonLinesReporter, to_json_line};
 pub use link::{LinkOpener, LinkStats, ReopeningLink};
 pub use memory::MemoryReporter;
-pub use mqtt::{MqttConfig, MqttReporter, MqttStats, MqttTlsConfig, queue_dir};
+pub use mqtt::{
+    ConnectReturnCode, MqttConfig, MqttReporter, MqttStats, MqttTlsConfig, ProbeError, queue_dir,
+};
 pub use rate_limit::{RateLimitConfig, RateLimited};
 use serde::Serialize;
 pub use serial::{SerialConfig, SerialMode, SerialOpener, SerialReporter, to_text_line};

@@ -28,6 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use rumqttc::ConnectReturnCode;
 use rumqttc::{
     Client, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
     TlsConfiguration, Transport,
@@ -198,13 +199,31 @@ impl MqttConfig {
         format!("{}/status", self.topic)
     }
 
-    fn address(&self) -> String {
+    /// The broker as a URL without credentials, for messages.
+    pub fn address(&self) -> String {
         let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
         format!("{scheme}://{}:{}/{}", self.host, self.port, self.topic)
     }
 
-    /// Checks the settings and builds the client options; errors name the field or file.
+    /// Checks the settings and builds the reporter's client options (with the retained
+    /// `offline` status as last will); errors name the field or file.
     fn options(&self) -> Result<MqttOptions, ReportError> {
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("affect-edge-{}", std::process::id()));
+        let mut options = self.connect_options(client_id)?;
+        options.set_last_will(LastWill::new(
+            self.status_topic(),
+            DeviceStatus::offline().to_json(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        Ok(options)
+    }
+
+    /// Checks the settings and builds client options for `client_id` without a last will.
+    fn connect_options(&self, client_id: String) -> Result<MqttOptions, ReportError> {
         let what = self.address();
         let bad = |message: String| ReportError::Config {
             what: what.clone(),
@@ -236,22 +255,12 @@ impl MqttConfig {
             return Err(bad("password given without username".into()));
         }
         self.backoff.validate().map_err(bad)?;
-        let client_id = self
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("affect-edge-{}", std::process::id()));
         let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
         options
             .set_keep_alive(Duration::from_secs(self.keep_alive_s))
             .set_clean_session(true)
             // The outbox, not rumqttc, decides what is resent; status messages take two slots.
-            .set_inflight(self.inflight.saturating_add(2))
-            .set_last_will(LastWill::new(
-                self.status_topic(),
-                DeviceStatus::offline().to_json(),
-                QoS::AtLeastOnce,
-                true,
-            ));
+            .set_inflight(self.inflight.saturating_add(2));
         if let Some(user) = &self.username {
             options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
@@ -288,6 +297,143 @@ impl MqttConfig {
             }));
         }
         Ok(options)
+    }
+
+    /// Connects once as `affect-edge-doctor-<pid>` (so a running device with the same
+    /// `client_id` is not thrown off, and without a last will, so its retained status stays),
+    /// waits at most `timeout` for the broker's CONNACK and disconnects cleanly. Success means
+    /// the broker is reachable, the TLS handshake (when configured) passed and the login was
+    /// accepted.
+    pub fn probe(&self, timeout: Duration) -> Result<(), ProbeError> {
+        let address = self.address();
+        let options = self
+            .connect_options(format!("affect-edge-doctor-{}", std::process::id()))
+            .map_err(ProbeError::Config)?;
+        let (client, mut connection) = Client::new(options, 4);
+        let mut network = connection.eventloop.network_options();
+        network.set_connection_timeout(timeout.as_secs().max(1));
+        connection.eventloop.set_network_options(network);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match connection.recv_timeout(left) {
+                Err(_) => {
+                    return Err(ProbeError::Timeout {
+                        address,
+                        waited_ms: timeout.as_millis() as u64,
+                    });
+                }
+                Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                    if ack.code != ConnectReturnCode::Success {
+                        return Err(ProbeError::Refused {
+                            address,
+                            code: ack.code,
+                        });
+                    }
+                    break;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(ProbeError::from_connection(address, error)),
+            }
+        }
+        // A clean DISCONNECT: the broker forgets the session; bounded, the verdict is in.
+        if client.disconnect().is_ok() {
+            let until = Instant::now() + Duration::from_secs(1);
+            while let Ok(Ok(event)) =
+                connection.recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How far a [`MqttConfig::probe`] got.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The settings or the TLS files are unusable; nothing was sent.
+    #[error(transparent)]
+    Config(ReportError),
+    /// No TCP connection: the name does not resolve, nothing listens, or the network is down.
+    #[error("{address}: cannot connect: {source}")]
+    Unreachable {
+        /// Broker URL (without credentials).
+        address: String,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP connected but the TLS handshake failed (certificate, host name, not a TLS port).
+    #[error("{address}: TLS handshake failed: {message}")]
+    Tls {
+        /// Broker URL.
+        address: String,
+        /// rustls' reason.
+        message: String,
+    },
+    /// The broker answered the CONNECT with a refusal.
+    #[error("{address}: the broker refused the connection: {code:?}")]
+    Refused {
+        /// Broker URL.
+        address: String,
+        /// The CONNACK return code.
+        code: ConnectReturnCode,
+    },
+    /// The connection broke during the MQTT handshake (e.g. a TLS listener spoken to in
+    /// plain TCP closes it).
+    #[error("{address}: the connection closed during the MQTT handshake: {message}")]
+    Closed {
+        /// Broker URL.
+        address: String,
+        /// What rumqttc saw.
+        message: String,
+    },
+    /// No CONNACK within the timeout.
+    #[error("{address}: no answer within {waited_ms} ms")]
+    Timeout {
+        /// Broker URL.
+        address: String,
+        /// How long the probe waited.
+        waited_ms: u64,
+    },
+}
+
+impl ProbeError {
+    fn from_connection(address: String, error: ConnectionError) -> Self {
+        match error {
+            ConnectionError::Io(source) => {
+                use std::io::ErrorKind::{
+                    BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof,
+                };
+                if matches!(
+                    source.kind(),
+                    ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+                ) {
+                    ProbeError::Closed {
+                        address,
+                        message: source.to_string(),
+                    }
+                } else {
+                    ProbeError::Unreachable { address, source }
+                }
+            }
+            ConnectionError::Tls(e) => ProbeError::Tls {
+                address,
+                message: e.to_string(),
+            },
+            ConnectionError::ConnectionRefused(code) => ProbeError::Refused { address, code },
+            ConnectionError::NetworkTimeout => ProbeError::Timeout {
+                address,
+                waited_ms: 0,
+            },
+            other => ProbeError::Closed {
+                address,
+                message: other.to_string(),
+            },
+        }
     }
 }
 

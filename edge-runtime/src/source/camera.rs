@@ -3,12 +3,14 @@
 //! small [`CameraOpener`]/[`CameraStream`] pair; [`V4l2Opener`] is the real device (the `v4l`
 //! crate, memory-mapped streaming), tests use a scripted one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::decode::{YuvRange, mjpeg_to_rgb, yuyv_to_rgb};
+use image::RgbImage;
+
+use super::decode::{DecodeError, YuvRange, mjpeg_to_rgb, yuyv_to_rgb};
 use super::{Frame, FrameSource, SourceError};
 use crate::backoff::{Backoff, BackoffConfig};
 
@@ -94,6 +96,20 @@ pub trait CameraOpener {
     fn open(&mut self) -> Result<Self::Stream, OpenError>;
     /// Name for logs ("camera /dev/video0 640x480 MJPG 30 fps").
     fn describe(&self) -> String;
+}
+
+/// Decodes one driver buffer laid out as `layout` to RGB.
+pub fn decode_frame(layout: &StreamLayout, data: &[u8]) -> Result<RgbImage, DecodeError> {
+    match layout.format {
+        PixelFormat::Mjpeg => mjpeg_to_rgb(data),
+        PixelFormat::Yuyv => yuyv_to_rgb(
+            data,
+            layout.width,
+            layout.height,
+            layout.stride,
+            layout.range,
+        ),
+    }
 }
 
 /// Consecutive capture timeouts after which a silent camera is closed and reopened.
@@ -243,17 +259,7 @@ impl<O: CameraOpener> FrameSource for ReopeningCamera<O> {
             let index = self.next_index;
             self.next_index += 1;
             let timestamp_ms = self.timestamp_ms(raw.driver_time);
-            let image = match layout.format {
-                PixelFormat::Mjpeg => mjpeg_to_rgb(&raw.data),
-                PixelFormat::Yuyv => yuyv_to_rgb(
-                    &raw.data,
-                    layout.width,
-                    layout.height,
-                    layout.stride,
-                    layout.range,
-                ),
-            }
-            .map_err(|e| SourceError::Decode {
+            let image = decode_frame(&layout, &raw.data).map_err(|e| SourceError::Decode {
                 what: format!("{} frame {index}", self.opener.describe()),
                 message: e.to_string(),
             })?;
@@ -310,6 +316,51 @@ impl Default for CameraConfig {
 #[derive(Debug, Clone)]
 pub struct V4l2Opener {
     config: CameraConfig,
+}
+
+impl V4l2Opener {
+    /// An opener for the camera `config` describes (nothing is opened yet).
+    pub fn new(config: CameraConfig) -> Self {
+        Self { config }
+    }
+}
+
+/// One pixel format a camera offers, with its frame sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedFormat {
+    /// The V4L2 four-character code, e.g. `MJPG`.
+    pub fourcc: String,
+    /// Frame sizes as the driver lists them (`640x480`, or a stepwise range).
+    pub sizes: Vec<String>,
+}
+
+/// The pixel formats and frame sizes the V4L2 device at `device` offers (opens it briefly).
+pub fn offered_formats(device: &Path) -> std::io::Result<Vec<OfferedFormat>> {
+    use v4l::video::Capture;
+    let device = v4l::Device::with_path(device)?;
+    device
+        .enum_formats()?
+        .into_iter()
+        .map(|format| -> std::io::Result<OfferedFormat> {
+            let sizes = device
+                .enum_framesizes(format.fourcc)?
+                .into_iter()
+                .map(|size| match size.size {
+                    v4l::framesize::FrameSizeEnum::Discrete(d) => {
+                        format!("{}x{}", d.width, d.height)
+                    }
+                    v4l::framesize::FrameSizeEnum::Stepwise(s) => format!(
+                        "{}x{}–{}x{}",
+                        s.min_width, s.min_height, s.max_width, s.max_height
+                    ),
+                })
+                .collect();
+            Ok(OfferedFormat {
+                fourcc: format.fourcc.to_string(),
+                sizes,
+            })
+        })
+        .collect()
 }
 
 /// An open V4L2 capture stream.
@@ -434,9 +485,7 @@ impl V4l2Camera {
         }
         config.backoff.validate().map_err(bad)?;
         Ok(ReopeningCamera::new(
-            V4l2Opener {
-                config: config.clone(),
-            },
+            V4l2Opener::new(config.clone()),
             config.backoff,
         ))
     }

@@ -12,8 +12,9 @@ mod synthetic;
 use std::time::Duration;
 
 pub use camera::{
-    CameraConfig, CameraOpener, CameraStream, OpenError, PixelFormat, RawFrame, ReopeningCamera,
-    StreamLayout, V4l2Camera, V4l2Opener, V4l2Stream,
+    CameraConfig, CameraOpener, CameraStream, OfferedFormat, OpenError, PixelFormat, RawFrame,
+    ReopeningCamera, StreamLayout, V4l2Camera, V4l2Opener, V4l2Stream, decode_frame,
+    offered_formats,
 };
 pub use decode::{DecodeError, YuvRange, mjpeg_to_rgb, yuyv_to_rgb};
 pub use image_dir::{ImageDir, ImageDirConfig, OnBadImage};
