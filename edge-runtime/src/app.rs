@@ -118,8 +118,8 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
     for target in &config.report {
         let reporter: Box<dyn Reporter> = if target == "stdout" {
             Box::new(JsonLinesReporter::stdout())
-        } else if target.starts_with("serial:") {
-            let mut serial = SerialConfig::from_spec(target).map_err(bad)?;
+        } else if let Some(spec) = target.strip_prefix("serial:") {
+            let mut serial = SerialConfig::from_spec(spec).map_err(bad)?;
             serial.mode = config.serial.mode;
             serial.queue = config.serial.queue;
             serial.write_timeout_ms = config.serial.write_timeout_ms;
