@@ -368,11 +368,8 @@ mod tests {
     #[test]
     fn rehearsed_outages_are_off_unless_configured_and_checked_when_they_are() {
         assert_eq!(EdgeConfig::default().source_outages, None);
-        let c = EdgeConfig::from_toml(
-            "[source_outages]\nup_s = 60.0\ndown_s = 5.0\n",
-            "edge.toml",
-        )
-        .unwrap();
+        let c = EdgeConfig::from_toml("[source_outages]\nup_s = 60.0\ndown_s = 5.0\n", "edge.toml")
+            .unwrap();
         assert_eq!(
             c.source_outages,
             Some(OutageConfig {
@@ -381,8 +378,8 @@ mod tests {
             })
         );
         c.validate().unwrap();
-        let c = EdgeConfig::from_toml("[source_outages]\nup_s = 60.0\ndown_s = 0.0\n", "e")
-            .unwrap();
+        let c =
+            EdgeConfig::from_toml("[source_outages]\nup_s = 60.0\ndown_s = 0.0\n", "e").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("source_outages") && e.contains("down_s"), "{e}");
         let e = EdgeConfig::from_toml("[source_outages]\nup_s = 60.0\n", "e").unwrap_err();

@@ -110,7 +110,10 @@ impl<S: FrameSource> WithOutages<S> {
         now: Instant,
         timeout: Duration,
     ) -> Result<Option<Frame>, SourceError> {
-        match self.schedule.phase(now.saturating_duration_since(self.started)) {
+        match self
+            .schedule
+            .phase(now.saturating_duration_since(self.started))
+        {
             Phase::Up { .. } => self.inner.next_frame(timeout),
             Phase::Down { up_in, .. } if up_in <= timeout => {
                 std::thread::sleep(up_in);
