@@ -14,7 +14,9 @@ use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig, PipelineError};
 use affect_edge::report::{self, JsonLinesReporter, MqttReporter, Reporter, SerialReporter};
 use affect_edge::runner::{self, RunLimits, RunSummary};
 use affect_edge::service::ServiceManager;
-use affect_edge::source::{FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera};
+use affect_edge::source::{
+    FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera, WithOutages,
+};
 use affect_edge::telemetry::{HealthPolicy, Telemetry};
 
 /// How a command failed: bad configuration or model (exit 2) or anything else (exit 1).
@@ -40,10 +42,22 @@ fn backend_failure(e: BackendError) -> Failure {
     }
 }
 
-/// Opens the configured source. The synthetic camera without a detector frames one face like
-/// the training crops: rendered at [`affect_shared::synth::render_size`] of the model's input,
-/// then resized.
+/// Opens the configured source, with rehearsed outages when `[source_outages]` is set. The
+/// synthetic camera without a detector frames one face like the training crops: rendered at
+/// [`affect_shared::synth::render_size`] of the model's input, then resized.
 pub fn open_source(
+    config: &EdgeConfig,
+    faces: FacesSpec,
+    face_size: u32,
+) -> Result<Box<dyn FrameSource>, Failure> {
+    let source = open_plain_source(config, faces, face_size)?;
+    Ok(match &config.source_outages {
+        Some(outages) => Box::new(WithOutages::new(source, outages).map_err(bad)?),
+        None => source,
+    })
+}
+
+fn open_plain_source(
     config: &EdgeConfig,
     faces: FacesSpec,
     face_size: u32,

@@ -11,7 +11,7 @@ use crate::faces::FacesConfig;
 use crate::http::HttpConfig;
 use crate::models::ModelFile;
 use crate::report::{MqttConfig, RateLimitConfig, ReportError, SerialConfig, SmoothConfig};
-use crate::source::{CameraConfig, ImageDirConfig, SyntheticConfig};
+use crate::source::{CameraConfig, ImageDirConfig, OutageConfig, SyntheticConfig};
 use crate::tracker::TrackerConfig;
 
 /// Why a configuration was rejected.
@@ -155,6 +155,10 @@ pub struct EdgeConfig {
     pub images: ImageDirConfig,
     /// Synthetic camera settings (`[synthetic]`; the seed comes from `source`).
     pub synthetic: SyntheticConfig,
+    /// Rehearsed outages of the source (`[source_outages]`; absent = off): it works for
+    /// `up_s` seconds, is unavailable for `down_s`, and so on, like a camera unplugged on a
+    /// schedule — to rehearse monitoring and alerts.
+    pub source_outages: Option<OutageConfig>,
     /// Detector and landmark settings (`[face_models]`).
     pub face_models: FacesConfig,
     /// Serial settings besides path and baud (`[serial]`: mode, queue, timeouts, backoff).
@@ -197,6 +201,7 @@ impl Default for EdgeConfig {
             camera: CameraConfig::default(),
             images: ImageDirConfig::default(),
             synthetic: SyntheticConfig::default(),
+            source_outages: None,
             face_models: FacesConfig::default(),
             serial: SerialConfig::default(),
             mqtt: MqttConfig::default(),
@@ -367,6 +372,10 @@ impl EdgeConfig {
         {
             return Err(invalid("rate_limit.max_hz", "must be > 0"));
         }
+        if let Some(o) = &self.source_outages {
+            crate::source::OutageSchedule::new(o)
+                .map_err(|e| invalid("source_outages", e.to_string()))?;
+        }
         if self.mqtt.queue == 0 {
             return Err(invalid("mqtt.queue", "must be at least 1"));
         }
@@ -489,5 +498,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("provider") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn rehearsed_outages_are_off_unless_configured_and_checked_when_they_are() {
+        assert_eq!(EdgeConfig::default().source_outages, None);
+        let c = EdgeConfig::from_toml("[source_outages]\nup_s = 60.0\ndown_s = 5.0\n", "edge.toml")
+            .unwrap();
+        assert_eq!(
+            c.source_outages,
+            Some(OutageConfig {
+                up_s: 60.0,
+                down_s: 5.0
+            })
+        );
+        c.validate().unwrap();
+        let c =
+            EdgeConfig::from_toml("[source_outages]\nup_s = 60.0\ndown_s = 0.0\n", "e").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("source_outages") && e.contains("down_s"), "{e}");
+        let e = EdgeConfig::from_toml("[source_outages]\nup_s = 60.0\n", "e").unwrap_err();
+        assert!(e.to_string().contains("down_s"), "{e}");
     }
 }

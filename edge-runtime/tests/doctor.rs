@@ -3,18 +3,16 @@
 //! corrupt and a truncated model, and ONNX Runtime from `ORT_DYLIB_PATH`.
 
 mod common;
-#[allow(dead_code)]
 #[path = "common/mqtt.rs"]
 mod mqtt_peers;
-#[allow(dead_code)]
-#[path = "common/pty.rs"]
-mod pty;
+#[path = "common/serial.rs"]
+mod serial_peers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use mqtt_peers::{Broker, free_port, make_certificates};
-use pty::PtyPair;
+use serial_peers::PtyPair;
 
 const USER: &str = "edge";
 const PASSWORD: &str = "s3cret";

@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -82,51 +82,12 @@ fn start(config: &str) -> Device {
     }
 }
 
-/// `GET path` over a plain socket: status code, headers and body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, head.to_owned(), dechunk(head, body))
-}
-
-/// The body of a response that may use chunked transfer encoding.
-fn dechunk(head: &str, body: &str) -> String {
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return body.to_owned();
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            break;
-        }
-        out.push_str(&tail[..size]);
-        rest = &tail[size + 2..];
-    }
-    out
-}
-
 /// Polls `/healthz` until it answers `want` with a body that names `problem` (any body for
 /// ""), at most `timeout`; returns that body.
 fn wait_health(addr: SocketAddr, want: u16, problem: &str, timeout: Duration) -> serde_json::Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let (code, _, body) = get(addr, "/healthz");
+        let (code, _, body) = common::get(addr, "/healthz");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         if code == want && json["problems"].to_string().contains(problem) {
             return json;
@@ -155,7 +116,7 @@ fn a_running_device_is_healthy_and_its_metrics_parse_as_openmetrics() {
     // Wait for a frame-rate sample (the refresh runs once a second).
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let (code, head, body) = get(device.addr, "/status");
+        let (code, head, body) = common::get(device.addr, "/status");
         assert_eq!(code, 200);
         assert!(head.contains("application/json"), "{head}");
         let status: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -175,7 +136,7 @@ fn a_running_device_is_healthy_and_its_metrics_parse_as_openmetrics() {
     assert_eq!(device_status["model"]["sha256"], sha.as_str(), "{status}");
     assert_eq!(device_status["version"], env!("CARGO_PKG_VERSION"));
 
-    let (code, head, metrics) = get(device.addr, "/metrics");
+    let (code, head, metrics) = common::get(device.addr, "/metrics");
     assert_eq!(code, 200);
     assert!(head.contains("application/openmetrics-text"), "{head}");
     let Some(python) = common::oracle_env("AFFECT_PYTHON", "Prometheus's OpenMetrics parser")

@@ -3,107 +3,17 @@
 //! back in is starting it again on the same link names.
 
 mod common;
-#[path = "common/pty.rs"]
-mod pty;
+#[path = "common/serial.rs"]
+mod serial_peers;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{Report, Reporter, SerialConfig, SerialMode, SerialReporter};
 use affect_shared::wire::StatusFlags;
-use pty::PtyPair;
-
-/// Reads the host end into a buffer on a thread, reopening it whenever it goes away.
-struct Reader {
-    bytes: Arc<Mutex<Vec<u8>>>,
-    opens: Arc<Mutex<u32>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Reader {
-    fn start(host: PathBuf) -> Self {
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let opens = Arc::new(Mutex::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (bytes, opens, stop) = (bytes.clone(), opens.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(mut port) = serialport::new(host.to_string_lossy(), 115_200)
-                        .timeout(Duration::from_millis(50))
-                        .open()
-                    else {
-                        std::thread::sleep(Duration::from_millis(20));
-                        continue;
-                    };
-                    *opens.lock().unwrap() += 1;
-                    let mut buf = [0u8; 4096];
-                    while !stop.load(Ordering::Relaxed) {
-                        match port.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => bytes.lock().unwrap().extend_from_slice(&buf[..n]),
-                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                            Err(_) => break,
-                        }
-                    }
-                }
-            })
-        };
-        Self {
-            bytes,
-            opens,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn frames_seen(&self) -> usize {
-        self.bytes
-            .lock()
-            .unwrap()
-            .split(|b| *b == 0)
-            .filter(|f| !f.is_empty())
-            .count()
-    }
-
-    fn wait_for_frames(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.frames_seen() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} frames arrived",
-                self.frames_seen()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn wait_for_opens(&self, n: u32, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while *self.opens.lock().unwrap() < n {
-            assert!(
-                Instant::now() < deadline,
-                "reader did not reopen the host end"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        std::mem::take(&mut *self.bytes.lock().unwrap())
-    }
-}
+use serial_peers::{PtyPair, Reader, oracle_decode};
 
 fn report(frame: u32) -> Report {
     Report {
@@ -120,44 +30,6 @@ fn report(frame: u32) -> Report {
             StatusFlags::SMOOTHED
         }),
     }
-}
-
-/// Decodes the byte stream with the Python oracle; one JSON value per frame.
-fn oracle_decode(bytes: &[u8]) -> Vec<serde_json::Value> {
-    let hex: String = bytes
-        .split(|b| *b == 0)
-        .filter(|f| !f.is_empty())
-        .map(|f| {
-            let mut line: String = f.iter().map(|b| format!("{b:02x}")).collect();
-            line.push_str("00\n");
-            line
-        })
-        .collect();
-    let python = std::env::var("AFFECT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oracles/wire_oracle.py");
-    let mut child = Command::new(python)
-        .arg(oracle)
-        .arg("decode")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 for the wire oracle");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(hex.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "oracle failed on the received bytes"
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Checks a decoded frame against the report it came from (wire quantisation: 1e-4, whole

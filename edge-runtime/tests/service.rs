@@ -182,6 +182,7 @@ fn the_packaged_configuration_parses_and_documents_every_key() {
         ("faces", everything.faces.is_some()),
         ("synthetic.people", everything.synthetic.people.is_some()),
         ("synthetic.frames", everything.synthetic.frames.is_some()),
+        ("source_outages", everything.source_outages.is_some()),
         (
             "face_models.detector.tiling",
             everything.face_models.detector.tiling.is_some(),

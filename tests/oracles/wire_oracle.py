@@ -6,6 +6,7 @@ both directions against it.
 
     wire_oracle.py encode   < reports.jsonl  > frames.hex   (one hex frame per line, incl. 00)
     wire_oracle.py decode   < frames.hex     > reports.jsonl
+    wire_oracle.py decode-lenient < frames.hex > reports.jsonl   (a bad frame: {"error": "…"})
 """
 import json
 import struct
@@ -96,6 +97,11 @@ def main() -> None:
             print(encode(json.loads(line)).hex())
         elif mode == "decode":
             print(json.dumps(decode(bytes.fromhex(line))))
+        elif mode == "decode-lenient":
+            try:
+                print(json.dumps(decode(bytes.fromhex(line))))
+            except ValueError as e:
+                print(json.dumps({"error": str(e)}))
         else:
             sys.exit(f"unknown mode {mode}")
 

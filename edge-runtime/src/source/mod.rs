@@ -2,11 +2,13 @@
 //! reopened when unplugged), a directory of images ([`ImageDir`]), or the synthetic camera
 //! ([`SyntheticCamera`]: generator faces with known valence/arousal). All behind
 //! [`FrameSource`]; each has a serde-derivable config struct for the TOML configuration.
-//! [`Replay`] serves frames recorded from any of them.
+//! [`Replay`] serves frames recorded from any of them; [`WithOutages`] makes any of them
+//! unavailable on a schedule, to rehearse camera outages.
 
 mod camera;
 mod decode;
 mod image_dir;
+mod outages;
 mod synthetic;
 
 use std::time::Duration;
@@ -18,6 +20,7 @@ pub use camera::{
 };
 pub use decode::{DecodeError, YuvRange, mjpeg_to_rgb, yuyv_to_rgb};
 pub use image_dir::{ImageDir, ImageDirConfig, OnBadImage};
+pub use outages::{OutageConfig, OutageSchedule, Phase, WithOutages};
 pub use synthetic::{SyntheticCamera, SyntheticConfig};
 
 use image::RgbImage;
@@ -82,6 +85,16 @@ pub trait FrameSource {
     fn next_frame(&mut self, timeout: Duration) -> Result<Option<Frame>, SourceError>;
     /// Human-readable name for logs ("camera /dev/video0 640x480 MJPG", "images ./dir").
     fn describe(&self) -> String;
+}
+
+impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
+    fn next_frame(&mut self, timeout: Duration) -> Result<Option<Frame>, SourceError> {
+        (**self).next_frame(timeout)
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
 }
 
 /// Frames held in memory, delivered in order: a recorded or pre-rendered clip, so a benchmark

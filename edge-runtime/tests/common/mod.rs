@@ -2,6 +2,8 @@
 //! this module and uses part of it).
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -37,4 +39,43 @@ pub fn oracle_env(var: &str, what: &str) -> Option<std::ffi::OsString> {
     assert!(!in_ci(), "{reason}; CI must run every oracle check");
     eprintln!("SKIPPED: {reason}");
     None
+}
+
+/// `GET path` over a plain socket: status code, headers and body.
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, head.to_owned(), dechunk(head, body))
+}
+
+/// The body of a response that may use chunked transfer encoding.
+pub fn dechunk(head: &str, body: &str) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    out
 }

@@ -4,6 +4,7 @@
 //! early fails the test at once with its log, instead of running into a deadline.
 //!
 //! Include with `#[path = "common/mqtt.rs"] mod mqtt_peers;` next to `mod common;`.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -135,21 +136,31 @@ pub struct Broker {
 
 impl Broker {
     /// Starts mosquitto with `extra` configuration lines for the listener on `port` and waits
-    /// until it answers MQTT.
+    /// until it answers MQTT. It logs everything (`log_type all`).
     pub fn start(dir: &Path, port: u16, extra: &str) -> Self {
+        Self::start_logging(dir, port, extra, "all")
+    }
+
+    /// [`Broker::start`] logging only `log_types` (mosquitto's `log_type` values, space
+    /// separated): a long run would otherwise log every message.
+    pub fn start_logging(dir: &Path, port: u16, extra: &str, log_types: &str) -> Self {
         // Started as root, mosquitto drops to its own user: let it into the directory (its
         // persistence file, its log, the test keys).
         make_accessible(dir, 0o777);
         let probe = free_port();
         let conf = dir.join("mosquitto.conf");
         let log = dir.join("mosquitto.log");
+        let log_types: String = log_types
+            .split_whitespace()
+            .map(|t| format!("log_type {t}\n"))
+            .collect();
         // Options after a `listener` line configure that listener: the probe comes first, so
         // `extra` (TLS files, …) applies to the test's listener.
         std::fs::write(
             &conf,
             format!(
                 "log_dest file {log}\n\
-                 log_type all\n\
+                 {log_types}\
                  persistence true\n\
                  persistence_location {dir}/\n\
                  listener {probe} 127.0.0.1\n\
@@ -216,6 +227,7 @@ pub struct Subscriber {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     log: Arc<Mutex<Vec<String>>>,
+    stdout_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Subscriber {
@@ -251,21 +263,24 @@ impl Subscriber {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
-        {
+        let stdout_reader = {
             let (lines, log) = (lines.clone(), log.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     // `-d` interleaves the client's log ("Client … received SUBACK") with the
-                    // messages.
+                    // messages. Its two lines per message (PUBLISH, PUBACK) are not kept: a
+                    // long run would pile them up.
                     if line.starts_with("Client ") || line.starts_with("Subscribed (mid") {
-                        log.lock().unwrap().push(line);
+                        if !(line.contains(" PUBLISH ") || line.contains(" PUBACK ")) {
+                            log.lock().unwrap().push(line);
+                        }
                     } else {
                         lines.lock().unwrap().push(line);
                     }
                 }
-            });
-        }
+            })
+        };
         {
             let log = log.clone();
             std::thread::spawn(move || {
@@ -275,7 +290,12 @@ impl Subscriber {
                 }
             });
         }
-        let mut sub = Self { child, lines, log };
+        let mut sub = Self {
+            child,
+            lines,
+            log,
+            stdout_reader: Some(stdout_reader),
+        };
         let deadline = Instant::now() + READY_DEADLINE;
         while !sub.log_contains("received SUBACK") {
             if let Ok(Some(status)) = sub.child.try_wait() {
@@ -303,6 +323,25 @@ impl Subscriber {
     /// The client's own log lines (`-d` output and stderr).
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Removes and returns the payloads received on `topic` so far, in arrival order (what
+    /// arrives on other topics is dropped too): a long run keeps its own digest of them.
+    pub fn take_payloads(&self, topic: &str) -> Vec<String> {
+        let prefix = format!("{topic} ");
+        std::mem::take(&mut *self.lines.lock().unwrap())
+            .into_iter()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
+    /// Disconnects (SIGTERM: the client finishes the message in hand) and waits until its
+    /// output is read; the payloads stay readable.
+    pub fn stop(&mut self) {
+        crate::common::terminate(&mut self.child);
+        if let Some(reader) = self.stdout_reader.take() {
+            let _ = reader.join();
+        }
     }
 
     /// Payloads received on `topic`, in arrival order.
