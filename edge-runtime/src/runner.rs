@@ -12,6 +12,41 @@ use crate::timing::Latency;
 
 /// How often reporter states and the frame rate reach the telemetry.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two warnings about failed reports (a full disk fails every report).
+const REPORT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning that may recur for every report: logged at most once per `every`, saying how many
+/// were held back since, so a persistent fault is visible in the journal without flooding it.
+#[derive(Debug)]
+struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// Whether to log now; if so, how many occurrences were held back since the last one.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
 
 /// Why a run stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +121,7 @@ pub fn run(
     limits: RunLimits,
 ) -> Result<RunSummary, RunError> {
     let mut summary = RunSummary::default();
+    let mut warnings = Throttle::new(REPORT_WARNING_EVERY);
     let started = Instant::now();
     let mut next_refresh = started;
     let mut next_status = started;
@@ -134,7 +170,7 @@ pub fn run(
         };
         summary.frames += 1;
         let t = Instant::now();
-        if let Err(e) = send(&reports, reporters, &mut summary) {
+        if let Err(e) = send(&reports, reporters, &mut summary, &mut warnings) {
             drain_all(reporters, limits.drain, &mut summary);
             return Err(RunError::Report(e));
         }
@@ -159,7 +195,7 @@ pub fn run(
     }
     summary.elapsed = started.elapsed();
     // The tracks still live end with the run: each gets its final report.
-    let sent = send(&pipeline.finish(), reporters, &mut summary);
+    let sent = send(&pipeline.finish(), reporters, &mut summary, &mut warnings);
     drain_all(reporters, limits.drain, &mut summary);
     refresh(telemetry, reporters, Instant::now());
     sent.map_err(RunError::Report)?;
@@ -176,6 +212,7 @@ fn send(
     reports: &[crate::report::Report],
     reporters: &mut [Box<dyn Reporter>],
     summary: &mut RunSummary,
+    warnings: &mut Throttle,
 ) -> Result<(), ReportError> {
     let mut gone = None;
     for report in reports {
@@ -185,8 +222,11 @@ fn send(
                 summary.report_errors += 1;
                 if e.is_permanent() {
                     gone.get_or_insert(e);
-                } else {
-                    tracing::warn!("report: {e}");
+                } else if let Some(held_back) = warnings.admit(Instant::now()) {
+                    match held_back {
+                        0 => tracing::warn!("report: {e}"),
+                        n => tracing::warn!("report: {e} ({n} more failed reports not logged)"),
+                    }
                 }
             }
         }
@@ -200,5 +240,23 @@ fn drain_all(reporters: &mut [Box<dyn Reporter>], timeout: Duration, summary: &m
             summary.report_errors += 1;
             tracing::warn!("draining reports: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recurring_warning_is_logged_once_per_interval_with_the_count_held_back() {
+        let mut throttle = Throttle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(throttle.admit(t0), Some(0));
+        for ms in [1, 500, 9_999] {
+            assert_eq!(throttle.admit(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(throttle.admit(t0 + Duration::from_secs(10)), Some(3));
+        assert_eq!(throttle.admit(t0 + Duration::from_secs(11)), None);
+        assert_eq!(throttle.admit(t0 + Duration::from_secs(25)), Some(1));
     }
 }
