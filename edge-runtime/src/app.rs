@@ -116,7 +116,7 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
             Box::new(JsonLinesReporter::stdout())
         } else if target.starts_with("serial:") {
             let serial = config.serial_target(target).map_err(bad)?;
-            Box::new(SerialReporter::new(&serial).map_err(bad)?)
+            Box::new(SerialReporter::open(&serial, config.state_dir.as_deref()).map_err(bad)?)
         } else if target.starts_with("mqtt://") || target.starts_with("mqtts://") {
             let mqtt = config.mqtt_target(target).map_err(bad)?;
             Box::new(MqttReporter::open(&mqtt, config.state_dir.as_deref()).map_err(bad)?)

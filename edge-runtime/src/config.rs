@@ -385,6 +385,15 @@ impl EdgeConfig {
                 "must be at least 65536 (64 KiB)",
             ));
         }
+        if self.serial.queue_bytes < crate::report::journal::MIN_BYTES {
+            return Err(invalid(
+                "serial.queue_bytes",
+                "must be at least 65536 (64 KiB)",
+            ));
+        }
+        if self.serial.fsync_interval_ms == 0 {
+            return Err(invalid("serial.fsync_interval_ms", "must be at least 1"));
+        }
         if self.mqtt.fsync_interval_ms == 0 {
             return Err(invalid("mqtt.fsync_interval_ms", "must be at least 1"));
         }

@@ -412,40 +412,12 @@ fn a_lost_connection_publishes_the_last_will_and_a_reconnect_announces_online() 
     assert!(reporter.stats().connects >= 2);
 }
 
-/// The JSON reports in the segment files of an on-disk queue, in order, decoded from the
-/// documented record format (`len u32 | crc32 u32 | seq u64 | payload`, little-endian) up to
-/// the first record that is cut short or damaged.
+/// The JSON reports in the queue on disk (`common::queued_on_disk`).
 fn queued_on_disk(queue: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(queue) else {
-        return Vec::new();
-    };
-    let mut segments: Vec<_> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
-    let mut out = Vec::new();
-    for segment in segments {
-        let bytes = std::fs::read(&segment).unwrap_or_default();
-        let mut at = 0;
-        while bytes.len() >= at + 16 {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-            let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-            let Some(payload) = bytes.get(at + 16..at + 16 + len) else {
-                break;
-            };
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&bytes[at..at + 4]);
-            hasher.update(&bytes[at + 8..at + 16]);
-            hasher.update(payload);
-            if hasher.finalize() != crc {
-                break;
-            }
-            out.push(String::from_utf8(payload.to_vec()).unwrap());
-            at += 16 + len;
-        }
-    }
-    out
+    common::queued_on_disk(queue)
+        .into_iter()
+        .map(|p| String::from_utf8(p).unwrap())
+        .collect()
 }
 
 /// `affect-edge run` from the synthetic camera at 50 frames/s to `url`, queueing in `state`.

@@ -231,3 +231,114 @@ fn the_binary_reports_over_a_serial_target() {
     expected.push((9, true));
     assert_eq!(frames, expected);
 }
+
+/// A crash while the adapter is unplugged loses nothing: the reports queued on disk before
+/// `kill -9` go out first, in order, when the binary runs again with the adapter back.
+#[test]
+fn reports_queued_on_disk_survive_kill_9_and_go_out_first_on_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let links = dir.path().join("links");
+    std::fs::create_dir(&links).unwrap();
+    // Where the pty pair will appear; absent during the first run (the adapter is unplugged).
+    let dev = links.join("dev");
+    let target = format!("serial:{}@115200", dev.display());
+    let queue = affect_edge::report::serial_queue_dir(
+        &state,
+        &SerialConfig::from_spec(target.strip_prefix("serial:").unwrap()).unwrap(),
+    );
+    let device = |extra: &[&str], log: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+            .args([
+                "run",
+                "--source",
+                "synthetic:4",
+                "--fps",
+                "50",
+                "--report",
+                &target,
+            ])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start affect-edge")
+    };
+
+    let log1 = dir.path().join("run1.log");
+    let mut first = device(&[], &log1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::queued_on_disk(&queue).len() < 40 {
+        if let Ok(Some(status)) = first.try_wait() {
+            panic!(
+                "the first run exited ({status}):\n{}",
+                std::fs::read_to_string(&log1).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "40 reports never reached the queue on disk:\n{}",
+            std::fs::read_to_string(&log1).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap();
+    let status = first.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    let before: Vec<serde_json::Value> = oracle_decode(&common::queued_on_disk(&queue).concat());
+    assert!(before.len() >= 40, "{}", before.len());
+
+    // The adapter is back; the next run (5 frames, then a clean stop) writes the old reports
+    // first, in order, then its own.
+    let pair = PtyPair::start(&links);
+    let reader = Reader::start(pair.host.clone());
+    reader.wait_for_opens(1, Duration::from_secs(5));
+    let log2 = dir.path().join("run2.log");
+    let mut second = device(&["--max-frames", "5"], &log2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!(
+                "the second run did not end:\n{}",
+                std::fs::read_to_string(&log2).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(&log2).unwrap();
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(
+        log.contains(&format!("{} report(s) from before", before.len())),
+        "{log}"
+    );
+    // The old reports, then the new run's 5 frames and its track's final report.
+    reader.wait_for_frames(before.len() + 6, Duration::from_secs(10));
+    let got = oracle_decode(&reader.finish());
+    assert_eq!(got[..before.len()], before[..], "the old reports, in order");
+    let last_old = before
+        .iter()
+        .map(|r| r["timestamp_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        got[before.len()..]
+            .iter()
+            .all(|r| r["timestamp_ms"].as_u64().unwrap() > last_old),
+        "only the new run's reports come after the old ones"
+    );
+    // Everything was written: the cursor on disk is past every report.
+    let cursor = std::fs::read(queue.join("acked")).unwrap();
+    let written = u64::from_le_bytes(cursor[..8].try_into().unwrap());
+    assert!(written as usize >= before.len() + 6, "{written}");
+    pair.stop();
+}

@@ -60,6 +60,28 @@ const CURSOR_TMP: &str = "acked.tmp";
 const LOCK: &str = "lock";
 const EXTENSION: &str = "seg";
 
+/// The directory of one reporter's queue in `state_dir`: `queue/<kind>-<readable>-<hash>`, with
+/// `readable` reduced to file-name characters and the hash of `identity` keeping names that
+/// reduce alike apart.
+pub fn queue_directory(state_dir: &Path, kind: &str, readable: &str, identity: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let readable: String = readable
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = Sha256::digest(identity.as_bytes());
+    let tag: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    state_dir
+        .join("queue")
+        .join(format!("{kind}-{readable}-{tag}"))
+}
+
 /// Why the queue could not be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {

@@ -1,12 +1,16 @@
 //! A byte link that can go away (a serial adapter pulled out) and come back: encoded messages
-//! wait in a bounded queue while it is gone, the link is reopened with exponential backoff, and
-//! the queue is written in order once it is back. The opening is behind [`LinkOpener`] so the
-//! logic is tested with an in-memory link.
+//! wait in a bounded queue while it is gone — in memory, or on disk in a [`Journal`] that
+//! survives a crash — the link is reopened with exponential backoff, and the queue is written in
+//! order once it is back. The opening is behind [`LinkOpener`] so the logic is tested with an
+//! in-memory link.
+//!
+//! [`Journal`]: super::journal::Journal
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use super::journal::{JournalError, SyncJob};
+use super::outbox::{MemoryStore, Store};
 use crate::backoff::{Backoff, BackoffConfig};
 
 /// Opens the link (again).
@@ -38,7 +42,9 @@ pub struct LinkStats {
 pub struct ReopeningLink<O: LinkOpener> {
     opener: O,
     link: Option<O::Link>,
-    queue: VecDeque<Vec<u8>>,
+    queue: Box<dyn Store>,
+    /// The sequence number of the next message to write.
+    next: u64,
     capacity: usize,
     resync: Vec<u8>,
     backoff: Backoff,
@@ -51,11 +57,25 @@ impl<O: LinkOpener> ReopeningLink<O> {
     /// every (re)open, so a receiver discards whatever half message the old link left behind.
     /// Nothing is opened until the first [`send`](Self::send) or [`pump`](Self::pump).
     pub fn new(opener: O, capacity: usize, resync: Vec<u8>, backoff: BackoffConfig) -> Self {
+        let store = MemoryStore::new(capacity);
+        Self::with_store(opener, Box::new(store), capacity.max(1), resync, backoff)
+    }
+
+    /// [`new`](Self::new) over any store: `capacity` is its bound in messages (0 for a store
+    /// bounded in bytes). Messages already in the store (from an earlier run) go out first.
+    pub(crate) fn with_store(
+        opener: O,
+        queue: Box<dyn Store>,
+        capacity: usize,
+        resync: Vec<u8>,
+        backoff: BackoffConfig,
+    ) -> Self {
         Self {
             opener,
             link: None,
-            queue: VecDeque::with_capacity(capacity.max(1)),
-            capacity: capacity.max(1),
+            next: queue.first(),
+            queue,
+            capacity,
             resync,
             backoff: Backoff::new(backoff),
             stats: LinkStats::default(),
@@ -63,20 +83,18 @@ impl<O: LinkOpener> ReopeningLink<O> {
         }
     }
 
-    /// Queues one message (dropping the oldest if the queue is full) and writes what it can.
-    pub fn send(&mut self, message: Vec<u8>, now: Instant) {
-        if self.queue.len() == self.capacity {
-            self.queue.pop_front();
-            self.stats.dropped += 1;
-        }
-        self.queue.push_back(message);
+    /// Queues one message (dropping the oldest if the queue is full) and writes what it can;
+    /// fails only when a queue on disk cannot take it (e.g. the disk is full).
+    pub fn send(&mut self, message: &[u8], now: Instant) -> Result<(), JournalError> {
+        self.queue.append(message)?;
         self.pump(now);
+        Ok(())
     }
 
     /// Opens the link if it is down and the backoff allows, then writes queued messages in order
     /// until the queue is empty or a write fails (the failed message stays at the front).
     pub fn pump(&mut self, now: Instant) {
-        if self.queue.is_empty() {
+        if self.queue.len() == 0 {
             return;
         }
         if self.link.is_none() {
@@ -106,10 +124,11 @@ impl<O: LinkOpener> ReopeningLink<O> {
         let Some(link) = self.link.as_mut() else {
             return;
         };
-        while let Some(message) = self.queue.front() {
-            match link.write_all(message).and_then(|()| link.flush()) {
+        while let Some((seq, message)) = self.queue.read(self.next) {
+            match link.write_all(&message).and_then(|()| link.flush()) {
                 Ok(()) => {
-                    self.queue.pop_front();
+                    self.next = seq + 1;
+                    self.queue.release_before(self.next);
                     self.stats.sent += 1;
                 }
                 Err(e) => {
@@ -144,8 +163,9 @@ impl<O: LinkOpener> ReopeningLink<O> {
         loop {
             let now = Instant::now();
             self.pump(now);
-            if self.queue.is_empty() || now >= deadline {
-                return self.queue.len();
+            let left = self.queue.len() as usize;
+            if left == 0 || now >= deadline {
+                return left;
             }
             let next = self.backoff.retry_at().unwrap_or(now).min(deadline);
             std::thread::sleep(
@@ -158,9 +178,23 @@ impl<O: LinkOpener> ReopeningLink<O> {
     /// Counters so far.
     pub fn stats(&self) -> LinkStats {
         LinkStats {
-            queued: self.queue.len(),
+            queued: self.queue.len() as usize,
+            dropped: self.queue.dropped(),
             ..self.stats
         }
+    }
+
+    /// Bytes of the queue on disk and their bound (`(0, 0)` in memory), and the damaged records
+    /// it skipped.
+    pub fn disk(&self) -> (u64, u64, u64) {
+        let (bytes, bound) = self.queue.bytes();
+        (bytes, bound, self.queue.damaged())
+    }
+
+    /// The work that makes a queue on disk durable up to now (none in memory); run it off the
+    /// frame loop.
+    pub(crate) fn sync_job(&mut self) -> Option<SyncJob> {
+        self.queue.sync_job()
     }
 
     /// Whether the link is open now.
@@ -168,7 +202,7 @@ impl<O: LinkOpener> ReopeningLink<O> {
         self.link.is_some()
     }
 
-    /// Most messages the queue holds.
+    /// Most messages the queue holds (0: bounded in bytes, on disk).
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -250,11 +284,11 @@ mod tests {
         }));
         let mut link = ReopeningLink::new(FakeOpener(wire.clone()), 8, vec![0], backoff());
         let t0 = Instant::now();
-        link.send(b"a".to_vec(), t0);
+        link.send(b"a", t0).unwrap();
         wire.borrow_mut().plugged = false;
-        link.send(b"b".to_vec(), t0);
+        link.send(b"b", t0).unwrap();
         assert!(!link.is_open());
-        link.send(b"c".to_vec(), t0 + Duration::from_millis(50));
+        link.send(b"c", t0 + Duration::from_millis(50)).unwrap();
         assert_eq!(link.stats().queued, 2);
         wire.borrow_mut().plugged = true;
         // Still inside the first backoff wait: nothing is tried.
@@ -276,7 +310,8 @@ mod tests {
         let mut link = ReopeningLink::new(FakeOpener(wire.clone()), 3, Vec::new(), backoff());
         let t0 = Instant::now();
         for (i, m) in ["1", "2", "3", "4", "5"].iter().enumerate() {
-            link.send(m.as_bytes().to_vec(), t0 + Duration::from_millis(i as u64));
+            link.send(m.as_bytes(), t0 + Duration::from_millis(i as u64))
+                .unwrap();
         }
         assert_eq!(link.stats().dropped, 2);
         assert!(link.last_error().unwrap().contains("no such device"));
@@ -289,9 +324,47 @@ mod tests {
     fn drain_gives_up_at_the_deadline_and_reports_what_is_left() {
         let wire = Rc::new(RefCell::new(Wire::default()));
         let mut link = ReopeningLink::new(FakeOpener(wire), 4, Vec::new(), backoff());
-        link.send(b"x".to_vec(), Instant::now());
+        link.send(b"x", Instant::now()).unwrap();
         let started = Instant::now();
         assert_eq!(link.drain(Duration::from_millis(150)), 1);
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_queue_on_disk_outlives_the_process_and_goes_out_first_in_order() {
+        use crate::report::journal::{Journal, MIN_BYTES};
+        let dir = tempfile::tempdir().unwrap();
+        let wire = Rc::new(RefCell::new(Wire::default()));
+        let t0 = Instant::now();
+        {
+            let journal = Journal::open(dir.path(), MIN_BYTES).unwrap();
+            let mut link = ReopeningLink::with_store(
+                FakeOpener(wire.clone()),
+                Box::new(journal),
+                0,
+                Vec::new(),
+                backoff(),
+            );
+            for m in ["a", "b", "c"] {
+                link.send(m.as_bytes(), t0).unwrap();
+            }
+            assert_eq!(link.stats().queued, 3);
+            assert!(link.disk().0 > 0);
+            // The process dies here: no drain, no sync.
+        }
+        wire.borrow_mut().plugged = true;
+        let journal = Journal::open(dir.path(), MIN_BYTES).unwrap();
+        let mut link = ReopeningLink::with_store(
+            FakeOpener(wire.clone()),
+            Box::new(journal),
+            0,
+            Vec::new(),
+            backoff(),
+        );
+        assert_eq!(link.stats().queued, 3);
+        link.send(b"d", t0).unwrap();
+        assert_eq!(link.drain(Duration::from_secs(1)), 0);
+        assert_eq!(wire.borrow().received, b"abcd");
+        assert_eq!(link.stats().queued, 0);
     }
 }

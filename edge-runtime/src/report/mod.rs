@@ -27,7 +27,9 @@ pub use mqtt::{
 };
 pub use rate_limit::{RateLimitConfig, RateLimited};
 use serde::Serialize;
-pub use serial::{SerialConfig, SerialMode, SerialOpener, SerialReporter, to_text_line};
+pub use serial::{
+    SerialConfig, SerialMode, SerialOpener, SerialReporter, serial_queue_dir, to_text_line,
+};
 pub use smooth::{SmoothConfig, Smoothed};
 
 /// Why a reporter failed.

@@ -499,23 +499,8 @@ pub struct MqttReporter {
 /// The queue directory of a reporter in `state_dir`: `queue/mqtt-<host>-<port>-<topic>-<hash>`,
 /// readable and unique per broker and topic.
 pub fn queue_dir(state_dir: &Path, config: &MqttConfig) -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let address = config.address();
-    let readable: String = format!("{}-{}-{}", config.host, config.port, config.topic)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let hash = Sha256::digest(address.as_bytes());
-    let tag: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
-    state_dir
-        .join("queue")
-        .join(format!("mqtt-{readable}-{tag}"))
+    let readable = format!("{}-{}-{}", config.host, config.port, config.topic);
+    journal::queue_directory(state_dir, "mqtt", &readable, &config.address())
 }
 
 impl MqttReporter {

@@ -1,17 +1,21 @@
 //! Reports on a serial line: one `affect_shared::wire` frame per report (`docs/wire-format.md`),
 //! or readable text lines for a human on a terminal. The port is reopened with backoff when the
-//! adapter is unplugged; reports wait in a bounded queue meanwhile (see [`ReopeningLink`]).
+//! adapter is unplugged; reports wait in a bounded queue meanwhile (see [`ReopeningLink`]) —
+//! with a state directory on disk, in the same CRC-checked log as MQTT's
+//! ([`super::journal`]), so a crash or power cut during an unplug loses nothing queued.
 //!
 //! After every (re)open the reporter first writes a lone delimiter (binary: `0x00`, text: `\n`),
 //! so a receiver throws away any half frame from before the break instead of losing the next one.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use affect_shared::wire;
+use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 
+use super::journal::{self, Journal, SyncJob};
 use super::link::{LinkOpener, LinkStats, ReopeningLink};
 use super::{Report, ReportError, Reporter, ReporterHealth, check_finite};
 use crate::backoff::BackoffConfig;
@@ -37,8 +41,14 @@ pub struct SerialConfig {
     pub baud: u32,
     /// Binary frames or text lines.
     pub mode: SerialMode,
-    /// Reports kept while the port is gone; the oldest is dropped beyond this.
+    /// Reports kept in memory (no state directory) while the port is gone; the oldest is
+    /// dropped beyond this.
     pub queue: usize,
+    /// Bytes of the on-disk queue (with a state directory); the oldest reports are dropped
+    /// beyond, a sixteenth of the bound at a time.
+    pub queue_bytes: u64,
+    /// Longest time between two fsyncs of the on-disk queue, ms: what a power cut can lose.
+    pub fsync_interval_ms: u64,
     /// How long one write may wait for the port to accept bytes before the port counts as gone,
     /// milliseconds.
     pub write_timeout_ms: u64,
@@ -53,6 +63,8 @@ impl Default for SerialConfig {
             baud: 115_200,
             mode: SerialMode::Binary,
             queue: 256,
+            queue_bytes: 16 * 1024 * 1024,
+            fsync_interval_ms: 1_000,
             write_timeout_ms: 500,
             backoff: BackoffConfig::default(),
         }
@@ -168,12 +180,28 @@ impl LinkOpener for SerialOpener {
 pub struct SerialReporter<O: LinkOpener = SerialOpener> {
     link: ReopeningLink<O>,
     mode: SerialMode,
+    /// With a queue on disk: the fsync interval, when the next fsync is due, and the thread
+    /// that runs it off the frame loop (the thread ends when the sender is dropped).
+    syncing: Option<(Duration, Instant, Sender<SyncJob>)>,
+}
+
+/// The queue directory of a serial port in `state_dir`: `queue/serial-<path>-<hash>`.
+pub fn serial_queue_dir(state_dir: &Path, config: &SerialConfig) -> PathBuf {
+    let path = config.path.display().to_string();
+    journal::queue_directory(state_dir, "serial", &path, &path)
 }
 
 impl SerialReporter<SerialOpener> {
-    /// A reporter for the configured port. The port is opened on the first report; a missing
-    /// device is not an error here (it may be plugged in later), a bad configuration is.
+    /// A reporter for the configured port with its queue in memory. The port is opened on the
+    /// first report; a missing device is not an error here (it may be plugged in later), a bad
+    /// configuration is.
     pub fn new(config: &SerialConfig) -> Result<Self, ReportError> {
+        Self::open(config, None)
+    }
+
+    /// [`new`](Self::new) with the queue on disk under `state_dir` ([`serial_queue_dir`];
+    /// reports left there by an earlier run go out first), or in memory without one.
+    pub fn open(config: &SerialConfig, state_dir: Option<&Path>) -> Result<Self, ReportError> {
         let what = format!("serial {}", config.path.display());
         let bad = |message: String| ReportError::Config {
             what: what.clone(),
@@ -182,8 +210,14 @@ impl SerialReporter<SerialOpener> {
         if config.baud == 0 {
             return Err(bad("baud must be positive".into()));
         }
-        if config.queue == 0 {
-            return Err(bad("queue must hold at least 1 report".into()));
+        if config.queue == 0 || config.fsync_interval_ms == 0 {
+            return Err(bad("queue and fsync_interval_ms must be at least 1".into()));
+        }
+        if config.queue_bytes < journal::MIN_BYTES {
+            return Err(bad(format!(
+                "queue_bytes must be at least {} (64 KiB)",
+                journal::MIN_BYTES
+            )));
         }
         config.backoff.validate().map_err(bad)?;
         let opener = SerialOpener::new(
@@ -191,25 +225,90 @@ impl SerialReporter<SerialOpener> {
             config.baud,
             Duration::from_millis(config.write_timeout_ms.max(1)),
         );
-        Ok(Self::with_opener(
-            opener,
-            config.mode,
-            config.queue,
-            config.backoff,
-        ))
+        let Some(state_dir) = state_dir else {
+            tracing::info!("{what}: report queue in memory ({} reports)", config.queue);
+            return Ok(Self::with_opener(
+                opener,
+                config.mode,
+                config.queue,
+                config.backoff,
+            ));
+        };
+        let dir = serial_queue_dir(state_dir, config);
+        let queue_error = |source| ReportError::Queue {
+            what: what.clone(),
+            source,
+        };
+        let journal = Journal::open(&dir, config.queue_bytes).map_err(queue_error)?;
+        tracing::info!(
+            "{what}: report queue on disk in {} (at most {} bytes, fsync every {} ms): {} \
+             report(s) from before, {} damaged record(s) skipped",
+            dir.display(),
+            config.queue_bytes,
+            config.fsync_interval_ms,
+            journal.len(),
+            journal.damaged()
+        );
+        let (jobs, receive) = crossbeam_channel::bounded::<SyncJob>(1);
+        let sync_what = what.clone();
+        std::thread::Builder::new()
+            .name("serial-queue-sync".into())
+            .spawn(move || {
+                for job in receive {
+                    if let Err(e) = job.run() {
+                        tracing::warn!("{sync_what}: syncing the report queue: {e}");
+                    }
+                }
+            })
+            .map_err(|source| ReportError::Io {
+                what: what.clone(),
+                source,
+            })?;
+        let interval = Duration::from_millis(config.fsync_interval_ms);
+        Ok(Self {
+            link: ReopeningLink::with_store(
+                opener,
+                Box::new(journal),
+                0,
+                resync(config.mode),
+                config.backoff,
+            ),
+            mode: config.mode,
+            syncing: Some((interval, Instant::now() + interval, jobs)),
+        })
+    }
+}
+
+/// What a (re)opened line starts with, so the receiver drops any half message from before.
+fn resync(mode: SerialMode) -> Vec<u8> {
+    match mode {
+        SerialMode::Binary => vec![0],
+        SerialMode::Text => b"\n".to_vec(),
     }
 }
 
 impl<O: LinkOpener> SerialReporter<O> {
     /// A reporter over any reopenable link (tests use an in-memory one).
     pub fn with_opener(opener: O, mode: SerialMode, queue: usize, backoff: BackoffConfig) -> Self {
-        let resync = match mode {
-            SerialMode::Binary => vec![0],
-            SerialMode::Text => b"\n".to_vec(),
-        };
         Self {
-            link: ReopeningLink::new(opener, queue, resync, backoff),
+            link: ReopeningLink::new(opener, queue, resync(mode), backoff),
             mode,
+            syncing: None,
+        }
+    }
+
+    /// Hands the queue's fsync to the sync thread when it is due (never blocks the frame loop:
+    /// a sync still running makes this one wait for the next interval).
+    fn sync_when_due(&mut self, now: Instant) {
+        let Some((interval, due, jobs)) = &mut self.syncing else {
+            return;
+        };
+        if now < *due {
+            return;
+        }
+        *due = now + *interval;
+        if let Some(job) = self.link.sync_job() {
+            let _ = jobs.try_send(job);
         }
     }
 
@@ -239,12 +338,23 @@ impl<O: LinkOpener> Reporter for SerialReporter<O> {
     /// not an error (the report waits); a report with NaN/infinite values is.
     fn report(&mut self, report: &Report) -> Result<(), ReportError> {
         let bytes = self.encode(report)?;
-        self.link.send(bytes, Instant::now());
+        let now = Instant::now();
+        self.link
+            .send(&bytes, now)
+            .map_err(|source| ReportError::Queue {
+                what: self.link.describe(),
+                source,
+            })?;
+        self.sync_when_due(now);
         Ok(())
     }
 
     fn drain(&mut self, timeout: Duration) -> Result<(), ReportError> {
         let pending = self.link.drain(timeout);
+        // A clean stop leaves the queue on disk synced, whatever is still in it.
+        if let Some(Err(e)) = self.link.sync_job().map(SyncJob::run) {
+            tracing::warn!("{}: syncing the report queue: {e}", self.link.describe());
+        }
         if pending == 0 {
             return Ok(());
         }
@@ -258,16 +368,19 @@ impl<O: LinkOpener> Reporter for SerialReporter<O> {
 
     fn health(&self) -> ReporterHealth {
         let stats = self.link.stats();
+        let (queued_bytes, capacity_bytes, damaged) = self.link.disk();
         ReporterHealth {
             name: self.link.describe(),
             connected: self.link.is_open(),
             delivered: stats.sent,
             queued: stats.queued,
             capacity: self.link.capacity(),
+            queued_bytes,
+            capacity_bytes,
+            damaged,
             dropped: stats.dropped,
             reconnects: stats.opens.saturating_sub(1),
             last_error: self.link.last_error().map(str::to_owned),
-            ..ReporterHealth::default()
         }
     }
 }

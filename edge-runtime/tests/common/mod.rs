@@ -79,3 +79,39 @@ pub fn dechunk(head: &str, body: &str) -> String {
     }
     out
 }
+
+/// The payloads in a report queue on disk, oldest first, read independently of the runtime
+/// from the documented record format (`len u32 | crc u32 | seq u64 | payload`, little endian,
+/// CRC-32 of all but itself); a torn or damaged record ends its segment.
+pub fn queued_on_disk(queue: &std::path::Path) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(queue) else {
+        return Vec::new();
+    };
+    let mut segments: Vec<_> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let mut out = Vec::new();
+    for segment in segments {
+        let bytes = std::fs::read(&segment).unwrap_or_default();
+        let mut at = 0;
+        while bytes.len() >= at + 16 {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+            let Some(payload) = bytes.get(at + 16..at + 16 + len) else {
+                break;
+            };
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&bytes[at..at + 4]);
+            hasher.update(&bytes[at + 8..at + 16]);
+            hasher.update(payload);
+            if hasher.finalize() != crc {
+                break;
+            }
+            out.push(payload.to_vec());
+            at += 16 + len;
+        }
+    }
+    out
+}
