@@ -497,22 +497,7 @@ fn reports_queued_on_disk_survive_kill_9_and_go_out_first_in_order_on_the_next_r
     let sub = Subscriber::start(broker.port, &[topic], None, &[]);
     let log2 = dir.path().join("run2.log");
     let mut second = start_device(&url, &state, &["--max-frames", "5"], &log2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = second.kill();
-            panic!(
-                "the second run did not end:\n{}",
-                std::fs::read_to_string(&log2).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let log = std::fs::read_to_string(&log2).unwrap();
-    assert!(status.success(), "{status}:\n{log}");
+    let log = common::wait_for_clean_exit(&mut second, Duration::from_secs(60), &log2);
     assert!(
         log.contains(&format!("{} report(s) from before", before.len())),
         "{log}"

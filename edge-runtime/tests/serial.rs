@@ -301,22 +301,7 @@ fn reports_queued_on_disk_survive_kill_9_and_go_out_first_on_the_next_run() {
     reader.wait_for_opens(1, Duration::from_secs(5));
     let log2 = dir.path().join("run2.log");
     let mut second = device(&["--max-frames", "5"], &log2);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            panic!(
-                "the second run did not end:\n{}",
-                std::fs::read_to_string(&log2).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let log = std::fs::read_to_string(&log2).unwrap();
-    assert!(status.success(), "{status}:\n{log}");
+    let log = common::wait_for_clean_exit(&mut second, Duration::from_secs(60), &log2);
     assert!(
         log.contains(&format!("{} report(s) from before", before.len())),
         "{log}"

@@ -115,3 +115,26 @@ pub fn queued_on_disk(queue: &std::path::Path) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Waits up to `timeout` for `child` to end and asserts it exited with 0; returns its log
+/// (`log`, where its stderr went). Kills it and fails with the log when it does not end.
+pub fn wait_for_clean_exit(child: &mut Child, timeout: Duration, log: &std::path::Path) -> String {
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the process did not end within {timeout:?}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(status.success(), "{status}:\n{text}");
+    text
+}
