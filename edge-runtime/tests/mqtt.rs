@@ -11,7 +11,7 @@ mod mqtt_peers;
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -420,28 +420,6 @@ fn queued_on_disk(queue: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `affect-edge run` from the synthetic camera at 50 frames/s to `url`, queueing in `state`.
-fn start_device(url: &str, state: &Path, extra: &[&str], log: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_affect-edge"))
-        .args([
-            "run",
-            "--source",
-            "synthetic:4",
-            "--fps",
-            "50",
-            "--report",
-            url,
-        ])
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start affect-edge")
-}
-
 /// The `ts` field of a JSON report.
 fn ts(payload: &str) -> f64 {
     let v: serde_json::Value = serde_json::from_str(payload).unwrap();
@@ -461,7 +439,7 @@ fn reports_queued_on_disk_survive_kill_9_and_go_out_first_in_order_on_the_next_r
 
     // No broker: every report waits in the queue on disk until the process is killed.
     let log1 = dir.path().join("run1.log");
-    let mut first = start_device(&url, &state, &[], &log1);
+    let mut first = common::start_queueing_device(&url, &state, &[], &log1);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while queued_on_disk(&queue).len() < 40 {
         if let Ok(Some(status)) = first.try_wait() {
@@ -496,7 +474,7 @@ fn reports_queued_on_disk_survive_kill_9_and_go_out_first_in_order_on_the_next_r
     let broker = Broker::start(&broker_dir, port, "allow_anonymous true");
     let sub = Subscriber::start(broker.port, &[topic], None, &[]);
     let log2 = dir.path().join("run2.log");
-    let mut second = start_device(&url, &state, &["--max-frames", "5"], &log2);
+    let mut second = common::start_queueing_device(&url, &state, &["--max-frames", "5"], &log2);
     let log = common::wait_for_clean_exit(&mut second, Duration::from_secs(60), &log2);
     assert!(
         log.contains(&format!("{} report(s) from before", before.len())),

@@ -237,7 +237,6 @@ fn the_binary_reports_over_a_serial_target() {
 #[test]
 fn reports_queued_on_disk_survive_kill_9_and_go_out_first_on_the_next_run() {
     use std::os::unix::process::ExitStatusExt;
-    use std::process::Stdio;
 
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -250,26 +249,8 @@ fn reports_queued_on_disk_survive_kill_9_and_go_out_first_on_the_next_run() {
         &state,
         &SerialConfig::from_spec(target.strip_prefix("serial:").unwrap()).unwrap(),
     );
-    let device = |extra: &[&str], log: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_affect-edge"))
-            .args([
-                "run",
-                "--source",
-                "synthetic:4",
-                "--fps",
-                "50",
-                "--report",
-                &target,
-            ])
-            .arg("--state-dir")
-            .arg(&state)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("start affect-edge")
-    };
+    let device =
+        |extra: &[&str], log: &Path| common::start_queueing_device(&target, &state, extra, log);
 
     let log1 = dir.path().join("run1.log");
     let mut first = device(&[], &log1);

@@ -138,3 +138,31 @@ pub fn wait_for_clean_exit(child: &mut Child, timeout: Duration, log: &std::path
     assert!(status.success(), "{status}:\n{text}");
     text
 }
+
+/// `affect-edge run` from the synthetic camera at 50 frames/s to the report target `target`,
+/// queueing in `state`, its stderr in `log` (the crash tests of the durable queues).
+pub fn start_queueing_device(
+    target: &str,
+    state: &std::path::Path,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+        .args([
+            "run",
+            "--source",
+            "synthetic:4",
+            "--fps",
+            "50",
+            "--report",
+            target,
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start affect-edge")
+}
