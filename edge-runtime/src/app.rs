@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use affect_edge::backend::{self, BackendError, BackendKind, ModelContract};
 use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
+use affect_edge::deploy::{CommandSink, Deployments, ModelStore, Verifier};
 use affect_edge::faces::{BundledFaces, FacesConfig};
 use affect_edge::http::HttpServer;
+use affect_edge::models::ModelFile;
 use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig, PipelineError};
 use affect_edge::report::{self, JsonLinesReporter, MqttReporter, Reporter, SerialReporter};
 use affect_edge::runner::{self, RunLimits, RunSummary};
@@ -108,8 +110,12 @@ pub fn face_mode(
     })
 }
 
-/// Every configured reporter, each wrapped in smoothing and rate limiting when configured.
-pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Failure> {
+/// Every configured reporter, each wrapped in smoothing and rate limiting when configured;
+/// MQTT reporters pass deploy commands to `commands` when given.
+pub fn open_reporters(
+    config: &EdgeConfig,
+    commands: Option<&CommandSink>,
+) -> Result<Vec<Box<dyn Reporter>>, Failure> {
     let mut out: Vec<Box<dyn Reporter>> = Vec::new();
     for target in &config.report {
         let reporter: Box<dyn Reporter> = if target == "stdout" {
@@ -119,7 +125,10 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
             Box::new(SerialReporter::open(&serial, config.state_dir.as_deref()).map_err(bad)?)
         } else if target.starts_with("mqtt://") || target.starts_with("mqtts://") {
             let mqtt = config.mqtt_target(target).map_err(bad)?;
-            Box::new(MqttReporter::open(&mqtt, config.state_dir.as_deref()).map_err(bad)?)
+            Box::new(
+                MqttReporter::open(&mqtt, config.state_dir.as_deref(), commands.cloned())
+                    .map_err(bad)?,
+            )
         } else {
             return Err(bad(anyhow::anyhow!(
                 "report target {target:?}: expected stdout, serial:PATH[@BAUD] or mqtt://HOST:PORT/TOPIC"
@@ -132,13 +141,55 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
     Ok(out)
 }
 
+/// The model store when deploys are on (`[deploy] enabled` and a state directory).
+fn model_store(config: &EdgeConfig) -> Result<Option<ModelStore>, Failure> {
+    match (&config.state_dir, config.deploy.enabled) {
+        (Some(dir), true) => Ok(Some(ModelStore::open(dir).map_err(bad)?)),
+        (None, true) => {
+            tracing::info!("deploy: off, there is no state directory to keep models in");
+            Ok(None)
+        }
+        (_, false) => Ok(None),
+    }
+}
+
 /// `affect-edge run`.
 pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
-    let model = config.model_file();
+    let store = model_store(config)?;
+    let start = store.as_ref().map(ModelStore::start_model);
     let onnxruntime = config.onnxruntime_options().map_err(bad)?;
-    let backend = backend::load(config.backend, &model, config.threads, &onnxruntime)
-        .map_err(backend_failure)?;
+    let load =
+        |model: &ModelFile| backend::load(config.backend, model, config.threads, &onnxruntime);
+    let deployed = start.as_ref().and_then(|s| s.deployed.clone());
+    let (model, backend, since) = match deployed.map(ModelFile::Path) {
+        Some(model) => match load(&model) {
+            Ok(backend) => {
+                let since = start.as_ref().and_then(|s| s.since_unix_s);
+                (model, backend, since)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "deploy: the active model fails to load ({e}); starting with the configured model"
+                );
+                let model = config.model_file();
+                let backend = load(&model).map_err(backend_failure)?;
+                (model, backend, None)
+            }
+        },
+        None => {
+            let model = config.model_file();
+            let backend = load(&model).map_err(backend_failure)?;
+            (model, backend, None)
+        }
+    };
+    let serving_stored = since.is_some();
     let contract = backend.contract().clone();
+    let mut identity = contract.identity();
+    identity.since_unix_s = Some(since.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }));
     let faces = config.faces_mode();
     let mut source = open_source(config, faces, contract.face_size as u32)?;
     let face_mode = face_mode(config, faces, contract.landmarks)?;
@@ -151,9 +202,31 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         },
     )
     .map_err(bad)?;
-    let mut reporters = open_reporters(config)?;
+    let deploys = match store {
+        Some(store) => {
+            let verifier = Verifier {
+                backend: config.backend,
+                threads: config.threads,
+                onnxruntime: onnxruntime.clone(),
+                landmarks_available: faces == FacesSpec::Bundled && contract.landmarks,
+            };
+            Some(
+                Deployments::start(
+                    &config.deploy,
+                    store,
+                    verifier,
+                    identity.clone(),
+                    serving_stored,
+                )
+                .map_err(bad)?,
+            )
+        }
+        None => None,
+    };
+    let (mut deploys, commands) = deploys.unzip();
+    let mut reporters = open_reporters(config, commands.as_ref())?;
     let telemetry = Arc::new(Telemetry::new(
-        contract.identity(),
+        identity,
         pipeline.backend_name(),
         HealthPolicy {
             stale_after: Duration::from_secs_f64(config.http.stale_after_s),
@@ -178,6 +251,9 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         config.report.join(", ")
     ));
     let _watchdog = service.start_watchdog(Arc::clone(&telemetry));
+    if let Some(last) = start.and_then(|s| s.last_outcome) {
+        telemetry.deploy_outcome(last, true);
+    }
     tracing::info!(
         "{} → {} ({}, {}) → {}",
         source.describe(),
@@ -198,6 +274,7 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         &telemetry,
         stop,
         limits,
+        deploys.as_mut(),
     );
     service.stopping();
     let summary = summary.map_err(|e| match e {
@@ -327,6 +404,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             &telemetry,
             &stop,
             limits,
+            None,
         )
         .map_err(other)?;
         let model_ms = ms(pipeline.times.model.mean());

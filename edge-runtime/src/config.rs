@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendKind, ExecutionProvider, OnnxRuntimeConfig};
+use crate::deploy::DeployConfig;
 use crate::faces::FacesConfig;
 use crate::http::HttpConfig;
 use crate::models::ModelFile;
@@ -183,6 +184,22 @@ pub struct EdgeConfig {
     /// Directory for caches that can be rebuilt (e.g. TensorRT engines); default
     /// `$CACHE_DIRECTORY` (systemd's `CacheDirectory=`), else none.
     pub cache_dir: Option<PathBuf>,
+    /// `[deploy]`: new models while running (watched directory, MQTT `<topic>/cmd`).
+    pub deploy: DeployConfig,
+    /// `[fleet]`: this device's place in the fleet topic scheme.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: a device's site and id. An MQTT report target without a topic
+/// (`mqtt://broker:1883`) then uses `affect/<site>/<device>`
+/// ([`affect_shared::deploy::fleet_topic`]) and the client id `affect-<site>-<device>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Site id (`[A-Za-z0-9_.-]`, ≤ 64 characters).
+    pub site: String,
+    /// Device id within the site (same characters).
+    pub device: String,
 }
 
 impl Default for EdgeConfig {
@@ -212,6 +229,8 @@ impl Default for EdgeConfig {
             status_interval_s: 30.0,
             state_dir: std::env::var_os("STATE_DIRECTORY").map(PathBuf::from),
             cache_dir: std::env::var_os("CACHE_DIRECTORY").map(PathBuf::from),
+            deploy: DeployConfig::default(),
+            fleet: None,
         }
     }
 }
@@ -310,10 +329,17 @@ impl EdgeConfig {
     /// login and TLS files when the URL has them) from the URL, the rest from the `[mqtt]`
     /// table.
     pub fn mqtt_target(&self, url: &str) -> Result<MqttConfig, ReportError> {
-        let mqtt = MqttConfig::from_url(url)?;
+        let mqtt = MqttConfig::from_url(&self.with_fleet_topic(url))?;
         let extra = &self.mqtt;
+        let fleet_client = self
+            .fleet
+            .as_ref()
+            .map(|f| format!("affect-{}-{}", f.site, f.device));
         Ok(MqttConfig {
-            client_id: mqtt.client_id.or_else(|| extra.client_id.clone()),
+            client_id: mqtt
+                .client_id
+                .or_else(|| extra.client_id.clone())
+                .or(fleet_client),
             username: mqtt.username.or_else(|| extra.username.clone()),
             password: mqtt.password.or_else(|| extra.password.clone()),
             tls: mqtt.tls.or_else(|| extra.tls.clone()),
@@ -326,6 +352,26 @@ impl EdgeConfig {
             backoff: extra.backoff,
             ..mqtt
         })
+    }
+
+    /// `url` with the fleet topic appended when it names no topic and `[fleet]` is set.
+    fn with_fleet_topic(&self, url: &str) -> String {
+        let Some(fleet) = &self.fleet else {
+            return url.to_owned();
+        };
+        let (base, query) = url
+            .split_once('?')
+            .map_or((url, None), |(b, q)| (b, Some(q)));
+        let authority = base.split_once("://").map_or(base, |(_, rest)| rest);
+        if !authority.trim_end_matches('/').contains('/') {
+            let topic = affect_shared::deploy::fleet_topic(&fleet.site, &fleet.device);
+            let base = base.trim_end_matches('/');
+            return match query {
+                Some(q) => format!("{base}/{topic}?{q}"),
+                None => format!("{base}/{topic}"),
+            };
+        }
+        url.to_owned()
     }
 
     /// Checks ranges and combinations (reporter and source settings are checked again by the
@@ -403,6 +449,22 @@ impl EdgeConfig {
         if !(self.status_interval_s.is_finite() && self.status_interval_s >= 1.0) {
             return Err(invalid("status_interval_s", "must be ≥ 1"));
         }
+        if self.deploy.max_bytes < 1024 {
+            return Err(invalid("deploy.max_bytes", "must be at least 1024"));
+        }
+        if self.deploy.trial_frames == 0 {
+            return Err(invalid("deploy.trial_frames", "must be at least 1"));
+        }
+        if let Some(fleet) = &self.fleet {
+            for (field, id) in [("fleet.site", &fleet.site), ("fleet.device", &fleet.device)] {
+                if !affect_shared::deploy::valid_fleet_id(id) {
+                    return Err(invalid(
+                        field,
+                        format!("{id:?}: use 1-64 characters of A-Z a-z 0-9 _ . -"),
+                    ));
+                }
+            }
+        }
         let t = &self.tracker;
         if !(0.0..=1.0).contains(&t.min_iou) || t.max_tracks == 0 {
             return Err(invalid(
@@ -429,6 +491,33 @@ mod tests {
         );
         assert!("synthetic:x".parse::<SourceSpec>().is_err());
         assert!("webcam".parse::<SourceSpec>().is_err());
+    }
+
+    #[test]
+    fn a_fleet_device_gets_its_topic_and_client_id_from_site_and_device() {
+        let c = EdgeConfig::from_toml(
+            "[fleet]\nsite = \"site-a\"\ndevice = \"kiosk-3\"\n",
+            "edge.toml",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        for url in ["mqtt://broker:1883", "mqtt://broker:1883/"] {
+            let m = c.mqtt_target(url).unwrap();
+            assert_eq!(m.topic, "affect/site-a/kiosk-3");
+            assert_eq!(m.command_topic(), "affect/site-a/kiosk-3/cmd");
+            assert_eq!(m.client_id.as_deref(), Some("affect-site-a-kiosk-3"));
+        }
+        let tls = c.mqtt_target("mqtts://broker?ca=/ca.pem").unwrap();
+        assert_eq!(tls.topic, "affect/site-a/kiosk-3");
+        assert!(tls.tls.is_some());
+        // An explicit topic wins.
+        assert_eq!(c.mqtt_target("mqtt://b/lab/x").unwrap().topic, "lab/x");
+        let bad = EdgeConfig::from_toml("[fleet]\nsite = \"a/b\"\ndevice = \"k\"\n", "e")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("fleet.site"), "{bad}");
     }
 
     #[test]

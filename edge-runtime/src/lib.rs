@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod backoff;
 pub mod config;
+pub mod deploy;
 pub mod doctor;
 pub mod faces;
 pub mod http;

@@ -14,7 +14,7 @@ use affect_shared::metrics::VaMoments;
 use affect_shared::preprocess::{FaceBox, Preprocess, PreprocessError};
 use affect_shared::wire::{Report, StatusFlags};
 
-use crate::backend::{AffectBackend, BackendError, TrackState};
+use crate::backend::{AffectBackend, BackendError, ModelContract, TrackState};
 use crate::faces::{Face, FaceError, FaceFinder};
 use crate::source::Frame;
 use crate::timing::Latency;
@@ -118,6 +118,46 @@ pub struct Pipeline {
     pub last: LastFrame,
     /// Score against ground truth so far.
     pub truth: TruthScore,
+    /// A swapped-in model on trial, with the model to restore.
+    trial: Option<Trial>,
+    /// How the last trial ended, until taken.
+    swap_event: Option<SwapEvent>,
+}
+
+/// A model swapped in by [`Pipeline::replace_backend`], on trial for its first frames.
+struct Trial {
+    previous: Box<dyn AffectBackend>,
+    previous_preprocess: Preprocess,
+    /// Frames with faces left before the new model is trusted.
+    frames_left: u32,
+}
+
+/// How a swapped-in model's trial ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapEvent {
+    /// It ran its trial frames with finite outputs: it stays.
+    Passed,
+    /// It failed; the previous model serves again.
+    RolledBack {
+        /// What went wrong, naming the frame.
+        reason: String,
+    },
+}
+
+/// Refuses a model the face mode cannot feed (landmarks without a landmark model).
+fn check_fits(faces: &FaceMode, backend: &dyn AffectBackend) -> Result<(), PipelineError> {
+    if backend.contract().metadata.preprocess.landmarks && matches!(faces, FaceMode::WholeFrame) {
+        return Err(PipelineError::Config(format!(
+            "{} needs 68 landmarks, but `--faces none` provides none; use the bundled face \
+             models or a model trained without landmarks",
+            backend.contract().path
+        )));
+    }
+    Ok(())
+}
+
+fn all_finite(outputs: &[[f32; 2]]) -> bool {
+    outputs.iter().flatten().all(|v| v.is_finite())
 }
 
 impl Pipeline {
@@ -128,14 +168,8 @@ impl Pipeline {
         backend: Box<dyn AffectBackend>,
         config: PipelineConfig,
     ) -> Result<Self, PipelineError> {
+        check_fits(&faces, backend.as_ref())?;
         let preprocess = backend.contract().metadata.preprocess.clone();
-        if preprocess.landmarks && matches!(faces, FaceMode::WholeFrame) {
-            return Err(PipelineError::Config(format!(
-                "{} needs 68 landmarks, but `--faces none` provides none; use the bundled face \
-                 models or a model trained without landmarks",
-                backend.contract().path
-            )));
-        }
         Ok(Self {
             faces,
             backend,
@@ -148,6 +182,8 @@ impl Pipeline {
             times: StageTimes::default(),
             last: LastFrame::default(),
             truth: TruthScore::default(),
+            trial: None,
+            swap_event: None,
         })
     }
 
@@ -187,33 +223,37 @@ impl Pipeline {
             self.end_track(id, frame.timestamp_ms, frame.index);
         }
 
-        let started = Instant::now();
-        let mut inputs = Vec::with_capacity(update.assignments.len());
-        for a in &update.assignments {
-            let face = &faces[a.detection];
-            // Pre-cropped frames use the whole image as the face box, as the dataset loader
-            // does for `cropped_aligned` images.
-            inputs.push(self.preprocess.face_input(
-                &frame.image,
-                &face.bbox,
-                face.landmarks.as_ref(),
-            )?);
+        let first = self.infer(&frame.image, &faces, &update.assignments);
+        let (outputs, preprocess_time, model_time) = match (first, self.trial.take()) {
+            (Ok(done), None) => done,
+            (Err(e), None) => return Err(e),
+            (Ok(done), Some(trial)) if all_finite(&done.0) => {
+                self.trial = Some(trial);
+                done
+            }
+            (failed, Some(trial)) => {
+                let reason = match failed {
+                    Ok(_) => format!("non-finite output on frame {}", frame.index),
+                    Err(e) => format!("inference failed on frame {}: {e}", frame.index),
+                };
+                self.roll_back(trial, reason);
+                // The same frame again on the restored model: no frame is lost.
+                self.infer(&frame.image, &faces, &update.assignments)?
+            }
+        };
+        if let Some(trial) = &mut self.trial
+            && !outputs.is_empty()
+        {
+            trial.frames_left -= 1;
+            if trial.frames_left == 0 {
+                self.trial = None;
+                self.swap_event = Some(SwapEvent::Passed);
+            }
         }
-        let preprocess_time = started.elapsed();
-        self.times.preprocess.record(preprocess_time);
 
-        let started = Instant::now();
         let mut reports = std::mem::take(&mut self.ended);
-        reports.reserve(inputs.len());
-        for (a, input) in update.assignments.iter().zip(&inputs) {
-            // A new track id is never live and lost tracks' states are dropped above, so a
-            // missing entry is exactly a new track: it starts from zeros.
-            let layout = self.backend.contract().state;
-            let state = self
-                .states
-                .entry(a.track)
-                .or_insert_with(|| TrackState::zeros(&layout));
-            let [valence, arousal] = self.backend.step(input, state)?;
+        reports.reserve(outputs.len());
+        for (a, [valence, arousal]) in update.assignments.iter().zip(outputs) {
             let face = &faces[a.detection];
             let mut flags = 0;
             if a.new {
@@ -235,8 +275,6 @@ impl Pipeline {
             self.last_reports.insert(a.track, report);
             reports.push(report);
         }
-        let model_time = started.elapsed();
-        self.times.model.record(model_time);
         self.last = LastFrame {
             faces: faces.len(),
             tracks: self.states.len(),
@@ -249,6 +287,107 @@ impl Pipeline {
             self.score(&reports, truth);
         }
         Ok(reports)
+    }
+
+    /// Preprocesses the assigned faces and steps the model once per track, advancing each
+    /// track's recurrent state; returns (valence, arousal) per assignment and the two stages'
+    /// times.
+    fn infer(
+        &mut self,
+        image: &image::RgbImage,
+        faces: &[Face],
+        assignments: &[crate::tracker::Assignment],
+    ) -> Result<(Vec<[f32; 2]>, Duration, Duration), PipelineError> {
+        let started = Instant::now();
+        let mut inputs = Vec::with_capacity(assignments.len());
+        for a in assignments {
+            let face = &faces[a.detection];
+            // Pre-cropped frames use the whole image as the face box, as the dataset loader
+            // does for `cropped_aligned` images.
+            inputs.push(
+                self.preprocess
+                    .face_input(image, &face.bbox, face.landmarks.as_ref())?,
+            );
+        }
+        let preprocess_time = started.elapsed();
+        self.times.preprocess.record(preprocess_time);
+
+        let started = Instant::now();
+        let layout = self.backend.contract().state;
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for (a, input) in assignments.iter().zip(&inputs) {
+            // A new track id is never live and lost tracks' states are dropped, so a missing
+            // entry is a new track (or the first step on a new model): it starts from zeros.
+            let state = self
+                .states
+                .entry(a.track)
+                .or_insert_with(|| TrackState::zeros(&layout));
+            outputs.push(self.backend.step(input, state)?);
+        }
+        let model_time = started.elapsed();
+        self.times.model.record(model_time);
+        Ok((outputs, preprocess_time, model_time))
+    }
+
+    /// The serving model's contract.
+    pub fn contract(&self) -> &ModelContract {
+        self.backend.contract()
+    }
+
+    /// Swaps in `backend` between two frames, on trial: every track's recurrent state restarts
+    /// (a new model's state is not the old one's); if the model fails or produces a non-finite
+    /// output in any of its first `trial_frames` frames with faces, the previous model is
+    /// restored by itself (and the frame processed again on it). [`Pipeline::take_swap_event`]
+    /// says how the trial ended. Refused while another model is on trial, and for a model the
+    /// face finder cannot feed.
+    pub fn replace_backend(
+        &mut self,
+        backend: Box<dyn AffectBackend>,
+        trial_frames: u32,
+    ) -> Result<(), PipelineError> {
+        if self.trial.is_some() {
+            return Err(PipelineError::Config(
+                "another model is still on trial".into(),
+            ));
+        }
+        check_fits(&self.faces, backend.as_ref())?;
+        let preprocess = backend.contract().metadata.preprocess.clone();
+        let previous = std::mem::replace(&mut self.backend, backend);
+        let previous_preprocess = std::mem::replace(&mut self.preprocess, preprocess);
+        self.states.clear();
+        self.swap_event = None;
+        if trial_frames == 0 {
+            self.swap_event = Some(SwapEvent::Passed);
+        } else {
+            self.trial = Some(Trial {
+                previous,
+                previous_preprocess,
+                frames_left: trial_frames,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a swapped-in model is still on trial.
+    pub fn on_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+
+    /// How the last swap's trial ended, once (then `None` until the next swap ends).
+    pub fn take_swap_event(&mut self) -> Option<SwapEvent> {
+        self.swap_event.take()
+    }
+
+    fn roll_back(&mut self, trial: Trial, reason: String) {
+        tracing::warn!(
+            "{}: {reason}; rolling back to {}",
+            self.backend.contract().path,
+            trial.previous.contract().path
+        );
+        self.backend = trial.previous;
+        self.preprocess = trial.previous_preprocess;
+        self.states.clear();
+        self.swap_event = Some(SwapEvent::RolledBack { reason });
     }
 
     /// Ends every live track (the run is stopping): one `FACE_LOST` report each, stamped with
@@ -312,5 +451,139 @@ impl Pipeline {
                 None => self.truth.unmatched += 1,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::ModelFile;
+    use affect_shared::preprocess::FaceInput;
+
+    /// A model whose valence counts the steps of the track's state (so a state reset shows),
+    /// whose arousal is `tag`, and which fails from its `fail_from`-th step on.
+    struct Scripted {
+        contract: ModelContract,
+        tag: f32,
+        steps: usize,
+        fail_from: Option<(usize, bool)>,
+    }
+
+    impl Scripted {
+        fn boxed(tag: f32, fail_from: Option<(usize, bool)>) -> Box<dyn AffectBackend> {
+            let model = ModelFile::embedded("affect-synth.onnx").unwrap();
+            Box::new(Self {
+                contract: ModelContract::load(&model).unwrap(),
+                tag,
+                steps: 0,
+                fail_from,
+            })
+        }
+    }
+
+    impl AffectBackend for Scripted {
+        fn contract(&self) -> &ModelContract {
+            &self.contract
+        }
+        fn step(
+            &mut self,
+            _: &FaceInput,
+            state: &mut TrackState,
+        ) -> Result<[f32; 2], BackendError> {
+            self.steps += 1;
+            match self.fail_from {
+                Some((from, true)) if self.steps >= from => {
+                    return Err(BackendError::Run("scripted failure".into()));
+                }
+                Some((from, false)) if self.steps >= from => return Ok([f32::NAN, self.tag]),
+                _ => {}
+            }
+            state.h[0] += 0.01;
+            Ok([state.h[0], self.tag])
+        }
+        fn name(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    fn frame(index: u64) -> Frame {
+        Frame {
+            index,
+            timestamp_ms: index * 33,
+            image: image::RgbImage::from_pixel(64, 64, image::Rgb([90, 100, 110])),
+            truth: None,
+            cut: false,
+        }
+    }
+
+    /// (frame, valence, arousal) of the one face.
+    fn one(pipeline: &mut Pipeline, index: u64) -> (u32, f32, f32) {
+        let reports = pipeline.process(&frame(index)).unwrap();
+        assert_eq!(reports.len(), 1);
+        (reports[0].frame, reports[0].valence, reports[0].arousal)
+    }
+
+    #[test]
+    fn a_swapped_model_restarts_states_and_a_failing_one_is_rolled_back_on_the_same_frame() {
+        let config = PipelineConfig::default();
+        let mut p =
+            Pipeline::new(FaceMode::WholeFrame, Scripted::boxed(0.1, None), config).unwrap();
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        for i in 0..3 {
+            let (_, v, a) = one(&mut p, i);
+            assert!(close(v, 0.01 * (i + 1) as f32) && close(a, 0.1));
+        }
+        // A good model: state restarts, it passes its 2 trial frames.
+        p.replace_backend(Scripted::boxed(0.2, None), 2).unwrap();
+        assert!(p.on_trial());
+        let (_, v, a) = one(&mut p, 3);
+        assert!(
+            close(v, 0.01) && close(a, 0.2),
+            "fresh state on the new model: {v}"
+        );
+        assert_eq!(p.take_swap_event(), None);
+        one(&mut p, 4);
+        assert_eq!(p.take_swap_event(), Some(SwapEvent::Passed));
+        assert!(!p.on_trial());
+        let busy = Scripted::boxed(0.5, None);
+        // A model producing NaN on its 2nd step, and one failing on its 1st: each is rolled
+        // back on the frame where it failed, which is then served by the restored model.
+        for (tag, fail, frame_no, what) in [
+            (0.3, (2, false), 6, "non-finite output on frame 6"),
+            (0.4, (1, true), 7, "inference failed on frame 7"),
+        ] {
+            p.replace_backend(Scripted::boxed(tag, Some(fail)), 5)
+                .unwrap();
+            if frame_no == 6 {
+                let (f, _, a) = one(&mut p, 5);
+                assert!(f == 5 && close(a, 0.3));
+                let refused = p.replace_backend(Scripted::boxed(0.9, None), 1);
+                assert!(refused.is_err(), "one trial at a time");
+            }
+            let (f, v, a) = one(&mut p, frame_no);
+            assert_eq!(f as u64, frame_no);
+            assert!(
+                close(a, 0.2) && close(v, 0.01),
+                "restored model, fresh state: {v} {a}"
+            );
+            match p.take_swap_event() {
+                Some(SwapEvent::RolledBack { reason }) => {
+                    assert!(reason.contains(what), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Without a trial the model's errors are the frame's errors, as before any deploy.
+        p.replace_backend(busy, 1).unwrap();
+        one(&mut p, 8);
+        assert_eq!(p.take_swap_event(), Some(SwapEvent::Passed));
+        p.replace_backend(Scripted::boxed(0.6, Some((2, true))), 1)
+            .unwrap();
+        one(&mut p, 9);
+        assert_eq!(p.take_swap_event(), Some(SwapEvent::Passed));
+        assert!(matches!(
+            p.process(&frame(10)),
+            Err(PipelineError::Backend(_))
+        ));
     }
 }

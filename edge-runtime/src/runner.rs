@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::deploy::Deployments;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::report::{ReportError, Reporter};
 use crate::source::{FrameSource, SourceError};
@@ -111,7 +112,9 @@ pub struct RunSummary {
 }
 
 /// Runs until the source ends, `limits.max_frames`, or `stop` becomes true; records every
-/// frame in `telemetry` and hands reporters the device status every `limits.status_every`.
+/// frame in `telemetry` and hands reporters the device status every `limits.status_every`
+/// (and at once when a deploy changed it). With `deploys`, new models are swapped in between
+/// two frames.
 pub fn run(
     source: &mut dyn FrameSource,
     pipeline: &mut Pipeline,
@@ -119,6 +122,7 @@ pub fn run(
     telemetry: &Telemetry,
     stop: &AtomicBool,
     limits: RunLimits,
+    mut deploys: Option<&mut Deployments>,
 ) -> Result<RunSummary, RunError> {
     let mut summary = RunSummary::default();
     let mut warnings = Throttle::new(REPORT_WARNING_EVERY);
@@ -133,6 +137,11 @@ pub fn run(
         if frame_started >= next_refresh {
             refresh(telemetry, reporters, frame_started);
             next_refresh = frame_started + REFRESH_EVERY;
+        }
+        if let Some(deploys) = deploys.as_deref_mut()
+            && deploys.between_frames(pipeline, telemetry)
+        {
+            next_status = frame_started;
         }
         if frame_started >= next_status {
             let status = telemetry.device_status(frame_started);

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use affect_shared::deploy::{DeployOutcome, DeployResult};
 use affect_shared::status::{DeviceState, DeviceStatus, ModelIdentity};
 use affect_shared::wire::{Report, StatusFlags};
 use prometheus_client::collector::Collector;
@@ -176,13 +177,17 @@ impl History {
 }
 
 /// What changes once per second rather than per frame.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Slow {
     last_frame: Option<Instant>,
     reporters: Vec<ReporterHealth>,
     /// Frames and time at the last rate update.
     rate_mark: Option<(Instant, u64)>,
     fps: Option<f64>,
+    /// The model serving now (replaced by a deploy).
+    model: ModelIdentity,
+    /// The last deploy's outcome.
+    deploy: Option<DeployOutcome>,
 }
 
 /// Shared telemetry of one run; see the module documentation.
@@ -190,10 +195,10 @@ struct Slow {
 pub struct Telemetry {
     started: Instant,
     started_unix_s: f64,
-    model: ModelIdentity,
     backend: String,
     policy: HealthPolicy,
     registry: Registry,
+    deploys: Family<[(&'static str, &'static str); 1], Counter>,
     frames: Counter,
     reports: Counter,
     skipped: Family<[(&'static str, &'static str); 1], Counter>,
@@ -221,6 +226,7 @@ impl Telemetry {
         let stages = Family::new_with_constructor(stage_buckets as fn() -> Histogram);
         let faces = Gauge::default();
         let tracks = Gauge::default();
+        let deploys = Family::default();
         registry.register("frames", "Frames processed", frames.clone());
         registry.register(
             "reports",
@@ -243,7 +249,19 @@ impl Telemetry {
             "Face tracks alive after the last frame",
             tracks.clone(),
         );
+        registry.register(
+            "deploys",
+            "Model deploys handled, by result (active, rejected, rolled_back)",
+            deploys.clone(),
+        );
         // Every label value exists from the start, so a scrape shows zeros rather than gaps.
+        for result in [
+            DeployResult::Active,
+            DeployResult::Rejected,
+            DeployResult::RolledBack,
+        ] {
+            drop(deploys.get_or_create(&[("result", result.label())]));
+        }
         for cause in [SkipCause::Undecodable, SkipCause::Unusable] {
             drop(skipped.get_or_create(&[("cause", cause.label())]));
         }
@@ -256,17 +274,24 @@ impl Telemetry {
         Self {
             started: Instant::now(),
             started_unix_s,
-            model,
             backend,
             policy,
             registry,
+            deploys,
             frames,
             reports,
             skipped,
             stages,
             faces,
             tracks,
-            slow: Mutex::new(Slow::default()),
+            slow: Mutex::new(Slow {
+                last_frame: None,
+                reporters: Vec::new(),
+                rate_mark: None,
+                fps: None,
+                model,
+                deploy: None,
+            }),
             history: Mutex::new(History::default()),
             beat_ms: AtomicU64::new(0),
         }
@@ -393,13 +418,32 @@ impl Telemetry {
 
     /// The retained status a reporter publishes.
     pub fn device_status(&self, now: Instant) -> DeviceStatus {
+        let slow = self.slow();
         DeviceStatus {
             state: DeviceState::Online,
-            model: Some(self.model.clone()),
-            fps: self.slow().fps.map(|f| (f * 100.0).round() / 100.0),
+            model: Some(slow.model.clone()),
+            fps: slow.fps.map(|f| (f * 100.0).round() / 100.0),
             uptime_s: Some(now.saturating_duration_since(self.started).as_secs()),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            deploy: slow.deploy.clone(),
         }
+    }
+
+    /// The model serving from now on (after a deploy or a rollback).
+    pub fn set_model(&self, model: ModelIdentity) {
+        self.slow().model = model;
+    }
+
+    /// Records a deploy's outcome: the status carries it and `affect_deploys_total` counts it.
+    /// `restored` is for the outcome of an earlier run read back at start-up (shown, not
+    /// counted again).
+    pub fn deploy_outcome(&self, outcome: DeployOutcome, restored: bool) {
+        if !restored {
+            self.deploys
+                .get_or_create(&[("result", outcome.result.label())])
+                .inc();
+        }
+        self.slow().deploy = Some(outcome);
     }
 
     /// Every metric in the OpenMetrics text format (what Prometheus scrapes).
@@ -417,16 +461,20 @@ impl Telemetry {
 
     /// Reporter states, the model, the process: values read now rather than kept per frame.
     fn encode_snapshot(&self, out: &mut String) -> std::fmt::Result {
-        let (reporters, fps) = {
+        let (reporters, fps, model) = {
             let slow = self.slow();
-            (slow.reporters.clone(), slow.fps.unwrap_or(0.0))
+            (
+                slow.reporters.clone(),
+                slow.fps.unwrap_or(0.0),
+                slow.model.clone(),
+            )
         };
         let snapshot = Snapshot {
             reporters,
             fps,
             uptime_s: self.started.elapsed().as_secs_f64(),
             started_unix_s: self.started_unix_s,
-            model: self.model.clone(),
+            model,
             backend: self.backend.clone(),
         };
         let mut registry = Registry::with_prefix("affect");
@@ -630,6 +678,7 @@ mod tests {
                 sha256: "0".repeat(64),
                 version: "v1".into(),
                 backbone: "tiny".into(),
+                since_unix_s: None,
             },
             "tract".into(),
             HealthPolicy {

@@ -112,10 +112,12 @@ fn every_report_arrives_as_json_and_the_status_follows_the_device() {
             sha256: "cd".repeat(32),
             version: "2026-12-01T00:00:00Z".into(),
             backbone: "vgg16".into(),
+            since_unix_s: Some(1_764_000_000),
         }),
         fps: Some(29.9),
         uptime_s: Some(42),
         version: Some(env!("CARGO_PKG_VERSION").into()),
+        deploy: None,
     };
     reporter.publish_status(&refreshed);
     wait_until("the refreshed status", Duration::from_secs(5), || {

@@ -6,6 +6,8 @@ pub mod metrics;
 pub mod wire;
 
 #[cfg(feature = "std")]
+pub mod deploy;
+#[cfg(feature = "std")]
 pub mod metadata;
 #[cfg(feature = "std")]
 pub mod preprocess;

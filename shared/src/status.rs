@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::deploy::DeployOutcome;
+
 /// Whether the device is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -23,6 +25,10 @@ pub struct ModelIdentity {
     pub version: String,
     /// Backbone the model was trained with.
     pub backbone: String,
+    /// Since when it is the device's active model, seconds since the Unix epoch (absent outside
+    /// a running device, e.g. in `affect-edge info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_unix_s: Option<u64>,
 }
 
 /// The retained status message; everything but `state` is absent in the last will.
@@ -42,6 +48,9 @@ pub struct DeviceStatus {
     /// Version of the runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The last deploy the device handled (also across restarts), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployOutcome>,
 }
 
 impl DeviceStatus {
@@ -53,6 +62,7 @@ impl DeviceStatus {
             fps: None,
             uptime_s: None,
             version: None,
+            deploy: None,
         }
     }
 
@@ -75,10 +85,18 @@ mod tests {
                 sha256: "ab".repeat(32),
                 version: "2026-12-01T10:00:00Z".into(),
                 backbone: "vgg16".into(),
+                since_unix_s: Some(1_764_000_000),
             }),
             fps: Some(29.5),
             uptime_s: Some(12),
             version: Some("0.1.0".into()),
+            deploy: Some(DeployOutcome {
+                id: "d-1".into(),
+                sha256: "cd".repeat(32),
+                result: crate::deploy::DeployResult::Rejected,
+                reason: Some("SHA-256 mismatch".into()),
+                at_unix_s: 1_764_000_100,
+            }),
         };
         let json = online.to_json();
         assert!(

@@ -79,6 +79,7 @@ impl ModelContract {
             sha256: self.sha256.clone(),
             version: self.metadata.created.clone(),
             backbone: self.metadata.backbone.clone(),
+            since_unix_s: None,
         }
     }
 
@@ -229,8 +230,8 @@ pub(super) fn read_model(
     })
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lowercase hex SHA-256 of `bytes` (a model's identity).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -20,7 +20,7 @@ use affect_shared::preprocess::FaceInput;
 
 use crate::models::ModelFile;
 
-pub use contract::{ModelContract, StateLayout};
+pub use contract::{ModelContract, StateLayout, sha256_hex};
 #[cfg(feature = "onnxruntime")]
 pub use onnxruntime::{OnnxRuntimeBackend, runtime_info};
 pub use tract::TractBackend;
@@ -74,7 +74,7 @@ impl TrackState {
 
 /// A loaded affect model that turns one preprocessed face into (valence, arousal), advancing
 /// the track's recurrent state.
-pub trait AffectBackend {
+pub trait AffectBackend: Send {
     /// The model's metadata (preprocessing, recurrent layout, validation scores).
     fn contract(&self) -> &ModelContract;
     /// Runs one frame of one track; `state` is read and replaced by the new state.

@@ -41,6 +41,7 @@ use super::journal::{self, Journal};
 use super::outbox::{MemoryStore, Outbox, Publication, Store};
 use super::{Report, ReportError, Reporter, ReporterHealth, check_finite, to_json_line};
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::deploy::CommandSink;
 
 /// TLS settings of the broker connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +197,12 @@ impl MqttConfig {
 
     /// The status topic, `<topic>/status`.
     pub fn status_topic(&self) -> String {
-        format!("{}/status", self.topic)
+        affect_shared::deploy::status_topic(&self.topic)
+    }
+
+    /// The topic deploy commands arrive on: `<topic>/cmd`.
+    pub fn command_topic(&self) -> String {
+        affect_shared::deploy::command_topic(&self.topic)
     }
 
     /// The broker as a URL without credentials, for messages.
@@ -504,17 +510,32 @@ pub fn queue_dir(state_dir: &Path, config: &MqttConfig) -> PathBuf {
 }
 
 impl MqttReporter {
-    /// [`MqttReporter::open`] with the queue in memory.
+    /// [`MqttReporter::open`] with the queue in memory and no deploy commands.
     pub fn new(config: &MqttConfig) -> Result<Self, ReportError> {
-        Self::open(config, None)
+        Self::open(config, None, None)
     }
 
     /// Starts the client and its network thread, with the queue on disk under `state_dir`
     /// ([`queue_dir`]; reports left there by an earlier run are sent first) or, without one, in
     /// memory. An unreachable broker is not an error (reports queue until it is reachable); an
     /// unusable configuration (bad topic, unreadable CA file) or queue directory is.
-    pub fn open(config: &MqttConfig, state_dir: Option<&Path>) -> Result<Self, ReportError> {
-        let options = config.options()?;
+    ///
+    /// With `commands`, the client subscribes to `<topic>/cmd` (QoS 1) after every connect and
+    /// hands every message there to the sink (deploys; incoming packets may be as large as
+    /// the sink's model limit).
+    pub fn open(
+        config: &MqttConfig,
+        state_dir: Option<&Path>,
+        commands: Option<CommandSink>,
+    ) -> Result<Self, ReportError> {
+        let mut options = config.options()?;
+        if let Some(sink) = &commands {
+            // Room for the deploy header and the topic; outgoing stays small (reports, status).
+            let incoming = usize::try_from(sink.max_bytes())
+                .unwrap_or(usize::MAX)
+                .saturating_add(64 * 1024);
+            options.set_max_packet_size(incoming, 64 * 1024);
+        }
         let store: Box<dyn Store> = match state_dir {
             Some(state_dir) => {
                 let dir = queue_dir(state_dir, config);
@@ -565,6 +586,7 @@ impl MqttReporter {
                     fps: None,
                     uptime_s: None,
                     version: Some(env!("CARGO_PKG_VERSION").into()),
+                    deploy: None,
                 }
                 .to_json(),
             }),
@@ -578,6 +600,7 @@ impl MqttReporter {
             window,
             what: config.address(),
             backoff: Backoff::new(config.backoff),
+            commands: commands.map(|sink| (config.command_topic(), sink)),
         };
         let network = std::thread::Builder::new()
             .name("mqtt-reporter".into())
@@ -848,6 +871,8 @@ struct NetworkLoop {
     window: usize,
     what: String,
     backoff: Backoff,
+    /// The command topic and where its messages go.
+    commands: Option<(String, CommandSink)>,
 }
 
 impl NetworkLoop {
@@ -882,7 +907,20 @@ impl NetworkLoop {
                         state.outbox.mark_status_sent();
                     }
                     publish_waiting(&mut state, &self.client, &self.topic, self.window);
+                    // A clean session forgets subscriptions: subscribe again on every connect.
+                    if let Some((topic, _)) = &self.commands
+                        && let Err(e) = self.client.try_subscribe(topic.as_str(), QoS::AtLeastOnce)
+                    {
+                        tracing::warn!("{}: cannot subscribe to {topic}: {e}", self.what);
+                    }
                     self.shared.changed.notify_all();
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if let Some((topic, sink)) = &self.commands
+                        && publish.topic == *topic
+                    {
+                        sink.offer(publish.payload.to_vec(), topic);
+                    }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     state.outbox.on_outgoing_publish(pkid);
