@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use affect_edge::backend::{self, BackendError, BackendKind, ModelContract};
 use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
-use affect_edge::deploy::{CommandSink, Deployments, ModelStore, Verifier};
+use affect_edge::deploy::{
+    self, CommandSink, DeployClientError, DeployRequest, Deployments, ModelStore, Verifier,
+};
 use affect_edge::faces::{BundledFaces, FacesConfig};
 use affect_edge::http::HttpServer;
 use affect_edge::models::ModelFile;
@@ -322,6 +324,72 @@ fn print_summary(s: &RunSummary, p: &Pipeline) {
             fmt(m.mean_ccc())
         );
     }
+}
+
+/// What `affect-edge deploy` was asked.
+pub struct DeployArgs {
+    /// The exported model.
+    pub model: std::path::PathBuf,
+    /// Broker URL with the target topic.
+    pub to: String,
+    /// Deploy id.
+    pub id: Option<String>,
+    /// Seconds to wait for outcomes.
+    pub timeout: f64,
+    /// Seconds to discover a fleet.
+    pub discover: f64,
+    /// MQTT password.
+    pub password: Option<String>,
+}
+
+/// `affect-edge deploy`: prints the table on stdout; fails (exit 1) when a device did not
+/// make the model active.
+pub fn deploy(args: DeployArgs) -> Result<(), Failure> {
+    let seconds = |s: f64, what: &str| {
+        Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                bad(anyhow::anyhow!(
+                    "--{what} must be a positive number of seconds"
+                ))
+            })
+    };
+    let mut broker = report::MqttConfig::from_url(&args.to).map_err(bad)?;
+    if args.password.is_some() {
+        broker.password = args.password;
+    }
+    let id = args.id.unwrap_or_else(|| {
+        let name = args
+            .model
+            .file_name()
+            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("{name}@{now}")
+    });
+    let request = DeployRequest {
+        model: args.model,
+        broker,
+        id,
+        timeout: seconds(args.timeout, "timeout")?,
+        discover: seconds(args.discover, "discover")?,
+    };
+    let answers =
+        deploy::deploy(&request, &mut |line| tracing::info!("{line}")).map_err(|e| match e {
+            DeployClientError::Connection { .. } => other(e),
+            _ => bad(e),
+        })?;
+    print!("{}", deploy::render_table(&answers));
+    let failed = answers.values().filter(|a| !a.is_active()).count();
+    if failed > 0 {
+        return Err(other(anyhow::anyhow!(
+            "{failed} of {} device(s) did not make the model active",
+            answers.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `affect-edge info MODEL`.

@@ -31,6 +31,9 @@ enum Command {
     /// Check every part `run` would use: one line each, `ok`, `FAIL` with the fix, or
     /// `skipped` with the reason; exit 0 only when nothing failed.
     Doctor(DoctorArgs),
+    /// From the workstation: send an exported model to running devices over MQTT and print
+    /// each device's outcome (exit 0 only when every device made it its active model).
+    Deploy(DeployCli),
     /// Print a model's metadata and whether this runtime can serve it.
     Info {
         /// ONNX model file.
@@ -133,6 +136,30 @@ struct DoctorArgs {
     json: bool,
 }
 
+/// Flags of `deploy`.
+#[derive(Args)]
+struct DeployCli {
+    /// The exported model (`model.onnx` or `model.int8.onnx`; refused when the
+    /// `model.export.json` proof beside it lists failures).
+    model: PathBuf,
+    /// Broker and target: mqtt://[USER[:PASS]@]HOST[:PORT]/TARGET, or mqtts://…?ca=CA.pem;
+    /// TARGET is a device's base topic (affect/SITE/DEVICE) or a fleet (affect/SITE/+).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Deploy id the devices echo in their status (default: model name and time).
+    #[arg(long)]
+    id: Option<String>,
+    /// Seconds to wait for every device's outcome.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Seconds at most to collect the fleet's retained statuses (wildcard targets).
+    #[arg(long, default_value_t = 3.0)]
+    discover: f64,
+    /// MQTT password (better: the environment variable).
+    #[arg(long, env = "AFFECT_MQTT_PASSWORD", hide_env_values = true)]
+    mqtt_password: Option<String>,
+}
+
 #[derive(Args)]
 struct BenchCli {
     /// Model file (default: the bundled synthetic model).
@@ -171,6 +198,14 @@ fn main() -> ExitCode {
             faces: args.faces,
             frames: args.frames,
             threads: args.threads,
+        }),
+        Command::Deploy(args) => app::deploy(app::DeployArgs {
+            model: args.model,
+            to: args.to,
+            id: args.id,
+            timeout: args.timeout,
+            discover: args.discover,
+            password: args.mqtt_password,
         }),
         Command::Info { model } => app::info(&model),
     };

@@ -12,6 +12,7 @@
 //!  incoming/*.onnx ──┘         (verify, store)  └─ verified ─▶ frame loop: swap, trial ─▶ status
 //! ```
 
+mod client;
 mod store;
 mod verify;
 mod watch;
@@ -24,6 +25,9 @@ use affect_shared::status::ModelIdentity;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 
+pub use client::{
+    DeployClientError, DeployRequest, DeviceAnswer, check_proof, deploy, proof_path, render_table,
+};
 pub use store::{ActivePointer, ModelStore};
 pub use verify::{PROBE_BOUND, Verified, Verifier, probe};
 
@@ -541,4 +545,149 @@ impl DeployWorker {
 enum Handled {
     Verified(Ready),
     Rejected(DeployOutcome),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{self, BackendKind, OnnxRuntimeConfig};
+    use crate::models::ModelFile;
+    use crate::pipeline::{FaceMode, PipelineConfig};
+    use crate::source::Frame;
+    use crate::telemetry::HealthPolicy;
+    use std::time::{Duration, Instant};
+
+    /// Runs frames through `pipeline`, letting `deployments` act between them, until the
+    /// status carries the outcome of `id`.
+    fn run_until_outcome(
+        deployments: &mut Deployments,
+        pipeline: &mut Pipeline,
+        telemetry: &Telemetry,
+        id: &str,
+        next_frame: &mut u64,
+    ) -> DeployOutcome {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            deployments.between_frames(pipeline, telemetry);
+            let status = telemetry.device_status(Instant::now());
+            if let Some(outcome) = status.deploy.filter(|d| d.id == id) {
+                return outcome;
+            }
+            assert!(Instant::now() < deadline, "no outcome for {id}");
+            let frame = Frame {
+                index: *next_frame,
+                timestamp_ms: *next_frame * 33,
+                image: image::RgbImage::from_pixel(64, 64, image::Rgb([120, 110, 100])),
+                truth: None,
+                cut: false,
+            };
+            *next_frame += 1;
+            assert_eq!(pipeline.process(&frame).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn dropped_models_are_verified_beside_the_frame_loop_and_the_active_one_persists() {
+        let state = tempfile::tempdir().unwrap();
+        let store = ModelStore::open(state.path()).unwrap();
+        let onnxruntime = OnnxRuntimeConfig::default();
+        let bundled = ModelFile::embedded("affect-synth.onnx").unwrap();
+        let serving = backend::load(BackendKind::Tract, &bundled, 1, &onnxruntime).unwrap();
+        let identity = serving.contract().identity();
+        let mut pipeline =
+            Pipeline::new(FaceMode::WholeFrame, serving, PipelineConfig::default()).unwrap();
+        let telemetry = Telemetry::new(
+            identity.clone(),
+            "tract".into(),
+            HealthPolicy {
+                stale_after: Duration::from_secs(5),
+            },
+        );
+        let verifier = Verifier {
+            backend: BackendKind::Tract,
+            threads: 1,
+            onnxruntime,
+            landmarks_available: false,
+        };
+        let config = DeployConfig {
+            trial_frames: 3,
+            ..DeployConfig::default()
+        };
+        let (mut deployments, _sink) =
+            Deployments::start(&config, store.clone(), verifier, identity.clone(), false).unwrap();
+        let mut frame = 0;
+
+        // Not a model: rejected with the loader's reason; the bundled model keeps serving.
+        let incoming = store.incoming();
+        std::fs::write(incoming.join(".junk.tmp"), b"not onnx").unwrap();
+        std::fs::rename(incoming.join(".junk.tmp"), incoming.join("junk.onnx")).unwrap();
+        let junk = run_until_outcome(
+            &mut deployments,
+            &mut pipeline,
+            &telemetry,
+            "junk.onnx",
+            &mut frame,
+        );
+        assert_eq!(junk.result, DeployResult::Rejected);
+        assert!(junk.reason.unwrap().contains("ONNX"));
+        assert_eq!(store.active().unwrap(), None);
+        assert!(
+            !incoming.join("junk.onnx").exists(),
+            "handled files leave the drop directory"
+        );
+
+        // A good model with a matching checksum file: on trial, then active and persisted.
+        let bytes = bundled.read().unwrap();
+        std::fs::write(
+            incoming.join("good.onnx.sha256"),
+            format!("{}  good.onnx\n", identity.sha256),
+        )
+        .unwrap();
+        std::fs::write(incoming.join(".good.tmp"), &bytes).unwrap();
+        std::fs::rename(incoming.join(".good.tmp"), incoming.join("good.onnx")).unwrap();
+        let good = run_until_outcome(
+            &mut deployments,
+            &mut pipeline,
+            &telemetry,
+            "good.onnx",
+            &mut frame,
+        );
+        assert_eq!((good.result, good.reason), (DeployResult::Active, None));
+        let pointer = store.active().unwrap().unwrap();
+        assert_eq!(pointer.sha256, identity.sha256);
+        let status = telemetry.device_status(Instant::now());
+        assert_eq!(
+            status.model.unwrap().since_unix_s,
+            Some(pointer.since_unix_s)
+        );
+        assert!(
+            telemetry
+                .encode_metrics()
+                .contains("affect_deploys_total{result=\"active\"} 1")
+        );
+        assert!(
+            telemetry
+                .encode_metrics()
+                .contains("affect_deploys_total{result=\"rejected\"} 1")
+        );
+
+        // A reopened store starts with it.
+        let start = ModelStore::open(state.path()).unwrap().start_model();
+        assert_eq!(start.deployed, Some(store.model_path(&identity.sha256)));
+        assert_eq!(start.last_outcome.unwrap().id, "good.onnx");
+
+        // A checksum file that does not match: rejected, nothing stored.
+        std::fs::write(incoming.join("bad.onnx.sha256"), "00".repeat(32)).unwrap();
+        std::fs::write(incoming.join(".bad.tmp"), &bytes).unwrap();
+        std::fs::rename(incoming.join(".bad.tmp"), incoming.join("bad.onnx")).unwrap();
+        let bad = run_until_outcome(
+            &mut deployments,
+            &mut pipeline,
+            &telemetry,
+            "bad.onnx",
+            &mut frame,
+        );
+        assert_eq!(bad.result, DeployResult::Rejected);
+        assert!(bad.reason.unwrap().contains("SHA-256 mismatch"));
+    }
 }

@@ -214,6 +214,7 @@ impl MqttConfig {
     /// Checks the settings and builds the reporter's client options (with the retained
     /// `offline` status as last will); errors name the field or file.
     fn options(&self) -> Result<MqttOptions, ReportError> {
+        self.check_topic()?;
         let client_id = self
             .client_id
             .clone()
@@ -228,19 +229,28 @@ impl MqttConfig {
         Ok(options)
     }
 
-    /// Checks the settings and builds client options for `client_id` without a last will.
-    fn connect_options(&self, client_id: String) -> Result<MqttOptions, ReportError> {
+    /// Refuses an empty topic or one with wildcards (a reporter publishes to it).
+    fn check_topic(&self) -> Result<(), ReportError> {
+        if self.topic.is_empty() || self.topic.contains(['+', '#', '\0']) {
+            return Err(ReportError::Config {
+                what: self.address(),
+                message: format!(
+                    "topic {:?} must be non-empty without wildcards (+, #)",
+                    self.topic
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the settings but the topic (which a subscriber may give with wildcards) and
+    /// builds client options for `client_id` without a last will.
+    pub(crate) fn connect_options(&self, client_id: String) -> Result<MqttOptions, ReportError> {
         let what = self.address();
         let bad = |message: String| ReportError::Config {
             what: what.clone(),
             message,
         };
-        if self.topic.is_empty() || self.topic.contains(['+', '#', '\0']) {
-            return Err(bad(format!(
-                "topic {:?} must be non-empty without wildcards (+, #)",
-                self.topic
-            )));
-        }
         if self.keep_alive_s == 0 || self.connect_timeout_s == 0 {
             return Err(bad(
                 "keep_alive_s and connect_timeout_s must be at least 1".into()
@@ -312,6 +322,7 @@ impl MqttConfig {
     /// accepted.
     pub fn probe(&self, timeout: Duration) -> Result<(), ProbeError> {
         let address = self.address();
+        self.check_topic().map_err(ProbeError::Config)?;
         let options = self
             .connect_options(format!("affect-edge-doctor-{}", std::process::id()))
             .map_err(ProbeError::Config)?;
