@@ -7,6 +7,9 @@
 //! the previous model keeps serving; a model moved into the drop directory is deployed too; and
 //! after a restart the last deployed model is active.
 
+// The device serves the int8 model, which only the ONNX Runtime backend runs.
+#![cfg(feature = "onnxruntime")]
+
 mod common;
 #[path = "common/mqtt.rs"]
 mod mqtt_peers;
@@ -156,7 +159,6 @@ fn estimate_frames(payloads: &[String]) -> Vec<u64> {
 }
 
 #[test]
-#[cfg(feature = "onnxruntime")]
 fn a_device_behind_a_bridged_site_broker_takes_verified_deploys_and_keeps_the_last_one() {
     if oracle_env(
         "ORT_DYLIB_PATH",
