@@ -318,6 +318,9 @@ fn installed_run(
             "127.0.0.1:0",
         ])
         .args(["--backend", backend, "--max-frames", &frames.to_string()])
+        // The packaged state directory inside the scratch root, not the host's.
+        .arg("--state-dir")
+        .arg(root.join("var/lib/affect"))
         .env("RUST_LOG", "warn")
         .env_remove("AFFECT_MODELS")
         .env_remove("STATE_DIRECTORY")
