@@ -20,6 +20,7 @@ use crate::backend::{
     TrackState,
 };
 use crate::config::{ConfigError, EdgeConfig, FacesSpec, SourceSpec};
+use crate::deploy::ModelStore;
 use crate::faces::{BundledFaces, FaceError, FacesConfig};
 use crate::models::ModelFile;
 use crate::report::{
@@ -210,6 +211,7 @@ pub fn check(
                 "source",
                 "serial",
                 "mqtt",
+                "deploy",
                 "state dir",
                 "cache dir",
             ] {
@@ -222,7 +224,16 @@ pub fn check(
     let engine = backend_check(config.backend, probes);
     let engine_ok = engine.outcome == Outcome::Ok;
     out.push(engine);
-    out.push(model_check(config, engine_ok, probes));
+    let store = config
+        .state_dir
+        .as_deref()
+        .filter(|_| config.deploy.enabled)
+        .map(ModelStore::at);
+    let deployed = store
+        .as_ref()
+        .and_then(|s| s.start_model().deployed)
+        .map(ModelFile::Path);
+    out.push(model_check(config, deployed, engine_ok, probes));
     out.push(gpu_check(
         config.backend,
         config.onnxruntime.provider,
@@ -232,6 +243,7 @@ pub fn check(
     out.push(source_check(config, probes));
     out.extend(serial_checks(config, probes));
     out.extend(mqtt_checks(config, probes));
+    out.push(deploy_check(config, store.as_ref()));
     out.push(disk_check(
         "state dir",
         "state_dir",
@@ -376,8 +388,15 @@ pub fn ort_version(info: &str, library: Option<&Path>) -> Option<String> {
     from_branch.filter(|v| !v.is_empty()).or_else(from_file)
 }
 
-fn model_check(config: &EdgeConfig, engine_ok: bool, probes: &mut dyn Probes) -> CheckResult {
-    let model = config.model_file();
+/// The model `run` starts with: the deployed one when the store has it intact, else the
+/// configured one.
+fn model_check(
+    config: &EdgeConfig,
+    deployed: Option<ModelFile>,
+    engine_ok: bool,
+    probes: &mut dyn Probes,
+) -> CheckResult {
+    let model = deployed.unwrap_or_else(|| config.model_file());
     let contract = match probes.model_contract(&model) {
         Ok(contract) => contract,
         Err(e) => return model_failure(&e),
@@ -406,6 +425,66 @@ fn model_check(config: &EdgeConfig, engine_ok: bool, probes: &mut dyn Probes) ->
         ),
         Err(e) => model_failure(&e),
     }
+}
+
+/// Deploys: off, or the store's state (drop directory, active model, last deploy).
+fn deploy_check(config: &EdgeConfig, store: Option<&ModelStore>) -> CheckResult {
+    let Some(store) = store else {
+        return CheckResult::skipped(
+            "deploy",
+            if config.deploy.enabled {
+                "no state directory: deploys are off (set state_dir)"
+            } else {
+                "[deploy] enabled = false"
+            },
+        );
+    };
+    let active = match store.active() {
+        Ok(active) => active,
+        Err(e) => {
+            return CheckResult::fail(
+                "deploy",
+                format!("{e}; `run` starts with the configured model"),
+                "deploy the model again (`affect-edge deploy`), or remove the damaged file",
+            );
+        }
+    };
+    let serving = match (&active, store.start_model().deployed) {
+        (Some(a), Some(_)) => format!(
+            "active: deployed model {} since {}",
+            a.sha256, a.since_unix_s
+        ),
+        (Some(a), None) => {
+            return CheckResult::fail(
+                "deploy",
+                format!(
+                    "the deployed model {} is missing or does not match its SHA-256; `run`                      starts with the configured model",
+                    store.model_path(&a.sha256).display()
+                ),
+                "deploy the model again (`affect-edge deploy`)",
+            );
+        }
+        (None, _) => "active: the configured model (nothing deployed yet)".to_owned(),
+    };
+    let last = match store.last_outcome() {
+        Ok(Some(o)) => format!(
+            "; last deploy {:?}: {}{}",
+            o.id,
+            o.result.label(),
+            o.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ),
+        Ok(None) => String::new(),
+        Err(e) => format!("; {e}"),
+    };
+    let watched = config
+        .deploy
+        .watch
+        .clone()
+        .unwrap_or_else(|| store.incoming());
+    CheckResult::ok(
+        "deploy",
+        format!("drop directory {}; {serving}{last}", watched.display()),
+    )
 }
 
 fn model_failure(e: &BackendError) -> CheckResult {
@@ -1184,6 +1263,7 @@ mod tests {
                 "camera",
                 "serial",
                 "mqtt",
+                "deploy",
                 "state dir",
                 "cache dir",
                 "clock"
@@ -1201,7 +1281,7 @@ mod tests {
                 .contains("offers MJPG 640x480 1280x720"),
             "{text}"
         );
-        assert!(text.ends_with("10 ok, 0 FAIL, 1 skipped\n"), "{text}");
+        assert!(text.ends_with("11 ok, 0 FAIL, 1 skipped\n"), "{text}");
         assert!(
             text.contains("\nok      backend    tract (built in)\n"),
             "{text}"
@@ -1487,5 +1567,54 @@ mod tests {
         );
         assert_eq!(not_built.outcome, Outcome::Fail);
         assert!(not_built.fix.unwrap().contains("--features cuda"));
+    }
+
+    #[test]
+    fn the_deploy_check_names_the_active_model_and_fails_on_a_damaged_store() {
+        let state = tempfile::tempdir().unwrap();
+        let config = EdgeConfig {
+            state_dir: Some(state.path().to_owned()),
+            ..EdgeConfig::default()
+        };
+        let store = ModelStore::open(state.path()).unwrap();
+        let fresh = deploy_check(&config, Some(&store));
+        assert_eq!(fresh.outcome, Outcome::Ok);
+        assert!(
+            fresh.detail.contains("nothing deployed yet"),
+            "{}",
+            fresh.detail
+        );
+
+        let bytes = b"model bytes";
+        let sha = crate::backend::sha256_hex(bytes);
+        store.put(&sha, bytes).unwrap();
+        store
+            .set_active(&crate::deploy::ActivePointer {
+                sha256: sha.clone(),
+                since_unix_s: 42,
+                previous: None,
+            })
+            .unwrap();
+        let deployed = deploy_check(&config, Some(&store));
+        assert!(
+            deployed
+                .detail
+                .contains(&format!("deployed model {sha} since 42")),
+            "{}",
+            deployed.detail
+        );
+
+        std::fs::write(store.model_path(&sha), b"changed").unwrap();
+        let tampered = deploy_check(&config, Some(&store));
+        assert_eq!(tampered.outcome, Outcome::Fail);
+        assert!(tampered.detail.contains("does not match its SHA-256"));
+
+        std::fs::write(state.path().join("models/active.json"), "{").unwrap();
+        let damaged = deploy_check(&config, Some(&store));
+        assert_eq!(damaged.outcome, Outcome::Fail);
+        assert!(damaged.detail.contains("active.json"), "{}", damaged.detail);
+
+        let off = deploy_check(&EdgeConfig::default(), None);
+        assert_eq!(off.outcome, Outcome::Skipped);
     }
 }

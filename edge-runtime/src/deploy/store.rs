@@ -39,11 +39,16 @@ pub struct ModelStore {
 }
 
 impl ModelStore {
+    /// The store in `state_dir`, without touching the disk (for reading, e.g. by `doctor`).
+    pub fn at(state_dir: &Path) -> Self {
+        Self {
+            dir: state_dir.join("models"),
+        }
+    }
+
     /// Opens (creating) `<state_dir>/models` and its `incoming/` directory.
     pub fn open(state_dir: &Path) -> Result<Self, DeployError> {
-        let store = Self {
-            dir: state_dir.join("models"),
-        };
+        let store = Self::at(state_dir);
         for dir in [store.dir.clone(), store.incoming()] {
             std::fs::create_dir_all(&dir).map_err(|source| DeployError::Store {
                 path: dir.clone(),
