@@ -557,32 +557,46 @@ mod tests {
     use crate::telemetry::HealthPolicy;
     use std::time::{Duration, Instant};
 
-    /// Runs frames through `pipeline`, letting `deployments` act between them, until the
-    /// status carries the outcome of `id`.
-    fn run_until_outcome(
-        deployments: &mut Deployments,
-        pipeline: &mut Pipeline,
-        telemetry: &Telemetry,
-        id: &str,
-        next_frame: &mut u64,
-    ) -> DeployOutcome {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            deployments.between_frames(pipeline, telemetry);
-            let status = telemetry.device_status(Instant::now());
-            if let Some(outcome) = status.deploy.filter(|d| d.id == id) {
-                return outcome;
+    /// A frame loop with deploys, driven by the test.
+    struct Rig {
+        deployments: Deployments,
+        pipeline: Pipeline,
+        telemetry: Telemetry,
+        incoming: PathBuf,
+        next_frame: u64,
+    }
+
+    impl Rig {
+        /// Moves `bytes` into the drop directory as `name` (with `name.sha256` claiming
+        /// `claimed` first, when given) and runs frames, letting deploys act between them,
+        /// until the status carries the outcome of `name`.
+        fn drop_model(&mut self, name: &str, bytes: &[u8], claimed: Option<&str>) -> DeployOutcome {
+            if let Some(sha) = claimed {
+                let sidecar = self.incoming.join(format!("{name}.sha256"));
+                std::fs::write(sidecar, format!("{sha}  {name}\n")).unwrap();
             }
-            assert!(Instant::now() < deadline, "no outcome for {id}");
-            let frame = Frame {
-                index: *next_frame,
-                timestamp_ms: *next_frame * 33,
-                image: image::RgbImage::from_pixel(64, 64, image::Rgb([120, 110, 100])),
-                truth: None,
-                cut: false,
-            };
-            *next_frame += 1;
-            assert_eq!(pipeline.process(&frame).unwrap().len(), 1);
+            let temporary = self.incoming.join(format!(".{name}.tmp"));
+            std::fs::write(&temporary, bytes).unwrap();
+            std::fs::rename(&temporary, self.incoming.join(name)).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                self.deployments
+                    .between_frames(&mut self.pipeline, &self.telemetry);
+                let status = self.telemetry.device_status(Instant::now());
+                if let Some(outcome) = status.deploy.filter(|d| d.id == name) {
+                    return outcome;
+                }
+                assert!(Instant::now() < deadline, "no outcome for {name}");
+                let frame = Frame {
+                    index: self.next_frame,
+                    timestamp_ms: self.next_frame * 33,
+                    image: image::RgbImage::from_pixel(64, 64, image::Rgb([120, 110, 100])),
+                    truth: None,
+                    cut: false,
+                };
+                self.next_frame += 1;
+                assert_eq!(self.pipeline.process(&frame).unwrap().len(), 1);
+            }
         }
     }
 
@@ -594,7 +608,7 @@ mod tests {
         let bundled = ModelFile::embedded("affect-synth.onnx").unwrap();
         let serving = backend::load(BackendKind::Tract, &bundled, 1, &onnxruntime).unwrap();
         let identity = serving.contract().identity();
-        let mut pipeline =
+        let pipeline =
             Pipeline::new(FaceMode::WholeFrame, serving, PipelineConfig::default()).unwrap();
         let telemetry = Telemetry::new(
             identity.clone(),
@@ -613,80 +627,50 @@ mod tests {
             trial_frames: 3,
             ..DeployConfig::default()
         };
-        let (mut deployments, _sink) =
+        let (deployments, _sink) =
             Deployments::start(&config, store.clone(), verifier, identity.clone(), false).unwrap();
-        let mut frame = 0;
+        let mut rig = Rig {
+            deployments,
+            pipeline,
+            telemetry,
+            incoming: store.incoming(),
+            next_frame: 0,
+        };
 
         // Not a model: rejected with the loader's reason; the bundled model keeps serving.
-        let incoming = store.incoming();
-        std::fs::write(incoming.join(".junk.tmp"), b"not onnx").unwrap();
-        std::fs::rename(incoming.join(".junk.tmp"), incoming.join("junk.onnx")).unwrap();
-        let junk = run_until_outcome(
-            &mut deployments,
-            &mut pipeline,
-            &telemetry,
-            "junk.onnx",
-            &mut frame,
-        );
+        let junk = rig.drop_model("junk.onnx", b"not onnx", None);
         assert_eq!(junk.result, DeployResult::Rejected);
         assert!(junk.reason.unwrap().contains("ONNX"));
         assert_eq!(store.active().unwrap(), None);
         assert!(
-            !incoming.join("junk.onnx").exists(),
+            !rig.incoming.join("junk.onnx").exists(),
             "handled files leave the drop directory"
         );
 
         // A good model with a matching checksum file: on trial, then active and persisted.
         let bytes = bundled.read().unwrap();
-        std::fs::write(
-            incoming.join("good.onnx.sha256"),
-            format!("{}  good.onnx\n", identity.sha256),
-        )
-        .unwrap();
-        std::fs::write(incoming.join(".good.tmp"), &bytes).unwrap();
-        std::fs::rename(incoming.join(".good.tmp"), incoming.join("good.onnx")).unwrap();
-        let good = run_until_outcome(
-            &mut deployments,
-            &mut pipeline,
-            &telemetry,
-            "good.onnx",
-            &mut frame,
-        );
+        let good = rig.drop_model("good.onnx", &bytes, Some(&identity.sha256));
         assert_eq!((good.result, good.reason), (DeployResult::Active, None));
         let pointer = store.active().unwrap().unwrap();
         assert_eq!(pointer.sha256, identity.sha256);
-        let status = telemetry.device_status(Instant::now());
+        let status = rig.telemetry.device_status(Instant::now());
         assert_eq!(
             status.model.unwrap().since_unix_s,
             Some(pointer.since_unix_s)
         );
-        assert!(
-            telemetry
-                .encode_metrics()
-                .contains("affect_deploys_total{result=\"active\"} 1")
-        );
-        assert!(
-            telemetry
-                .encode_metrics()
-                .contains("affect_deploys_total{result=\"rejected\"} 1")
-        );
+        let metrics = rig.telemetry.encode_metrics();
+        for result in ["active", "rejected"] {
+            let counted = format!("affect_deploys_total{{result=\"{result}\"}} 1");
+            assert!(metrics.contains(&counted), "{metrics}");
+        }
 
         // A reopened store starts with it.
         let start = ModelStore::open(state.path()).unwrap().start_model();
         assert_eq!(start.deployed, Some(store.model_path(&identity.sha256)));
         assert_eq!(start.last_outcome.unwrap().id, "good.onnx");
 
-        // A checksum file that does not match: rejected, nothing stored.
-        std::fs::write(incoming.join("bad.onnx.sha256"), "00".repeat(32)).unwrap();
-        std::fs::write(incoming.join(".bad.tmp"), &bytes).unwrap();
-        std::fs::rename(incoming.join(".bad.tmp"), incoming.join("bad.onnx")).unwrap();
-        let bad = run_until_outcome(
-            &mut deployments,
-            &mut pipeline,
-            &telemetry,
-            "bad.onnx",
-            &mut frame,
-        );
+        // A checksum file that does not match: rejected.
+        let bad = rig.drop_model("bad.onnx", &bytes, Some(&"00".repeat(32)));
         assert_eq!(bad.result, DeployResult::Rejected);
         assert!(bad.reason.unwrap().contains("SHA-256 mismatch"));
     }
