@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod backoff;
+pub mod batch;
 pub mod config;
 pub mod doctor;
 pub mod faces;

@@ -1,6 +1,7 @@
 //! One frame in, one report per tracked face out: faces → tracker → preprocess (the model's own
-//! recorded preprocessing) → backend step with the track's recurrent state. Times every stage
-//! and, when the source knows the truth (synthetic camera), scores predictions with CCC/MSE.
+//! recorded preprocessing) → one batched backend step for all tracks, each with its recurrent
+//! state. Times every stage and, when the source knows the truth (synthetic camera), scores
+//! predictions with CCC/MSE.
 //!
 //! A track whose face is missed on a frame is not stepped: its recurrent state stays as it was,
 //! the rule the trainer trains and exports with ([`affect_shared::contract`]). A track that ends
@@ -54,7 +55,7 @@ pub struct StageTimes {
     pub faces: Latency,
     /// Cropping and normalising all faces of a frame.
     pub preprocess: Latency,
-    /// Model steps for all faces of a frame.
+    /// The model call for all faces of a frame (one batch).
     pub model: Latency,
 }
 
@@ -203,17 +204,28 @@ impl Pipeline {
         self.times.preprocess.record(preprocess_time);
 
         let started = Instant::now();
+        // All tracks of the frame in one model call. A new track id is never live and lost
+        // tracks' states are dropped above, so a missing entry is exactly a new track: it
+        // starts from zeros. States go back into the map whatever the outcome (a failed step
+        // leaves them as they were).
+        let layout = self.backend.contract().state;
+        let mut states: Vec<TrackState> = update
+            .assignments
+            .iter()
+            .map(|a| {
+                self.states
+                    .remove(&a.track)
+                    .unwrap_or_else(|| TrackState::zeros(&layout))
+            })
+            .collect();
+        let stepped = self.backend.step_batch(&inputs, &mut states);
+        for (a, state) in update.assignments.iter().zip(states) {
+            self.states.insert(a.track, state);
+        }
+        let estimates = stepped?;
         let mut reports = std::mem::take(&mut self.ended);
-        reports.reserve(inputs.len());
-        for (a, input) in update.assignments.iter().zip(&inputs) {
-            // A new track id is never live and lost tracks' states are dropped above, so a
-            // missing entry is exactly a new track: it starts from zeros.
-            let layout = self.backend.contract().state;
-            let state = self
-                .states
-                .entry(a.track)
-                .or_insert_with(|| TrackState::zeros(&layout));
-            let [valence, arousal] = self.backend.step(input, state)?;
+        reports.reserve(estimates.len());
+        for (a, [valence, arousal]) in update.assignments.iter().zip(estimates) {
             let face = &faces[a.detection];
             let mut flags = 0;
             if a.new {

@@ -347,7 +347,7 @@ fn latency_tract_vs_onnx_runtime() {
     let runs = 200;
     let detector =
         BlazeFace::load(models().join(DETECTOR_FILE), DetectorConfig::default()).unwrap();
-    let net = LandmarkNet::load(models().join(LANDMARKS_FILE), DEFAULT_MARGIN).unwrap();
+    let mut net = LandmarkNet::load(models().join(LANDMARKS_FILE), DEFAULT_MARGIN).unwrap();
     let region = Region {
         x: 0,
         y: 0,

@@ -90,7 +90,7 @@ impl BlazeFace {
     pub fn load(model: impl Into<ModelFile>, config: DetectorConfig) -> Result<Self, FaceError> {
         let model = model.into();
         config.validate()?;
-        let plan = super::load_plan(&model, Some(&[1, INPUT_SIZE, INPUT_SIZE, 3]))?;
+        let plan = super::load_plan(&model, &[1, INPUT_SIZE, INPUT_SIZE, 3])?;
         let layout = output_layout(&plan).map_err(|message| FaceError::Model {
             path: model.describe(),
             message: format!("not the BlazeFace front model: {message}"),
