@@ -1041,7 +1041,10 @@ impl Probes for SystemProbes {
             pixels: vec![0.0; 3 * contract.face_size * contract.face_size],
             landmarks: contract.landmarks.then_some([0.5; LANDMARK_VALUES]),
         };
-        engine.step(&face, &mut TrackState::zeros(&contract.state))
+        let va = engine.step_batch(&[face], &mut [TrackState::zeros(&contract.state)])?;
+        va.first()
+            .copied()
+            .ok_or_else(|| BackendError::Run("no output for the test face".into()))
     }
 
     fn gpu_providers(&mut self) -> GpuSupport {

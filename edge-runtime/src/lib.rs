@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod backoff;
+pub mod batch;
 pub mod config;
 pub mod deploy;
 pub mod doctor;

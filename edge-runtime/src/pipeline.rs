@@ -1,6 +1,7 @@
 //! One frame in, one report per tracked face out: faces → tracker → preprocess (the model's own
-//! recorded preprocessing) → backend step with the track's recurrent state. Times every stage
-//! and, when the source knows the truth (synthetic camera), scores predictions with CCC/MSE.
+//! recorded preprocessing) → one batched backend step for all tracks, each with its recurrent
+//! state. Times every stage and, when the source knows the truth (synthetic camera), scores
+//! predictions with CCC/MSE.
 //!
 //! A track whose face is missed on a frame is not stepped: its recurrent state stays as it was,
 //! the rule the trainer trains and exports with ([`affect_shared::contract`]). A track that ends
@@ -54,7 +55,7 @@ pub struct StageTimes {
     pub faces: Latency,
     /// Cropping and normalising all faces of a frame.
     pub preprocess: Latency,
-    /// Model steps for all faces of a frame.
+    /// The model call for all faces of a frame (one batch).
     pub model: Latency,
 }
 
@@ -313,17 +314,24 @@ impl Pipeline {
         self.times.preprocess.record(preprocess_time);
 
         let started = Instant::now();
+        // All tracks of the frame in one model call. A new track id is never live and lost
+        // tracks' states are dropped, so a missing entry is a new track (or the first step on
+        // a new model): it starts from zeros. States go back into the map whatever the outcome
+        // (a failed step leaves them as they were).
         let layout = self.backend.contract().state;
-        let mut outputs = Vec::with_capacity(inputs.len());
-        for (a, input) in assignments.iter().zip(&inputs) {
-            // A new track id is never live and lost tracks' states are dropped, so a missing
-            // entry is a new track (or the first step on a new model): it starts from zeros.
-            let state = self
-                .states
-                .entry(a.track)
-                .or_insert_with(|| TrackState::zeros(&layout));
-            outputs.push(self.backend.step(input, state)?);
+        let mut states: Vec<TrackState> = assignments
+            .iter()
+            .map(|a| {
+                self.states
+                    .remove(&a.track)
+                    .unwrap_or_else(|| TrackState::zeros(&layout))
+            })
+            .collect();
+        let stepped = self.backend.step_batch(&inputs, &mut states);
+        for (a, state) in assignments.iter().zip(states) {
+            self.states.insert(a.track, state);
         }
+        let outputs = stepped?;
         let model_time = started.elapsed();
         self.times.model.record(model_time);
         Ok((outputs, preprocess_time, model_time))
@@ -485,21 +493,27 @@ mod tests {
         fn contract(&self) -> &ModelContract {
             &self.contract
         }
-        fn step(
+        fn step_batch(
             &mut self,
-            _: &FaceInput,
-            state: &mut TrackState,
-        ) -> Result<[f32; 2], BackendError> {
-            self.steps += 1;
-            match self.fail_from {
-                Some((from, true)) if self.steps >= from => {
-                    return Err(BackendError::Run("scripted failure".into()));
+            faces: &[FaceInput],
+            states: &mut [TrackState],
+        ) -> Result<Vec<[f32; 2]>, BackendError> {
+            assert_eq!(faces.len(), states.len());
+            let mut out = Vec::with_capacity(states.len());
+            for state in states {
+                self.steps += 1;
+                match self.fail_from {
+                    Some((from, true)) if self.steps >= from => {
+                        return Err(BackendError::Run("scripted failure".into()));
+                    }
+                    Some((from, false)) if self.steps >= from => out.push([f32::NAN, self.tag]),
+                    _ => {
+                        state.h[0] += 0.01;
+                        out.push([state.h[0], self.tag]);
+                    }
                 }
-                Some((from, false)) if self.steps >= from => return Ok([f32::NAN, self.tag]),
-                _ => {}
             }
-            state.h[0] += 0.01;
-            Ok([state.h[0], self.tag])
+            Ok(out)
         }
         fn name(&self) -> String {
             "scripted".into()

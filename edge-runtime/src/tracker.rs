@@ -16,7 +16,8 @@ pub struct TrackerConfig {
     pub max_centre_distance: f32,
     /// Frames a track may go unseen before it is lost.
     pub max_missed: u32,
-    /// Most tracks kept at once (extra detections are ignored, lowest-ranked first).
+    /// Most tracks kept at once (extra detections are ignored, lowest-ranked first); the
+    /// default fits a group in front of a kiosk, as the detector's `max_faces` does.
     pub max_tracks: usize,
 }
 
@@ -26,7 +27,7 @@ impl Default for TrackerConfig {
             min_iou: 0.3,
             max_centre_distance: 0.5,
             max_missed: 5,
-            max_tracks: 8,
+            max_tracks: 32,
         }
     }
 }

@@ -83,10 +83,15 @@ fn reference(py: &str, model: &Path, clip: &[FaceInput], dir: &Path) -> Vec<[f32
         .collect()
 }
 
+/// One track through `clip`, one face per model call.
 fn stream(backend: &mut dyn AffectBackend, clip: &[FaceInput]) -> Vec<[f32; 2]> {
-    let mut state = TrackState::zeros(&backend.contract().state);
+    let mut state = [TrackState::zeros(&backend.contract().state)];
     clip.iter()
-        .map(|f| backend.step(f, &mut state).unwrap())
+        .map(|f| {
+            backend
+                .step_batch(std::slice::from_ref(f), &mut state)
+                .unwrap()[0]
+        })
         .collect()
 }
 
@@ -203,4 +208,121 @@ fn models_the_runtime_cannot_serve_are_refused_with_the_reason() {
     std::fs::write(&garbage, b"not a model").unwrap();
     assert!(refusal(&garbage).contains("g.onnx"));
     assert!(refusal(&dir.path().join("missing.onnx")).contains("no such model file"));
+}
+
+/// Deterministic pseudo-random face inputs of `backend`'s size: `[track][frame]`.
+fn faces_of(backend: &dyn AffectBackend, tracks: usize, frames: usize) -> Vec<Vec<FaceInput>> {
+    let contract = backend.contract();
+    let pixels = 3 * contract.face_size * contract.face_size;
+    let mut x: u32 = 987_654_321;
+    let mut next = move || {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+    };
+    (0..tracks)
+        .map(|_| {
+            (0..frames)
+                .map(|_| FaceInput {
+                    pixels: (0..pixels).map(|_| next()).collect(),
+                    landmarks: contract
+                        .landmarks
+                        .then(|| std::array::from_fn(|_| next() * 0.5 + 0.5)),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether `track` has a face on `frame`: every track misses some frames, so each frame's
+/// batch is a different subset (and a different size) of the tracks.
+fn present(track: usize, frame: usize) -> bool {
+    (frame + 2 * track) % 5 != 4
+}
+
+/// Largest difference between stepping several tracks frame by frame in one batched call per
+/// frame and stepping each track alone (one face per call), state carried across frames.
+fn batched_vs_alone(backend: &mut dyn AffectBackend, tracks: usize, frames: usize) -> f32 {
+    let faces = faces_of(backend, tracks, frames);
+    let zeros = TrackState::zeros(&backend.contract().state);
+    let mut alone = vec![vec![None; frames]; tracks];
+    for (t, clip) in faces.iter().enumerate() {
+        let mut state = [zeros.clone()];
+        for (f, face) in clip.iter().enumerate() {
+            if present(t, f) {
+                let va = backend.step_batch(std::slice::from_ref(face), &mut state);
+                alone[t][f] = Some(va.unwrap()[0]);
+            }
+        }
+    }
+    let mut states = vec![zeros; tracks];
+    let mut worst: f32 = 0.0;
+    let mut compared = 0;
+    for f in 0..frames {
+        let stepped: Vec<usize> = (0..tracks).filter(|&t| present(t, f)).collect();
+        let batch: Vec<FaceInput> = stepped.iter().map(|&t| faces[t][f].clone()).collect();
+        let mut batch_states: Vec<TrackState> = stepped
+            .iter()
+            .map(|&t| std::mem::replace(&mut states[t], TrackState { h: vec![], c: None }))
+            .collect();
+        let va = backend.step_batch(&batch, &mut batch_states).unwrap();
+        assert_eq!(va.len(), stepped.len());
+        for ((&t, state), got) in stepped.iter().zip(batch_states).zip(va) {
+            states[t] = state;
+            let want = alone[t][f].expect("stepped alone too");
+            worst = worst.max(max_diff(&[got], &[want]));
+            compared += 1;
+        }
+    }
+    assert!(compared > tracks * frames / 2, "{compared} comparisons");
+    worst
+}
+
+#[test]
+fn a_batch_of_tracks_equals_stepping_each_track_alone() {
+    const TRACKS: usize = 6;
+    const FRAMES: usize = 7;
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let dir = tempfile::tempdir().unwrap();
+    let mut models = vec![
+        bundled.join("affect-synth.onnx"),
+        bundled.join("expression-va.onnx"),
+    ];
+    if let Some(py) = python() {
+        models.push(make_model(&py, dir.path(), "lstm", true));
+        models.push(make_model(&py, dir.path(), "gru", true));
+    }
+    for model in &models {
+        let mut tract = TractBackend::load(model).unwrap();
+        let diff = batched_vs_alone(&mut tract, TRACKS, FRAMES);
+        eprintln!("{}: tract batched vs alone {diff:.2e}", model.display());
+        assert!(diff <= 1e-5, "{}: tract {diff}", model.display());
+
+        #[cfg(feature = "onnxruntime")]
+        if common::oracle_env("ORT_DYLIB_PATH", "the Rust ONNX Runtime backend check").is_some() {
+            use affect_edge::backend::{OnnxRuntimeBackend, OnnxRuntimeConfig};
+            let mut ort =
+                OnnxRuntimeBackend::load(model, &OnnxRuntimeConfig::default(), 1).unwrap();
+            let diff = batched_vs_alone(&mut ort, TRACKS, FRAMES);
+            eprintln!(
+                "{}: onnxruntime batched vs alone {diff:.2e}",
+                model.display()
+            );
+            assert!(diff <= 1e-5, "{}: onnxruntime {diff}", model.display());
+        }
+    }
+}
+
+#[test]
+fn a_batch_whose_faces_and_states_differ_in_number_is_refused() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/affect-synth.onnx");
+    let mut tract = TractBackend::load(&model).unwrap();
+    let face = faces_of(&tract, 1, 1).remove(0).remove(0);
+    let mut states = vec![TrackState::zeros(&tract.contract().state); 2];
+    let before = states.clone();
+    let err = tract.step_batch(&[face], &mut states).unwrap_err();
+    assert!(
+        err.to_string().contains("1 faces but 2 track states"),
+        "{err}"
+    );
+    assert_eq!(states, before);
 }

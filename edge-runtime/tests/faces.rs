@@ -14,12 +14,16 @@ use std::time::Instant;
 
 mod common;
 
+use affect_edge::backend::TractBackend;
+use affect_edge::faces::blazeface::AUTO_TILING;
 use affect_edge::faces::decode::{self, INPUT_SIZE, Region, Tiling};
 use affect_edge::faces::landmarks::{DEFAULT_MARGIN, face_api_preprocess};
 use affect_edge::faces::pipeline::{DETECTOR_FILE, LANDMARKS_FILE};
 use affect_edge::faces::{
     BlazeFace, BundledFaces, DetectorConfig, Face, FaceFinder, FacesConfig, LandmarkNet,
 };
+use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig};
+use affect_edge::source::Frame;
 use affect_shared::metadata::{METADATA_KEY, ModelMetadata};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -216,20 +220,12 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
     let Some(python) = python() else { return };
     let image = solvay();
     let frame = load_rgb(&image);
-    let config = FacesConfig {
-        detector: DetectorConfig {
-            max_faces: 64,
-            tiling: Some(Tiling {
-                tile: 256,
-                overlap: 96,
-            }),
-            ..DetectorConfig::default()
-        },
-        ..FacesConfig::default()
-    };
-    let mut finder = BundledFaces::load(Some(&models()), &config).unwrap();
+    // The default configuration tiles this 1666 px frame by itself.
+    let mut finder = BundledFaces::load(Some(&models()), &FacesConfig::default()).unwrap();
     let faces = finder.find(&frame).unwrap();
-    let reference = oracle(&python, &image, &["--tile", "256", "--overlap", "96"]);
+    let Tiling { tile, overlap } = AUTO_TILING;
+    let (tile, overlap) = (tile.to_string(), overlap.to_string());
+    let reference = oracle(&python, &image, &["--tile", &tile, "--overlap", &overlap]);
     let expected = reference["faces"].as_array().unwrap();
     eprintln!(
         "solvay: tract {} faces, ORT {} faces",
@@ -264,7 +260,11 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
     );
     // Without tiles, BlazeFace (a selfie-distance detector) sees none of these ~50 px faces in
     // a 1666 px frame: tiling is what finds them.
-    let whole_only = BlazeFace::load(models().join(DETECTOR_FILE), DetectorConfig::default())
+    let untiled = DetectorConfig {
+        auto_tiling_from: 0,
+        ..DetectorConfig::default()
+    };
+    let whole_only = BlazeFace::load(models().join(DETECTOR_FILE), untiled)
         .unwrap()
         .detect(&frame)
         .unwrap();
@@ -273,6 +273,44 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
         "{} faces without tiling",
         whole_only.len()
     );
+}
+
+/// The whole chain with the default configuration (detector, landmarks, tracker, the bundled
+/// real-face model, batched) reports every face of the group on the first frame.
+#[test]
+fn the_default_pipeline_tracks_the_whole_solvay_group() {
+    let frame = Frame {
+        index: 0,
+        timestamp_ms: 1_764_000_000_000,
+        image: load_rgb(&solvay()),
+        truth: None,
+        cut: false,
+    };
+    let finder = BundledFaces::load(Some(&models()), &FacesConfig::default()).unwrap();
+    let backend = TractBackend::load(models().join("expression-va.onnx")).unwrap();
+    let mut pipeline = Pipeline::new(
+        FaceMode::Detect(Box::new(finder)),
+        Box::new(backend),
+        PipelineConfig::default(),
+    )
+    .unwrap();
+    for index in 0..2 {
+        let reports = pipeline
+            .process(&Frame {
+                index,
+                ..frame.clone()
+            })
+            .unwrap();
+        let tracks: std::collections::HashSet<u16> = reports.iter().map(|r| r.track).collect();
+        eprintln!("solvay frame {index}: {} tracked faces", tracks.len());
+        assert!(tracks.len() >= 20, "frame {index}: {} tracks", tracks.len());
+        assert_eq!(tracks.len(), reports.len(), "one report per track");
+        assert!(
+            reports
+                .iter()
+                .all(|r| (-1.0..=1.0).contains(&r.valence) && r.bbox[2] > 10.0)
+        );
+    }
 }
 
 #[test]
@@ -347,7 +385,7 @@ fn latency_tract_vs_onnx_runtime() {
     let runs = 200;
     let detector =
         BlazeFace::load(models().join(DETECTOR_FILE), DetectorConfig::default()).unwrap();
-    let net = LandmarkNet::load(models().join(LANDMARKS_FILE), DEFAULT_MARGIN).unwrap();
+    let mut net = LandmarkNet::load(models().join(LANDMARKS_FILE), DEFAULT_MARGIN).unwrap();
     let region = Region {
         x: 0,
         y: 0,

@@ -72,15 +72,149 @@ impl TrackState {
     }
 }
 
-/// A loaded affect model that turns one preprocessed face into (valence, arousal), advancing
-/// the track's recurrent state.
+/// A loaded affect model that turns preprocessed faces into (valence, arousal), advancing each
+/// track's recurrent state. `Send`: a deployed model is loaded and verified on the deploy
+/// thread, then moved into the frame loop.
 pub trait AffectBackend: Send {
     /// The model's metadata (preprocessing, recurrent layout, validation scores).
     fn contract(&self) -> &ModelContract;
-    /// Runs one frame of one track; `state` is read and replaced by the new state.
-    fn step(&mut self, face: &FaceInput, state: &mut TrackState) -> Result<[f32; 2], BackendError>;
+    /// Runs one frame of several tracks in a single model call: `faces[i]` belongs to the track
+    /// whose state is `states[i]`. Each track's state is gathered into the batch's `h_in`
+    /// (`c_in`) and replaced by its row of `h_out` (`c_out`); returns (valence, arousal) per
+    /// face, in order. On an error no state changes.
+    fn step_batch(
+        &mut self,
+        faces: &[FaceInput],
+        states: &mut [TrackState],
+    ) -> Result<Vec<[f32; 2]>, BackendError>;
     /// Short name for logs and benchmarks ("tract", "onnxruntime/cpu").
     fn name(&self) -> String;
+}
+
+/// Checks that `faces` and `states` pair up and that every face has landmarks when the model
+/// takes them.
+fn check_batch(
+    contract: &ModelContract,
+    faces: &[FaceInput],
+    states: &[TrackState],
+) -> Result<(), BackendError> {
+    if faces.len() != states.len() {
+        return Err(BackendError::Run(format!(
+            "{} faces but {} track states",
+            faces.len(),
+            states.len()
+        )));
+    }
+    if contract.landmarks && faces.iter().any(|f| f.landmarks.is_none()) {
+        return Err(BackendError::Run(
+            "the model needs landmarks but none were given".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The batch's model inputs, in contract order (`face`, then `landmarks`, `h_in`, `c_in` as
+/// the model has them), laid out for `batch ≥ faces.len()` rows (extra rows zero).
+fn batch_inputs(
+    contract: &ModelContract,
+    faces: &[FaceInput],
+    states: &[TrackState],
+    batch: usize,
+) -> BatchInputs {
+    let s = contract.face_size;
+    let st = contract.state;
+    let mut face = vec![0.0; batch * 3 * s * s];
+    for (row, f) in face.chunks_exact_mut(3 * s * s).zip(faces) {
+        row.copy_from_slice(&f.pixels);
+    }
+    let landmarks = contract.landmarks.then(|| {
+        let mut out = vec![0.0; batch * affect_shared::contract::LANDMARK_VALUES];
+        for (row, f) in out
+            .chunks_exact_mut(affect_shared::contract::LANDMARK_VALUES)
+            .zip(faces)
+        {
+            if let Some(lm) = &f.landmarks {
+                row.copy_from_slice(lm);
+            }
+        }
+        out
+    });
+    let recurrent = !st.is_empty();
+    let h = recurrent.then(|| {
+        crate::batch::gather(
+            states.iter().map(|t| t.h.as_slice()),
+            st.layers,
+            st.hidden,
+            batch,
+        )
+    });
+    let c = (recurrent && st.has_cell).then(|| {
+        crate::batch::gather(
+            states.iter().map(|t| t.c.as_deref().unwrap_or(&[])),
+            st.layers,
+            st.hidden,
+            batch,
+        )
+    });
+    BatchInputs {
+        face,
+        landmarks,
+        h,
+        c,
+    }
+}
+
+/// A batch's model inputs as flat buffers.
+struct BatchInputs {
+    face: Vec<f32>,
+    landmarks: Option<Vec<f32>>,
+    h: Option<Vec<f32>>,
+    c: Option<Vec<f32>>,
+}
+
+/// Splits a batch's outputs into per-face results and new states (`va` `[batch, 2]`, `h_out`,
+/// `c_out` `[layers, batch, hidden]`; only the first `states.len()` rows are used), replacing
+/// `states` only once every output checked out.
+fn scatter_outputs(
+    contract: &ModelContract,
+    batch: usize,
+    va: &[f32],
+    h: Option<&[f32]>,
+    c: Option<&[f32]>,
+    states: &mut [TrackState],
+) -> Result<Vec<[f32; 2]>, BackendError> {
+    let st = contract.state;
+    let state_len = st.layers * batch * st.hidden;
+    if va.len() != 2 * batch {
+        return Err(BackendError::Run(format!(
+            "`va` has {} values, expected {}",
+            va.len(),
+            2 * batch
+        )));
+    }
+    for (name, out) in [("h_out", h), ("c_out", c)] {
+        if let Some(out) = out
+            && out.len() != state_len
+        {
+            return Err(BackendError::Run(format!(
+                "`{name}` has {} values, expected {state_len}",
+                out.len()
+            )));
+        }
+    }
+    for (n, state) in states.iter_mut().enumerate() {
+        if let Some(h) = h {
+            state.h = crate::batch::scatter(h, st.layers, st.hidden, batch, n);
+        }
+        if let Some(c) = c {
+            state.c = Some(crate::batch::scatter(c, st.layers, st.hidden, batch, n));
+        }
+    }
+    Ok(va
+        .chunks_exact(2)
+        .take(states.len())
+        .map(|v| [v[0], v[1]])
+        .collect())
 }
 
 /// Which engine runs the model.

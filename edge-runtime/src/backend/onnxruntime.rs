@@ -17,6 +17,7 @@ use ort::value::Tensor;
 use super::contract::read_model;
 use super::{
     AffectBackend, BackendError, ExecutionProvider, ModelContract, OnnxRuntimeConfig, TrackState,
+    batch_inputs, check_batch, scatter_outputs,
 };
 use crate::models::ModelFile;
 
@@ -61,7 +62,7 @@ pub fn gpu_providers() -> Result<[bool; 2], BackendError> {
     ])
 }
 
-/// An affect model in an ONNX Runtime session (batch size 1 per call).
+/// An affect model in an ONNX Runtime session (all tracks of a frame in one call).
 pub struct OnnxRuntimeBackend {
     contract: ModelContract,
     session: Session,
@@ -144,62 +145,58 @@ impl AffectBackend for OnnxRuntimeBackend {
         &self.contract
     }
 
-    fn step(&mut self, face: &FaceInput, state: &mut TrackState) -> Result<[f32; 2], BackendError> {
-        let s = self.contract.face_size as i64;
+    fn step_batch(
+        &mut self,
+        faces: &[FaceInput],
+        states: &mut [TrackState],
+    ) -> Result<Vec<[f32; 2]>, BackendError> {
+        check_batch(&self.contract, faces, states)?;
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = faces.len();
+        let (batch, s) = (n as i64, self.contract.face_size as i64);
         let st = self.contract.state;
         let run = |e: ort::Error| BackendError::Run(e.to_string());
-        let state_dims = state_shape(st.layers, 1, st.hidden).map(|d| d as i64);
+        let state_dims = state_shape(st.layers, n, st.hidden).map(|d| d as i64);
+        let given = batch_inputs(&self.contract, faces, states, n);
         let mut inputs = ort::inputs![
-            FACE => Tensor::from_array(([1i64, 3, s, s], face.pixels.clone())).map_err(run)?,
+            FACE => Tensor::from_array(([batch, 3, s, s], given.face)).map_err(run)?,
         ];
-        if self.contract.landmarks {
-            let lm = face.landmarks.ok_or_else(|| {
-                BackendError::Run("the model needs landmarks but none were given".into())
-            })?;
+        if let Some(lm) = given.landmarks {
             inputs.push((
                 LANDMARKS.into(),
-                Tensor::from_array(([1, LANDMARK_VALUES as i64], lm.to_vec()))
+                Tensor::from_array(([batch, LANDMARK_VALUES as i64], lm))
                     .map_err(run)?
                     .into(),
             ));
         }
-        if !st.is_empty() {
+        if let Some(h) = given.h {
             inputs.push((
                 H_IN.into(),
-                Tensor::from_array((state_dims, state.h.clone()))
-                    .map_err(run)?
-                    .into(),
+                Tensor::from_array((state_dims, h)).map_err(run)?.into(),
             ));
-            if st.has_cell {
-                let c = state.c.clone().unwrap_or_else(|| vec![0.0; st.len()]);
-                inputs.push((
-                    C_IN.into(),
-                    Tensor::from_array((state_dims, c)).map_err(run)?.into(),
-                ));
-            }
+        }
+        if let Some(c) = given.c {
+            inputs.push((
+                C_IN.into(),
+                Tensor::from_array((state_dims, c)).map_err(run)?.into(),
+            ));
         }
         let outputs = self.session.run(inputs).map_err(run)?;
-        let extract = |name: &str| -> Result<Vec<f32>, BackendError> {
+        let extract = |name: &str| -> Result<&[f32], BackendError> {
             let value = outputs
                 .get(name)
                 .ok_or_else(|| BackendError::Run(format!("no `{name}` output")))?;
             let (_, data) = value.try_extract_tensor::<f32>().map_err(run)?;
-            Ok(data.to_vec())
+            Ok(data)
         };
         let va = extract(VA)?;
-        if va.len() != 2 {
-            return Err(BackendError::Run(format!(
-                "`va` has {} values, expected 2",
-                va.len()
-            )));
-        }
-        if !st.is_empty() {
-            state.h = extract(H_OUT)?;
-            if st.has_cell {
-                state.c = Some(extract(C_OUT)?);
-            }
-        }
-        Ok([va[0], va[1]])
+        let h = (!st.is_empty()).then(|| extract(H_OUT)).transpose()?;
+        let c = (!st.is_empty() && st.has_cell)
+            .then(|| extract(C_OUT))
+            .transpose()?;
+        scatter_outputs(&self.contract, n, va, h, c, states)
     }
 
     fn name(&self) -> String {

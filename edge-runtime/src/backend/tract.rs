@@ -1,8 +1,6 @@
 //! tract backend: pure Rust, runs the fp32 graph (tract keeps QDQ int8 graphs as float convs
 //! and its own int8 kernels are slower than fp32 on x86, DESIGN.md §4).
 
-use std::sync::Arc;
-
 use affect_shared::contract::{
     C_IN, C_OUT, FACE, H_IN, H_OUT, LANDMARK_VALUES, LANDMARKS, VA, state_shape,
 };
@@ -11,16 +9,19 @@ use affect_shared::preprocess::FaceInput;
 use tract_onnx::prelude::*;
 
 use super::contract::read_model;
-use super::{AffectBackend, BackendError, ModelContract, TrackState};
+use super::{
+    AffectBackend, BackendError, ModelContract, TrackState, batch_inputs, check_batch,
+    scatter_outputs,
+};
+use crate::batch::{BatchPlans, BatchedInput};
 use crate::models::ModelFile;
 
-type Plan = Arc<TypedRunnableModel>;
-
-/// An affect model compiled by tract for batch size 1.
+/// An affect model compiled by tract, one plan per power-of-two batch size
+/// ([`BatchPlans`]).
 pub struct TractBackend {
     contract: ModelContract,
-    plan: Plan,
-    /// Position of each contract input in the plan's input list.
+    plans: BatchPlans,
+    /// Which contract input each of the model's inputs is, in the model's order.
     input_order: Vec<InputName>,
     /// Positions of `va`, `h_out`, `c_out` in the plan's outputs.
     va: usize,
@@ -58,7 +59,7 @@ impl TractBackend {
         let proto = tract_onnx::onnx()
             .proto_model_for_read(&mut &bytes[..])
             .map_err(load_err)?;
-        let mut model = tract_onnx::onnx()
+        let model = tract_onnx::onnx()
             .model_for_proto_model(&proto)
             .map_err(load_err)?;
 
@@ -71,17 +72,20 @@ impl TractBackend {
             .iter()
             .map(|o| model.node(o.node).name.clone())
             .collect();
-        for (ix, name) in input_names.iter().enumerate() {
-            let (which, shape): (InputName, TVec<usize>) = match name.as_str() {
-                FACE => (InputName::Face, tvec![1, 3, s, s]),
-                LANDMARKS => (InputName::Landmarks, tvec![1, LANDMARK_VALUES]),
+        let mut batched = Vec::new();
+        for name in &input_names {
+            let (which, shape, axis): (InputName, TVec<usize>, usize) = match name.as_str() {
+                FACE => (InputName::Face, tvec![1, 3, s, s], 0),
+                LANDMARKS => (InputName::Landmarks, tvec![1, LANDMARK_VALUES], 0),
                 H_IN => (
                     InputName::H,
                     state_shape(st.layers, 1, st.hidden).into_iter().collect(),
+                    1,
                 ),
                 C_IN => (
                     InputName::C,
                     state_shape(st.layers, 1, st.hidden).into_iter().collect(),
+                    1,
                 ),
                 other => {
                     return Err(BackendError::Unsupported {
@@ -90,9 +94,7 @@ impl TractBackend {
                     });
                 }
             };
-            model
-                .set_input_fact(ix, f32::fact(shape).into())
-                .map_err(load_err)?;
+            batched.push(BatchedInput { shape, axis });
             input_order.push(which);
         }
         let output_names: Vec<String> = proto
@@ -105,15 +107,12 @@ impl TractBackend {
             path: display.clone(),
             reason: "no `va` output".into(),
         })?;
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(load_err)?;
+        let plans = BatchPlans::new(model, batched).map_err(load_err)?;
         Ok(Self {
             h_out: position(H_OUT).filter(|_| !st.is_empty()),
             c_out: position(C_OUT).filter(|_| st.has_cell),
             contract,
-            plan,
+            plans,
             input_order,
             va,
         })
@@ -125,53 +124,39 @@ impl AffectBackend for TractBackend {
         &self.contract
     }
 
-    fn step(&mut self, face: &FaceInput, state: &mut TrackState) -> Result<[f32; 2], BackendError> {
-        let s = self.contract.face_size;
-        let st = self.contract.state;
+    fn step_batch(
+        &mut self,
+        faces: &[FaceInput],
+        states: &mut [TrackState],
+    ) -> Result<Vec<[f32; 2]>, BackendError> {
+        check_batch(&self.contract, faces, states)?;
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
         let run = |e: TractError| BackendError::Run(format!("{e:#}"));
-        let mut inputs: TVec<TValue> = tvec![];
+        let batch = BatchPlans::batch_for(faces.len());
+        let mut given = batch_inputs(&self.contract, faces, states, batch);
+        let mut inputs = Vec::with_capacity(self.input_order.len());
         for which in &self.input_order {
-            let tensor = match which {
-                InputName::Face => Tensor::from_shape(&[1, 3, s, s], &face.pixels),
-                InputName::Landmarks => {
-                    let lm = face.landmarks.as_ref().ok_or_else(|| {
-                        BackendError::Run("the model needs landmarks but none were given".into())
-                    })?;
-                    Tensor::from_shape(&[1, LANDMARK_VALUES], lm)
-                }
-                InputName::H => Tensor::from_shape(&state_shape(st.layers, 1, st.hidden), &state.h),
-                InputName::C => Tensor::from_shape(
-                    &state_shape(st.layers, 1, st.hidden),
-                    state.c.as_deref().unwrap_or(&[]),
-                ),
-            }
-            .map_err(run)?;
-            inputs.push(tensor.into_tvalue());
+            let data = match which {
+                InputName::Face => Some(std::mem::take(&mut given.face)),
+                InputName::Landmarks => given.landmarks.take(),
+                InputName::H => given.h.take(),
+                InputName::C => given.c.take(),
+            };
+            inputs.push(data.ok_or_else(|| {
+                BackendError::Run(format!("no data for the model's {which:?} input"))
+            })?);
         }
-        let outputs = self.plan.run(inputs).map_err(run)?;
-        let va = floats(&outputs[self.va]).map_err(run)?;
-        if va.len() != 2 {
-            return Err(BackendError::Run(format!(
-                "`va` has {} values, expected 2",
-                va.len()
-            )));
-        }
-        let result = [va[0], va[1]];
-        if let Some(ix) = self.h_out {
-            state.h = floats(&outputs[ix]).map_err(run)?;
-        }
-        if let Some(ix) = self.c_out {
-            state.c = Some(floats(&outputs[ix]).map_err(run)?);
-        }
-        Ok(result)
+        let outputs = self.plans.run(batch, &inputs).map_err(run)?;
+        let slice = |ix: usize| outputs[ix].try_as_plain_ram()?.as_slice::<f32>();
+        let va = slice(self.va).map_err(run)?;
+        let h = self.h_out.map(slice).transpose().map_err(run)?;
+        let c = self.c_out.map(slice).transpose().map_err(run)?;
+        scatter_outputs(&self.contract, batch, va, h, c, states)
     }
 
     fn name(&self) -> String {
         "tract".into()
     }
-}
-
-/// The values of an f32 output.
-fn floats(value: &TValue) -> TractResult<Vec<f32>> {
-    Ok(value.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
 }

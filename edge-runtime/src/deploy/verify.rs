@@ -90,12 +90,16 @@ pub fn probe(backend: &mut dyn AffectBackend) -> Result<[f32; 2], String> {
     let input = preprocess
         .face_input(&image, &face, Some(&landmarks))
         .map_err(|e| format!("probe input: {e}"))?;
-    let mut state = TrackState::zeros(&contract.state);
+    let mut states = [TrackState::zeros(&contract.state)];
     let mut out = [0.0; 2];
     for step in 1..=PROBE_STEPS {
         out = backend
-            .step(&input, &mut state)
-            .map_err(|e| format!("probe inference failed: {e}"))?;
+            .step_batch(std::slice::from_ref(&input), &mut states)
+            .map_err(|e| format!("probe inference failed: {e}"))?
+            .first()
+            .copied()
+            .ok_or_else(|| "probe inference returned no output".to_owned())?;
+        let state = &states[0];
         let state_finite = state
             .h
             .iter()

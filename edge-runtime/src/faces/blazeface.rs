@@ -18,11 +18,24 @@ pub struct DetectorConfig {
     pub iou_threshold: f32,
     /// How overlapping detections are merged.
     pub suppression: Suppression,
-    /// At most this many faces per frame (the most confident).
+    /// At most this many faces per frame (the most confident); the default fits a group in
+    /// front of a kiosk (the Solvay photo's 28 faces).
     pub max_faces: usize,
     /// Also run on tiles, for frames whose faces are small (group photos, wide shots).
+    /// Unset, frames of [`Self::auto_tiling_from`] pixels or more get [`AUTO_TILING`].
     pub tiling: Option<Tiling>,
+    /// Without an explicit `tiling`, frames whose longer side has at least this many pixels
+    /// (much larger than the 128 px detector input, where a face of a group shrinks below what
+    /// BlazeFace sees) are also searched in tiles of [`AUTO_TILING`]; 0 turns this off.
+    pub auto_tiling_from: u32,
 }
+
+/// The tiles of automatic tiling: 256 px, overlapping by 96 px (faces of ~30–90 px in the frame
+/// are found whole in some tile; chosen on the Solvay photo).
+pub const AUTO_TILING: Tiling = Tiling {
+    tile: 256,
+    overlap: 96,
+};
 
 impl Default for DetectorConfig {
     fn default() -> Self {
@@ -30,13 +43,21 @@ impl Default for DetectorConfig {
             score_threshold: 0.5,
             iou_threshold: 0.3,
             suppression: Suppression::Weighted,
-            max_faces: 16,
+            max_faces: 32,
             tiling: None,
+            auto_tiling_from: 1024,
         }
     }
 }
 
 impl DetectorConfig {
+    /// The tiling used on a `width × height` frame: the configured one, else [`AUTO_TILING`]
+    /// when the frame's longer side reaches [`Self::auto_tiling_from`], else none.
+    pub fn tiling_for(&self, width: u32, height: u32) -> Option<Tiling> {
+        let large = self.auto_tiling_from > 0 && width.max(height) >= self.auto_tiling_from;
+        self.tiling.or(large.then_some(AUTO_TILING))
+    }
+
     /// Checks thresholds, face count and tiling.
     pub fn validate(&self) -> Result<(), FaceError> {
         let unit = |v: f32| (0.0..=1.0).contains(&v);
@@ -90,7 +111,7 @@ impl BlazeFace {
     pub fn load(model: impl Into<ModelFile>, config: DetectorConfig) -> Result<Self, FaceError> {
         let model = model.into();
         config.validate()?;
-        let plan = super::load_plan(&model, Some(&[1, INPUT_SIZE, INPUT_SIZE, 3]))?;
+        let plan = super::load_plan(&model, &[1, INPUT_SIZE, INPUT_SIZE, 3])?;
         let layout = output_layout(&plan).map_err(|message| FaceError::Model {
             path: model.describe(),
             message: format!("not the BlazeFace front model: {message}"),
@@ -147,7 +168,7 @@ impl BlazeFace {
             return Ok(Vec::new());
         }
         let mut all = Vec::new();
-        for region in decode::regions(width, height, self.config.tiling) {
+        for region in decode::regions(width, height, self.config.tiling_for(width, height)) {
             let whole = region.width == width && region.height == height;
             all.extend(
                 self.candidates(frame, region)?
@@ -237,6 +258,29 @@ mod tests {
                 .to_string()
                 .contains("max_faces")
         );
+    }
+
+    #[test]
+    fn large_frames_are_tiled_automatically_unless_configured_otherwise() {
+        let auto = DetectorConfig::default();
+        assert_eq!(auto.tiling_for(512, 512), None, "a selfie-sized frame");
+        assert_eq!(auto.tiling_for(1280, 720), Some(AUTO_TILING));
+        assert_eq!(auto.tiling_for(1666, 1125), Some(AUTO_TILING));
+        let off = DetectorConfig {
+            auto_tiling_from: 0,
+            ..auto
+        };
+        assert_eq!(off.tiling_for(4000, 3000), None);
+        let explicit = Tiling {
+            tile: 320,
+            overlap: 64,
+        };
+        let fixed = DetectorConfig {
+            tiling: Some(explicit),
+            ..auto
+        };
+        assert_eq!(fixed.tiling_for(400, 300), Some(explicit));
+        assert_eq!(fixed.tiling_for(2000, 2000), Some(explicit));
     }
 
     #[test]

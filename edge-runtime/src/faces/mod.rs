@@ -7,7 +7,6 @@
 //! [`landmarks`] and are tested without models.
 
 use crate::models::ModelFile;
-use std::sync::Arc;
 
 use affect_shared::preprocess::{FaceBox, Landmarks68, PreprocessError};
 use image::RgbImage;
@@ -65,17 +64,11 @@ pub trait FaceFinder {
     fn find(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError>;
 }
 
-/// An optimised tract plan.
-type Plan = Arc<TypedRunnableModel>;
+use crate::batch::Plan;
 
-/// Loads an ONNX model with tract, optionally fixing the first input's shape, and optimises
-/// it. Errors name the file.
-fn load_plan(model: &ModelFile, input_shape: Option<&[usize]>) -> Result<Plan, FaceError> {
+/// Reads an ONNX model with tract (not yet optimised). Errors name the file.
+fn read_model(model: &ModelFile) -> Result<InferenceModel, FaceError> {
     let path = model.describe();
-    let error = |e: TractError| FaceError::Model {
-        path: path.clone(),
-        message: format!("{e:#}"),
-    };
     if !model.exists() {
         return Err(FaceError::Model {
             path,
@@ -86,24 +79,33 @@ fn load_plan(model: &ModelFile, input_shape: Option<&[usize]>) -> Result<Plan, F
         path: path.clone(),
         message: format!("cannot read the model: {e}"),
     })?;
-    let model = tract_onnx::onnx()
+    tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
-        .map_err(error)?;
-    let Some(shape) = input_shape else {
-        return model
-            .into_optimized()
-            .map_err(error)?
-            .into_runnable()
-            .map_err(error);
-    };
-    let wrong_input = |e: TractError| FaceError::Model {
-        path: path.clone(),
+        .map_err(|e| FaceError::Model {
+            path,
+            message: format!("{e:#}"),
+        })
+}
+
+/// The message for a model that does not take `shape` (the wrong file, most likely).
+fn wrong_input(model: &ModelFile, shape: &[usize], e: TractError) -> FaceError {
+    FaceError::Model {
+        path: model.describe(),
         message: format!("does not take an input of shape {shape:?} (wrong model file?): {e:#}"),
+    }
+}
+
+/// Loads an ONNX model with tract, fixing the first input's shape, and optimises it. Errors
+/// name the file.
+fn load_plan(model: &ModelFile, input_shape: &[usize]) -> Result<Plan, FaceError> {
+    let error = |e: TractError| FaceError::Model {
+        path: model.describe(),
+        message: format!("{e:#}"),
     };
-    model
-        .with_input_fact(0, f32::fact(shape).into())
+    read_model(model)?
+        .with_input_fact(0, f32::fact(input_shape).into())
         .and_then(|m| m.into_optimized())
-        .map_err(wrong_input)?
+        .map_err(|e| wrong_input(model, input_shape, e))?
         .into_runnable()
         .map_err(error)
 }

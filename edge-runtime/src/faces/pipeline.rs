@@ -98,7 +98,7 @@ impl FaceFinder for BundledFaces {
                 }
             })
             .collect();
-        let landmarks: Vec<Option<Landmarks68>> = match &self.landmarks {
+        let landmarks: Vec<Option<Landmarks68>> = match &mut self.landmarks {
             Some(net) => net
                 .landmarks(frame, &boxes)?
                 .into_iter()
