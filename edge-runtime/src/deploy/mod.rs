@@ -297,7 +297,7 @@ impl Deployments {
                 store,
                 ready,
                 outcomes,
-                trial_frames: config.trial_frames.max(1),
+                trial_frames: config.trial_frames,
                 on_trial: None,
                 serving,
                 serving_stored,
@@ -318,8 +318,8 @@ impl Deployments {
             changed = true;
             let finished = match event {
                 SwapEvent::Passed => self.activate(id, candidate, previous),
+                // The status kept naming the previous model during the trial.
                 SwapEvent::RolledBack { reason } => {
-                    telemetry.set_model(previous.clone());
                     if let Err(e) = self.store.discard(&candidate.sha256) {
                         tracing::warn!("deploy: {e}");
                     }
@@ -358,13 +358,6 @@ impl Deployments {
                     );
                     self.record(rejected, telemetry);
                 }
-            }
-            // A model that needs no trial (none configured) has already passed.
-            if let Some(SwapEvent::Passed) = pipeline.take_swap_event()
-                && let Some((previous, id, candidate)) = self.on_trial.take()
-            {
-                let finished = self.activate(id, candidate, previous);
-                self.record(finished, telemetry);
             }
         }
         changed
