@@ -16,13 +16,13 @@ mod mqtt_peers;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use affect_edge::backend::sha256_hex;
 use affect_shared::deploy::{DeployResult, encode_deploy};
 use affect_shared::status::{DeviceState, DeviceStatus};
-use common::{oracle_env, terminate, wait_for_clean_exit};
+use common::{KillOnDrop, oracle_env, terminate, wait_for_clean_exit};
 use mqtt_peers::{Broker, Subscriber, free_port, wait_until};
 use prost::Message;
 use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
@@ -74,7 +74,7 @@ fn nan_output(proto: &mut ModelProto) {
 
 /// The device: synthetic camera at 30 frames/s, ONNX Runtime, fleet id site-a/kiosk-1,
 /// reporting to the site broker.
-fn start_device(dir: &Path, site_port: u16, log: &Path) -> Child {
+fn start_device(dir: &Path, site_port: u16, log: &Path) -> KillOnDrop {
     let config = dir.join("edge.toml");
     std::fs::write(
         &config,
@@ -89,7 +89,7 @@ fn start_device(dir: &Path, site_port: u16, log: &Path) -> Child {
         ),
     )
     .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_affect-edge"))
+    let child = Command::new(env!("CARGO_BIN_EXE_affect-edge"))
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -99,7 +99,8 @@ fn start_device(dir: &Path, site_port: u16, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .expect("start affect-edge")
+        .expect("start affect-edge");
+    KillOnDrop(child)
 }
 
 /// The statuses seen on the central broker so far.

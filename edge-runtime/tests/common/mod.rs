@@ -23,6 +23,32 @@ pub fn terminate(child: &mut Child) {
     }
 }
 
+/// A child process killed when the guard drops (a failing assertion unwinds through it), so a
+/// failed test leaves no device running behind.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Whether this run is in CI (`CI` set to `true` or `1`), where a missing oracle is a failure.
 pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
