@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use affect_edge::backend::{self, BackendError, BackendKind, ModelContract};
+use affect_edge::backend::{self, BackendError, BackendKind, EngineConfig, ModelContract};
 use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
 use affect_edge::faces::{BundledFaces, FacesConfig};
 use affect_edge::http::HttpServer;
@@ -88,11 +88,12 @@ fn open_plain_source(
     })
 }
 
-/// The face finder for a mode.
+/// The face finder for a mode, its networks on the engine `kind` (the affect model's).
 pub fn face_mode(
     config: &EdgeConfig,
     faces: FacesSpec,
     needs_landmarks: bool,
+    kind: BackendKind,
 ) -> Result<FaceMode, Failure> {
     Ok(match faces {
         FacesSpec::None => FaceMode::WholeFrame,
@@ -101,8 +102,14 @@ pub fn face_mode(
                 landmarks: needs_landmarks,
                 ..config.face_models
             };
+            let engine = EngineConfig {
+                kind,
+                threads: config.threads,
+                onnxruntime: config.onnxruntime_options().map_err(bad)?,
+            };
             FaceMode::Detect(Box::new(
-                BundledFaces::load(config.models_dir.as_deref(), &faces_config).map_err(bad)?,
+                BundledFaces::load(config.models_dir.as_deref(), &faces_config, &engine)
+                    .map_err(bad)?,
             ))
         }
     })
@@ -141,7 +148,7 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     let contract = backend.contract().clone();
     let faces = config.faces_mode();
     let mut source = open_source(config, faces, contract.face_size as u32)?;
-    let face_mode = face_mode(config, faces, contract.landmarks)?;
+    let face_mode = face_mode(config, faces, contract.landmarks, config.backend)?;
     let mut pipeline = Pipeline::new(
         face_mode,
         backend,
@@ -303,7 +310,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             source = Box::new(Replay::record(source.as_mut(), Some(args.frames)).map_err(other)?);
         }
         let mut pipeline = Pipeline::new(
-            face_mode(&config, faces, contract.landmarks)?,
+            face_mode(&config, faces, contract.landmarks, kind)?,
             backend,
             PipelineConfig::default(),
         )

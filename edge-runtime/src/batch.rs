@@ -89,11 +89,6 @@ impl BatchPlans {
         n.max(1).next_power_of_two()
     }
 
-    /// The batch-1 plan (for inspecting the model's facts).
-    pub fn first(&self) -> &Plan {
-        &self.plans[0].1
-    }
-
     /// Runs the plan for `batch` (a value of [`Self::batch_for`]) on `inputs`, one flat f32
     /// buffer per model input, each already laid out for `batch` rows.
     pub fn run(&mut self, batch: usize, inputs: &[Vec<f32>]) -> TractResult<TVec<TValue>> {

@@ -16,8 +16,8 @@ use affect_shared::preprocess::FaceInput;
 use serde::Serialize;
 
 use crate::backend::{
-    self, BackendError, BackendKind, ExecutionProvider, ModelContract, OnnxRuntimeConfig,
-    TrackState,
+    self, BackendError, BackendKind, EngineConfig, ExecutionProvider, ModelContract,
+    OnnxRuntimeConfig, TrackState,
 };
 use crate::config::{ConfigError, EdgeConfig, FacesSpec, SourceSpec};
 use crate::faces::{BundledFaces, FaceError, FacesConfig};
@@ -973,7 +973,7 @@ impl Probes for SystemProbes {
     }
 
     fn face_models(&mut self, dir: Option<&Path>, config: &FacesConfig) -> Result<(), FaceError> {
-        BundledFaces::load(dir, config).map(drop)
+        BundledFaces::load(dir, config, &EngineConfig::tract()).map(drop)
     }
 
     fn camera(&mut self, config: &CameraConfig) -> Result<CameraReport, CameraProbeError> {

@@ -22,6 +22,8 @@ use crate::models::ModelFile;
 
 pub use contract::{ModelContract, StateLayout};
 #[cfg(feature = "onnxruntime")]
+pub(crate) use onnxruntime::session as onnxruntime_session;
+#[cfg(feature = "onnxruntime")]
 pub use onnxruntime::{OnnxRuntimeBackend, runtime_info};
 pub use tract::TractBackend;
 
@@ -264,6 +266,29 @@ impl Default for OnnxRuntimeConfig {
             tensorrt_fp16: true,
             tensorrt_int8: false,
             tensorrt_cache: None,
+        }
+    }
+}
+
+/// The engine every network of the runtime runs on (affect model, face detector, landmark
+/// net), with its thread count and ONNX Runtime settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// tract or ONNX Runtime.
+    pub kind: BackendKind,
+    /// Intra-op threads (0 = the engine's default).
+    pub threads: usize,
+    /// Provider options and TensorRT engine cache (ONNX Runtime only).
+    pub onnxruntime: OnnxRuntimeConfig,
+}
+
+impl EngineConfig {
+    /// tract with its default threads (the engine that needs nothing outside the binary).
+    pub fn tract() -> Self {
+        Self {
+            kind: BackendKind::Tract,
+            threads: 0,
+            onnxruntime: OnnxRuntimeConfig::default(),
         }
     }
 }
