@@ -143,12 +143,14 @@ pub fn open_reporters(config: &EdgeConfig) -> Result<Vec<Box<dyn Reporter>>, Fai
 pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     let model = config.model_file();
     let onnxruntime = config.onnxruntime_options().map_err(bad)?;
-    let backend = backend::load(config.backend, &model, config.threads, &onnxruntime)
-        .map_err(backend_failure)?;
+    // `auto` is settled once, so the face models and the affect model share the engine.
+    let kind = backend::resolve(config.backend);
+    let backend =
+        backend::load(kind, &model, config.threads, &onnxruntime).map_err(backend_failure)?;
     let contract = backend.contract().clone();
     let faces = config.faces_mode();
     let mut source = open_source(config, faces, contract.face_size as u32)?;
-    let face_mode = face_mode(config, faces, contract.landmarks, config.backend)?;
+    let face_mode = face_mode(config, faces, contract.landmarks, kind)?;
     let mut pipeline = Pipeline::new(
         face_mode,
         backend,
@@ -185,11 +187,14 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         config.report.join(", ")
     ));
     let _watchdog = service.start_watchdog(Arc::clone(&telemetry));
+    let chosen = match config.backend {
+        BackendKind::Auto => format!("backend auto: {}", pipeline.backend_name()),
+        _ => pipeline.backend_name(),
+    };
     tracing::info!(
-        "{} → {} ({}, {}) → {}",
+        "{} → {} ({chosen} for every network, {}) → {}",
         source.describe(),
         model.describe(),
-        pipeline.backend_name(),
         contract.summary(),
         config.report.join(", ")
     );

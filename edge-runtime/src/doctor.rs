@@ -219,12 +219,23 @@ pub fn check(
             return out;
         }
     };
-    let engine = backend_check(config.backend, probes);
+    // `auto` is checked as the engine it picks: ONNX Runtime when its library loads.
+    let kind = match config.backend {
+        BackendKind::Auto if probes.engine(BackendKind::Onnxruntime).is_ok() => {
+            BackendKind::Onnxruntime
+        }
+        BackendKind::Auto => BackendKind::Tract,
+        other => other,
+    };
+    let mut engine = backend_check(kind, probes);
+    if config.backend == BackendKind::Auto {
+        engine.detail = format!("auto → {}", engine.detail);
+    }
     let engine_ok = engine.outcome == Outcome::Ok;
     out.push(engine);
-    out.push(model_check(config, engine_ok, probes));
+    out.push(model_check(config, kind, engine_ok, probes));
     out.push(gpu_check(
-        config.backend,
+        kind,
         config.onnxruntime.provider,
         probes.gpu_providers(),
     ));
@@ -254,6 +265,7 @@ pub fn check(
 
 fn describe_config(config: &EdgeConfig, origin: &str) -> String {
     let backend = match config.backend {
+        BackendKind::Auto => "auto",
         BackendKind::Tract => "tract",
         BackendKind::Onnxruntime => "onnxruntime",
     };
@@ -376,7 +388,12 @@ pub fn ort_version(info: &str, library: Option<&Path>) -> Option<String> {
     from_branch.filter(|v| !v.is_empty()).or_else(from_file)
 }
 
-fn model_check(config: &EdgeConfig, engine_ok: bool, probes: &mut dyn Probes) -> CheckResult {
+fn model_check(
+    config: &EdgeConfig,
+    kind: BackendKind,
+    engine_ok: bool,
+    probes: &mut dyn Probes,
+) -> CheckResult {
     let model = config.model_file();
     let contract = match probes.model_contract(&model) {
         Ok(contract) => contract,
@@ -394,7 +411,7 @@ fn model_check(config: &EdgeConfig, engine_ok: bool, probes: &mut dyn Probes) ->
             format!("{described}; test inference not run (the backend is not ready)"),
         );
     }
-    match probes.test_inference(config.backend, &model, config.threads, &config.onnxruntime) {
+    match probes.test_inference(kind, &model, config.threads, &config.onnxruntime) {
         Ok([valence, arousal]) if valence.is_finite() && arousal.is_finite() => CheckResult::ok(
             "model",
             format!("{described}; test inference: valence {valence:+.3}, arousal {arousal:+.3}"),
@@ -1093,7 +1110,7 @@ mod tests {
         fn engine(&mut self, kind: BackendKind) -> Result<String, BackendError> {
             match (self.engine, kind) {
                 (Some(e), _) => Err(e()),
-                (None, BackendKind::Tract) => Ok("tract (built in)".into()),
+                (None, BackendKind::Tract | BackendKind::Auto) => Ok("tract (built in)".into()),
                 (None, BackendKind::Onnxruntime) => {
                     Ok("ORT Build Info: git-branch=HEAD, git-commit-id=abc".into())
                 }
@@ -1205,8 +1222,10 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("10 ok, 0 FAIL, 1 skipped\n"), "{text}");
+        // The default backend is auto: named with the engine it picked (the scripted ONNX
+        // Runtime library loads).
         assert!(
-            text.contains("\nok      backend    tract (built in)\n"),
+            text.contains("\nok      backend    auto → ONNX Runtime of unknown version"),
             "{text}"
         );
         assert!(text.starts_with("ok      config     edge.toml: source camera:/dev/video0"));
@@ -1310,6 +1329,7 @@ mod tests {
             report: vec!["stdout".into()],
             state_dir: None,
             cache_dir: None,
+            backend: BackendKind::Tract,
             ..EdgeConfig::default()
         };
         let results = run(config, &mut Scripted::default());

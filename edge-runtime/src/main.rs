@@ -50,7 +50,7 @@ struct ConfigArgs {
     /// Model file (default: the bundled model for the source).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// tract | onnxruntime.
+    /// auto (ONNX Runtime when its library loads, else tract) | tract | onnxruntime.
     #[arg(long)]
     backend: Option<BackendKind>,
     /// bundled (BlazeFace + 68 landmarks) | none (frames are face crops).

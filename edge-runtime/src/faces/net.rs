@@ -43,8 +43,8 @@ impl FaceNet {
         shape: &[usize],
         engine: &EngineConfig,
     ) -> Result<(Self, Vec<Vec<usize>>), FaceError> {
-        let mut net = match engine.kind {
-            BackendKind::Tract => FaceNet::Tract(
+        let mut net = match crate::backend::resolve(engine.kind) {
+            BackendKind::Tract | BackendKind::Auto => FaceNet::Tract(
                 BatchPlans::new(
                     super::read_model(model)?,
                     vec![BatchedInput {
