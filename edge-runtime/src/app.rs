@@ -15,7 +15,7 @@ use affect_edge::report::{self, JsonLinesReporter, MqttReporter, Reporter, Seria
 use affect_edge::runner::{self, RunLimits, RunSummary};
 use affect_edge::service::ServiceManager;
 use affect_edge::source::{
-    FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera, WithOutages,
+    FrameSource, ImageDir, LatestFrame, Replay, SyntheticCamera, V4l2Camera, WithOutages,
 };
 use affect_edge::telemetry::{HealthPolicy, Telemetry};
 
@@ -64,9 +64,10 @@ fn open_plain_source(
 ) -> Result<Box<dyn FrameSource>, Failure> {
     let fps = (config.fps > 0.0).then_some(f64::from(config.fps));
     Ok(match &config.source {
-        SourceSpec::Camera(device) => {
-            Box::new(V4l2Camera::open(&config.camera_settings(device)).map_err(bad)?)
-        }
+        // A live camera is captured on its own thread; the pipeline takes the newest frame.
+        SourceSpec::Camera(device) => Box::new(LatestFrame::spawn(Box::new(
+            V4l2Camera::open(&config.camera_settings(device)).map_err(bad)?,
+        ))),
         SourceSpec::Images(dir) => {
             let mut images = config.images.clone();
             images.path = dir.clone();
@@ -228,14 +229,22 @@ fn ms(d: Duration) -> f64 {
 fn print_summary(s: &RunSummary, p: &Pipeline) {
     let fps = s.frames as f64 / s.elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "\n{} frames, {} reports in {:.1} s ({fps:.1} frames/s); skipped {} undecodable, {} unusable; {} report errors",
+        "\n{} frames, {} reports in {:.1} s ({fps:.1} frames/s); skipped {} undecodable, {} unusable, {} stale (dropped for a newer frame); {} report errors",
         s.frames,
         s.reports,
         s.elapsed.as_secs_f64(),
         s.bad_frames,
         s.skipped_frames,
+        s.dropped_frames,
         s.report_errors
     );
+    if s.capture_to_report.count() > 0 {
+        eprintln!(
+            "capture to report: p50 {:.1} ms, p99 {:.1} ms",
+            ms(s.capture_to_report.quantile(0.5)),
+            ms(s.capture_to_report.quantile(0.99))
+        );
+    }
     eprintln!(
         "mean per frame: source {:.2} ms, faces {:.2} ms, preprocess {:.2} ms, model {:.2} ms, report {:.2} ms",
         ms(s.source_times.mean()),
