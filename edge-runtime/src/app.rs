@@ -281,29 +281,70 @@ pub fn info(model: &Path) -> Result<(), Failure> {
 
 /// Arguments of `affect-edge bench`.
 pub struct BenchArgs {
-    /// Model file (default: bundled synthetic model).
+    /// Model file (default: bundled model for the first source).
     pub model: Option<std::path::PathBuf>,
-    /// Frame source.
-    pub source: SourceSpec,
+    /// Frame sources, each timed on every backend; the first is the baseline of the ratios
+    /// (e.g. one face, then 8, then a group). Image directories repeat until `frames`.
+    pub sources: Vec<SourceSpec>,
     /// Faces mode (default for the source).
     pub faces: Option<FacesSpec>,
-    /// Frames to time.
+    /// Frames to time per source and backend.
     pub frames: u64,
     /// Engine threads.
     pub threads: usize,
 }
 
-/// `affect-edge bench`: the whole pipeline with a sink reporter, then the model alone in every
-/// available backend on the same inputs.
+/// One timed (backend, source) run of `affect-edge bench`.
+struct BenchRun {
+    backend: String,
+    /// Mean frame time without the source's own time (decode or render), ms.
+    frame_ms: f64,
+    /// Mean affect-model time, ms.
+    model_ms: f64,
+}
+
+/// `affect-edge bench`: the whole pipeline with a sink reporter, for every source on every
+/// available backend (every network on that backend): per-stage times, frames/s, latency, and
+/// how the frame time grows from the first source to the others.
 pub fn bench(args: BenchArgs) -> Result<(), Failure> {
-    let config = EdgeConfig {
-        source: args.source.clone(),
-        model: args.model.clone(),
-        faces: args.faces,
-        threads: args.threads,
-        max_frames: args.frames,
-        ..EdgeConfig::default()
+    let mut runs: Vec<Vec<BenchRun>> = Vec::new();
+    for spec in &args.sources {
+        let config = EdgeConfig {
+            source: spec.clone(),
+            model: args.model.clone(),
+            faces: args.faces,
+            threads: args.threads,
+            max_frames: args.frames,
+            images: affect_edge::source::ImageDirConfig {
+                repeat: true,
+                ..EdgeConfig::default().images
+            },
+            ..EdgeConfig::default()
+        };
+        println!("source {}", String::from(spec.clone()));
+        runs.push(bench_source(&config, &args)?);
+    }
+    let Some((first, rest)) = runs.split_first() else {
+        return Ok(());
     };
+    for backend in first {
+        for (spec, others) in args.sources.iter().skip(1).zip(rest) {
+            if let Some(other) = others.iter().find(|r| r.backend == backend.backend) {
+                println!(
+                    "{}: frame time {} / {}: {:.2}×",
+                    backend.backend,
+                    String::from(spec.clone()),
+                    String::from(args.sources[0].clone()),
+                    other.frame_ms / backend.frame_ms.max(1e-9)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Times one source on every available backend.
+fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, Failure> {
     let model = config.model_file();
     let faces = config.faces_mode();
     let mut results = Vec::new();
@@ -317,14 +358,14 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             Err(e) => return Err(backend_failure(e)),
         };
         let contract = backend.contract().clone();
-        let mut source = open_source(&config, faces, contract.face_size as u32)?;
+        let mut source = open_source(config, faces, contract.face_size as u32)?;
         // The synthetic camera is a renderer, not capture work a device does: render the clip
         // first and time the pipeline on its replay. Cameras and image files are timed live.
         if matches!(config.source, SourceSpec::Synthetic(_)) {
             source = Box::new(Replay::record(source.as_mut(), Some(args.frames)).map_err(other)?);
         }
         let mut pipeline = Pipeline::new(
-            face_mode(&config, faces, contract.landmarks, kind)?,
+            face_mode(config, faces, contract.landmarks, kind)?,
             backend,
             PipelineConfig::default(),
         )
@@ -350,32 +391,60 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             limits,
         )
         .map_err(other)?;
+        let source_ms = ms(s.source_times.mean());
+        let faces_ms = ms(pipeline.times.faces.mean());
         let model_ms = ms(pipeline.times.model.mean());
         let frame_ms = ms(s.frame_times.mean());
+        let pipeline_ms = frame_ms - source_ms;
         println!(
-            "backend {}: {}",
+            "  backend {} (every network): {}",
             pipeline.backend_name(),
             contract.summary()
         );
         println!(
-            "  stages (mean ms): decode/source {:.2}  faces {:.2}  preprocess {:.2}  model {:.2}  report {:.3}",
-            ms(s.source_times.mean()),
-            ms(pipeline.times.faces.mean()),
+            "    faces per frame {:.1}; stages (mean ms): decode/source {source_ms:.2}  faces \
+             (detector + landmarks) {faces_ms:.2}  preprocess {:.2}  model {model_ms:.2}  report {:.3}",
+            s.reports as f64 / s.frames.max(1) as f64,
             ms(pipeline.times.preprocess.mean()),
-            model_ms,
             ms(s.report_times.mean())
         );
+        // A replayed clip carries the renderer's timestamps, not capture times.
+        let capture = match config.source {
+            SourceSpec::Synthetic(_) => "n/a (replayed clip)".to_owned(),
+            _ => format!(
+                "p50 {:.1} ms p99 {:.1} ms",
+                ms(s.capture_to_report.quantile(0.5)),
+                ms(s.capture_to_report.quantile(0.99))
+            ),
+        };
         println!(
-            "  end to end: {:.1} frames/s, latency p50 {:.2} ms p99 {:.2} ms; outside the model {:.0} % of the frame time",
+            "    end to end: {:.1} frames/s ({:.1} without the source), frame p50 {:.2} ms p99 \
+             {:.2} ms, capture to report {capture}",
             s.frames as f64 / s.elapsed.as_secs_f64().max(1e-9),
+            1e3 / pipeline_ms.max(1e-9),
             ms(s.frame_times.quantile(0.5)),
             ms(s.frame_times.quantile(0.99)),
+        );
+        println!(
+            "    outside the source and the networks: {:.0} % of the frame time; outside the \
+             affect model: {:.0} %",
+            100.0 * (pipeline_ms - faces_ms - model_ms) / frame_ms.max(1e-9),
             100.0 * (frame_ms - model_ms) / frame_ms.max(1e-9)
         );
-        results.push((pipeline.backend_name(), model_ms));
+        results.push(BenchRun {
+            backend: pipeline.backend_name(),
+            frame_ms: pipeline_ms,
+            model_ms,
+        });
     }
-    if let [(a, ta), (b, tb)] = results.as_slice() {
-        println!("model time {a} / {b}: {:.2}× (>1: {b} faster)", ta / tb);
+    if let [a, b] = results.as_slice() {
+        println!(
+            "  model time {} / {}: {:.2}× (>1: {} faster)",
+            a.backend,
+            b.backend,
+            a.model_ms / b.model_ms.max(1e-9),
+            b.backend
+        );
     }
-    Ok(())
+    Ok(results)
 }
