@@ -17,7 +17,7 @@ pub(crate) struct Output {
 
 /// A single-input network whose first axis is the batch.
 pub(crate) enum FaceNet {
-    /// tract plans per power-of-two batch (batches are padded, outputs cut back).
+    /// The tract plan for one row (a batch runs row by row).
     Tract(BatchPlans),
     /// An ONNX Runtime session (any batch size as it comes).
     #[cfg(feature = "onnxruntime")]
@@ -95,29 +95,31 @@ impl FaceNet {
     pub fn run(&mut self, shape: &[usize], data: Vec<f32>) -> Result<Vec<Output>, FaceError> {
         let inference = |e: String| FaceError::Inference(e);
         match self {
-            FaceNet::Tract(plans) => {
+            FaceNet::Tract(plan) => {
+                // Row by row on the batch-1 plan (faster per face in tract, see `crate::batch`).
                 let rows = shape[0];
-                let batch = BatchPlans::batch_for(rows);
-                let mut data = data;
-                data.resize(data.len() / rows.max(1) * batch, 0.0);
-                let outputs = plans
-                    .run(batch, &[data])
-                    .map_err(|e| inference(format!("{e:#}")))?;
-                outputs
-                    .iter()
-                    .map(|value| {
+                let row_len = data.len() / rows.max(1);
+                let mut joined: Vec<Output> = Vec::new();
+                for row in data.chunks_exact(row_len.max(1)).take(rows) {
+                    let outputs = plan
+                        .run(&[row.to_vec()])
+                        .map_err(|e| inference(format!("{e:#}")))?;
+                    for (ix, value) in outputs.iter().enumerate() {
                         let view = value
                             .to_plain_array_view::<f32>()
                             .map_err(|e| inference(format!("{e:#}")))?;
-                        let mut shape = view.shape().to_vec();
-                        let per_row = view.len() / batch.max(1);
-                        shape[0] = rows;
-                        Ok(Output {
-                            shape,
-                            values: view.iter().take(rows * per_row).copied().collect(),
-                        })
-                    })
-                    .collect()
+                        if joined.len() <= ix {
+                            let mut shape = view.shape().to_vec();
+                            shape[0] = rows;
+                            joined.push(Output {
+                                shape,
+                                values: Vec::with_capacity(rows * view.len()),
+                            });
+                        }
+                        joined[ix].values.extend(view.iter().copied());
+                    }
+                }
+                Ok(joined)
             }
             #[cfg(feature = "onnxruntime")]
             FaceNet::OnnxRuntime(session) => {
