@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use affect_edge::backend::{self, BackendError, BackendKind, ModelContract};
+use affect_edge::backend::{self, BackendError, BackendKind, EngineConfig, ModelContract};
 use affect_edge::config::{EdgeConfig, FacesSpec, SourceSpec};
 use affect_edge::deploy::{
     self, CommandSink, DeployClientError, DeployRequest, Deployments, ModelStore, Verifier,
@@ -19,7 +19,7 @@ use affect_edge::report::{self, JsonLinesReporter, MqttReporter, Reporter, Seria
 use affect_edge::runner::{self, RunLimits, RunSummary};
 use affect_edge::service::ServiceManager;
 use affect_edge::source::{
-    FrameSource, ImageDir, Replay, SyntheticCamera, V4l2Camera, WithOutages,
+    FrameSource, ImageDir, LatestFrame, Replay, SyntheticCamera, V4l2Camera, WithOutages,
 };
 use affect_edge::telemetry::{HealthPolicy, Telemetry};
 
@@ -68,9 +68,10 @@ fn open_plain_source(
 ) -> Result<Box<dyn FrameSource>, Failure> {
     let fps = (config.fps > 0.0).then_some(f64::from(config.fps));
     Ok(match &config.source {
-        SourceSpec::Camera(device) => {
-            Box::new(V4l2Camera::open(&config.camera_settings(device)).map_err(bad)?)
-        }
+        // A live camera is captured on its own thread; the pipeline takes the newest frame.
+        SourceSpec::Camera(device) => Box::new(LatestFrame::spawn(Box::new(
+            V4l2Camera::open(&config.camera_settings(device)).map_err(bad)?,
+        ))),
         SourceSpec::Images(dir) => {
             let mut images = config.images.clone();
             images.path = dir.clone();
@@ -92,11 +93,12 @@ fn open_plain_source(
     })
 }
 
-/// The face finder for a mode.
+/// The face finder for a mode, its networks on the engine `kind` (the affect model's).
 pub fn face_mode(
     config: &EdgeConfig,
     faces: FacesSpec,
     needs_landmarks: bool,
+    kind: BackendKind,
 ) -> Result<FaceMode, Failure> {
     Ok(match faces {
         FacesSpec::None => FaceMode::WholeFrame,
@@ -105,8 +107,14 @@ pub fn face_mode(
                 landmarks: needs_landmarks,
                 ..config.face_models
             };
+            let engine = EngineConfig {
+                kind,
+                threads: config.threads,
+                onnxruntime: config.onnxruntime_options().map_err(bad)?,
+            };
             FaceMode::Detect(Box::new(
-                BundledFaces::load(config.models_dir.as_deref(), &faces_config).map_err(bad)?,
+                BundledFaces::load(config.models_dir.as_deref(), &faces_config, &engine)
+                    .map_err(bad)?,
             ))
         }
     })
@@ -160,8 +168,9 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     let store = model_store(config)?;
     let start = store.as_ref().map(ModelStore::start_model);
     let onnxruntime = config.onnxruntime_options().map_err(bad)?;
-    let load =
-        |model: &ModelFile| backend::load(config.backend, model, config.threads, &onnxruntime);
+    // `auto` is settled once, so the face models and the affect model share the engine.
+    let kind = backend::resolve(config.backend);
+    let load = |model: &ModelFile| backend::load(kind, model, config.threads, &onnxruntime);
     let deployed = start.as_ref().and_then(|s| s.deployed.clone());
     let (model, backend, since) = match deployed.map(ModelFile::Path) {
         Some(model) => match load(&model) {
@@ -194,7 +203,7 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     }));
     let faces = config.faces_mode();
     let mut source = open_source(config, faces, contract.face_size as u32)?;
-    let face_mode = face_mode(config, faces, contract.landmarks)?;
+    let face_mode = face_mode(config, faces, contract.landmarks, kind)?;
     let mut pipeline = Pipeline::new(
         face_mode,
         backend,
@@ -207,7 +216,7 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     let deploys = match store {
         Some(store) => {
             let verifier = Verifier {
-                backend: config.backend,
+                backend: kind,
                 threads: config.threads,
                 onnxruntime: onnxruntime.clone(),
                 landmarks_available: faces == FacesSpec::Bundled && contract.landmarks,
@@ -256,11 +265,14 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     if let Some(last) = start.and_then(|s| s.last_outcome) {
         telemetry.deploy_outcome(last, true);
     }
+    let chosen = match config.backend {
+        BackendKind::Auto => format!("backend auto: {}", pipeline.backend_name()),
+        _ => pipeline.backend_name(),
+    };
     tracing::info!(
-        "{} → {} ({}, {}) → {}",
+        "{} → {} ({chosen} for every network, {}) → {}",
         source.describe(),
         model.describe(),
-        pipeline.backend_name(),
         contract.summary(),
         config.report.join(", ")
     );
@@ -295,14 +307,22 @@ fn ms(d: Duration) -> f64 {
 fn print_summary(s: &RunSummary, p: &Pipeline) {
     let fps = s.frames as f64 / s.elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "\n{} frames, {} reports in {:.1} s ({fps:.1} frames/s); skipped {} undecodable, {} unusable; {} report errors",
+        "\n{} frames, {} reports in {:.1} s ({fps:.1} frames/s); skipped {} undecodable, {} unusable, {} stale (dropped for a newer frame); {} report errors",
         s.frames,
         s.reports,
         s.elapsed.as_secs_f64(),
         s.bad_frames,
         s.skipped_frames,
+        s.dropped_frames,
         s.report_errors
     );
+    if s.capture_to_report.count() > 0 {
+        eprintln!(
+            "capture to report: p50 {:.1} ms, p99 {:.1} ms",
+            ms(s.capture_to_report.quantile(0.5)),
+            ms(s.capture_to_report.quantile(0.99))
+        );
+    }
     eprintln!(
         "mean per frame: source {:.2} ms, faces {:.2} ms, preprocess {:.2} ms, model {:.2} ms, report {:.2} ms",
         ms(s.source_times.mean()),
@@ -405,29 +425,70 @@ pub fn info(model: &Path) -> Result<(), Failure> {
 
 /// Arguments of `affect-edge bench`.
 pub struct BenchArgs {
-    /// Model file (default: bundled synthetic model).
+    /// Model file (default: bundled model for the first source).
     pub model: Option<std::path::PathBuf>,
-    /// Frame source.
-    pub source: SourceSpec,
+    /// Frame sources, each timed on every backend; the first is the baseline of the ratios
+    /// (e.g. one face, then 8, then a group). Image directories repeat until `frames`.
+    pub sources: Vec<SourceSpec>,
     /// Faces mode (default for the source).
     pub faces: Option<FacesSpec>,
-    /// Frames to time.
+    /// Frames to time per source and backend.
     pub frames: u64,
     /// Engine threads.
     pub threads: usize,
 }
 
-/// `affect-edge bench`: the whole pipeline with a sink reporter, then the model alone in every
-/// available backend on the same inputs.
+/// One timed (backend, source) run of `affect-edge bench`.
+struct BenchRun {
+    backend: String,
+    /// Mean frame time without the source's own time (decode or render), ms.
+    frame_ms: f64,
+    /// Mean affect-model time, ms.
+    model_ms: f64,
+}
+
+/// `affect-edge bench`: the whole pipeline with a sink reporter, for every source on every
+/// available backend (every network on that backend): per-stage times, frames/s, latency, and
+/// how the frame time grows from the first source to the others.
 pub fn bench(args: BenchArgs) -> Result<(), Failure> {
-    let config = EdgeConfig {
-        source: args.source.clone(),
-        model: args.model.clone(),
-        faces: args.faces,
-        threads: args.threads,
-        max_frames: args.frames,
-        ..EdgeConfig::default()
+    let mut runs: Vec<Vec<BenchRun>> = Vec::new();
+    for spec in &args.sources {
+        let config = EdgeConfig {
+            source: spec.clone(),
+            model: args.model.clone(),
+            faces: args.faces,
+            threads: args.threads,
+            max_frames: args.frames,
+            images: affect_edge::source::ImageDirConfig {
+                repeat: true,
+                ..EdgeConfig::default().images
+            },
+            ..EdgeConfig::default()
+        };
+        println!("source {}", String::from(spec.clone()));
+        runs.push(bench_source(&config, &args)?);
+    }
+    let Some((first, rest)) = runs.split_first() else {
+        return Ok(());
     };
+    for backend in first {
+        for (spec, others) in args.sources.iter().skip(1).zip(rest) {
+            if let Some(other) = others.iter().find(|r| r.backend == backend.backend) {
+                println!(
+                    "{}: frame time {} / {}: {:.2}×",
+                    backend.backend,
+                    String::from(spec.clone()),
+                    String::from(args.sources[0].clone()),
+                    other.frame_ms / backend.frame_ms.max(1e-9)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Times one source on every available backend.
+fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, Failure> {
     let model = config.model_file();
     let faces = config.faces_mode();
     let mut results = Vec::new();
@@ -441,14 +502,14 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             Err(e) => return Err(backend_failure(e)),
         };
         let contract = backend.contract().clone();
-        let mut source = open_source(&config, faces, contract.face_size as u32)?;
+        let mut source = open_source(config, faces, contract.face_size as u32)?;
         // The synthetic camera is a renderer, not capture work a device does: render the clip
         // first and time the pipeline on its replay. Cameras and image files are timed live.
         if matches!(config.source, SourceSpec::Synthetic(_)) {
             source = Box::new(Replay::record(source.as_mut(), Some(args.frames)).map_err(other)?);
         }
         let mut pipeline = Pipeline::new(
-            face_mode(&config, faces, contract.landmarks)?,
+            face_mode(config, faces, contract.landmarks, kind)?,
             backend,
             PipelineConfig::default(),
         )
@@ -475,32 +536,60 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             None,
         )
         .map_err(other)?;
+        let source_ms = ms(s.source_times.mean());
+        let faces_ms = ms(pipeline.times.faces.mean());
         let model_ms = ms(pipeline.times.model.mean());
         let frame_ms = ms(s.frame_times.mean());
+        let pipeline_ms = frame_ms - source_ms;
         println!(
-            "backend {}: {}",
+            "  backend {} (every network): {}",
             pipeline.backend_name(),
             contract.summary()
         );
         println!(
-            "  stages (mean ms): decode/source {:.2}  faces {:.2}  preprocess {:.2}  model {:.2}  report {:.3}",
-            ms(s.source_times.mean()),
-            ms(pipeline.times.faces.mean()),
+            "    faces per frame {:.1}; stages (mean ms): decode/source {source_ms:.2}  faces \
+             (detector + landmarks) {faces_ms:.2}  preprocess {:.2}  model {model_ms:.2}  report {:.3}",
+            s.reports as f64 / s.frames.max(1) as f64,
             ms(pipeline.times.preprocess.mean()),
-            model_ms,
             ms(s.report_times.mean())
         );
+        // A replayed clip carries the renderer's timestamps, not capture times.
+        let capture = match config.source {
+            SourceSpec::Synthetic(_) => "n/a (replayed clip)".to_owned(),
+            _ => format!(
+                "p50 {:.1} ms p99 {:.1} ms",
+                ms(s.capture_to_report.quantile(0.5)),
+                ms(s.capture_to_report.quantile(0.99))
+            ),
+        };
         println!(
-            "  end to end: {:.1} frames/s, latency p50 {:.2} ms p99 {:.2} ms; outside the model {:.0} % of the frame time",
+            "    end to end: {:.1} frames/s ({:.1} without the source), frame p50 {:.2} ms p99 \
+             {:.2} ms, capture to report {capture}",
             s.frames as f64 / s.elapsed.as_secs_f64().max(1e-9),
+            1e3 / pipeline_ms.max(1e-9),
             ms(s.frame_times.quantile(0.5)),
             ms(s.frame_times.quantile(0.99)),
+        );
+        println!(
+            "    outside the source and the networks: {:.0} % of the frame time; outside the \
+             affect model: {:.0} %",
+            100.0 * (pipeline_ms - faces_ms - model_ms) / frame_ms.max(1e-9),
             100.0 * (frame_ms - model_ms) / frame_ms.max(1e-9)
         );
-        results.push((pipeline.backend_name(), model_ms));
+        results.push(BenchRun {
+            backend: pipeline.backend_name(),
+            frame_ms: pipeline_ms,
+            model_ms,
+        });
     }
-    if let [(a, ta), (b, tb)] = results.as_slice() {
-        println!("model time {a} / {b}: {:.2}× (>1: {b} faster)", ta / tb);
+    if let [a, b] = results.as_slice() {
+        println!(
+            "  model time {} / {}: {:.2}× (>1: {} faster)",
+            a.backend,
+            b.backend,
+            a.model_ms / b.model_ms.max(1e-9),
+            b.backend
+        );
     }
-    Ok(())
+    Ok(results)
 }

@@ -207,7 +207,7 @@ impl Default for EdgeConfig {
         Self {
             source: SourceSpec::Camera("/dev/video0".into()),
             model: None,
-            backend: BackendKind::Tract,
+            backend: BackendKind::Auto,
             onnxruntime: OnnxRuntimeConfig::default(),
             faces: None,
             report: vec!["stdout".into()],

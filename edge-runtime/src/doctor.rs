@@ -16,8 +16,8 @@ use affect_shared::preprocess::FaceInput;
 use serde::Serialize;
 
 use crate::backend::{
-    self, BackendError, BackendKind, ExecutionProvider, ModelContract, OnnxRuntimeConfig,
-    TrackState,
+    self, BackendError, BackendKind, EngineConfig, ExecutionProvider, ModelContract,
+    OnnxRuntimeConfig, TrackState,
 };
 use crate::config::{ConfigError, EdgeConfig, FacesSpec, SourceSpec};
 use crate::deploy::ModelStore;
@@ -221,7 +221,18 @@ pub fn check(
             return out;
         }
     };
-    let engine = backend_check(config.backend, probes);
+    // `auto` is checked as the engine it picks: ONNX Runtime when its library loads.
+    let kind = match config.backend {
+        BackendKind::Auto if probes.engine(BackendKind::Onnxruntime).is_ok() => {
+            BackendKind::Onnxruntime
+        }
+        BackendKind::Auto => BackendKind::Tract,
+        other => other,
+    };
+    let mut engine = backend_check(kind, probes);
+    if config.backend == BackendKind::Auto {
+        engine.detail = format!("auto → {}", engine.detail);
+    }
     let engine_ok = engine.outcome == Outcome::Ok;
     out.push(engine);
     let store = config
@@ -233,9 +244,9 @@ pub fn check(
         .as_ref()
         .and_then(|s| s.start_model().deployed)
         .map(ModelFile::Path);
-    out.push(model_check(config, deployed, engine_ok, probes));
+    out.push(model_check(config, kind, deployed, engine_ok, probes));
     out.push(gpu_check(
-        config.backend,
+        kind,
         config.onnxruntime.provider,
         probes.gpu_providers(),
     ));
@@ -266,6 +277,7 @@ pub fn check(
 
 fn describe_config(config: &EdgeConfig, origin: &str) -> String {
     let backend = match config.backend {
+        BackendKind::Auto => "auto",
         BackendKind::Tract => "tract",
         BackendKind::Onnxruntime => "onnxruntime",
     };
@@ -392,6 +404,7 @@ pub fn ort_version(info: &str, library: Option<&Path>) -> Option<String> {
 /// configured one.
 fn model_check(
     config: &EdgeConfig,
+    kind: BackendKind,
     deployed: Option<ModelFile>,
     engine_ok: bool,
     probes: &mut dyn Probes,
@@ -413,7 +426,7 @@ fn model_check(
             format!("{described}; test inference not run (the backend is not ready)"),
         );
     }
-    match probes.test_inference(config.backend, &model, config.threads, &config.onnxruntime) {
+    match probes.test_inference(kind, &model, config.threads, &config.onnxruntime) {
         Ok([valence, arousal]) if valence.is_finite() && arousal.is_finite() => CheckResult::ok(
             "model",
             format!("{described}; test inference: valence {valence:+.3}, arousal {arousal:+.3}"),
@@ -1052,7 +1065,7 @@ impl Probes for SystemProbes {
     }
 
     fn face_models(&mut self, dir: Option<&Path>, config: &FacesConfig) -> Result<(), FaceError> {
-        BundledFaces::load(dir, config).map(drop)
+        BundledFaces::load(dir, config, &EngineConfig::tract()).map(drop)
     }
 
     fn camera(&mut self, config: &CameraConfig) -> Result<CameraReport, CameraProbeError> {
@@ -1172,7 +1185,7 @@ mod tests {
         fn engine(&mut self, kind: BackendKind) -> Result<String, BackendError> {
             match (self.engine, kind) {
                 (Some(e), _) => Err(e()),
-                (None, BackendKind::Tract) => Ok("tract (built in)".into()),
+                (None, BackendKind::Tract | BackendKind::Auto) => Ok("tract (built in)".into()),
                 (None, BackendKind::Onnxruntime) => {
                     Ok("ORT Build Info: git-branch=HEAD, git-commit-id=abc".into())
                 }
@@ -1285,8 +1298,10 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("11 ok, 0 FAIL, 1 skipped\n"), "{text}");
+        // The default backend is auto: named with the engine it picked (the scripted ONNX
+        // Runtime library loads).
         assert!(
-            text.contains("\nok      backend    tract (built in)\n"),
+            text.contains("\nok      backend    auto → ONNX Runtime of unknown version"),
             "{text}"
         );
         assert!(text.starts_with("ok      config     edge.toml: source camera:/dev/video0"));
@@ -1390,6 +1405,7 @@ mod tests {
             report: vec!["stdout".into()],
             state_dir: None,
             cache_dir: None,
+            backend: BackendKind::Tract,
             ..EdgeConfig::default()
         };
         let results = run(config, &mut Scripted::default());

@@ -53,7 +53,7 @@ struct ConfigArgs {
     /// Model file (default: the bundled model for the source).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// tract | onnxruntime.
+    /// auto (ONNX Runtime when its library loads, else tract) | tract | onnxruntime.
     #[arg(long)]
     backend: Option<BackendKind>,
     /// bundled (BlazeFace + 68 landmarks) | none (frames are face crops).
@@ -165,9 +165,10 @@ struct BenchCli {
     /// Model file (default: the bundled synthetic model).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Source of the frames (default synthetic:1, one face).
-    #[arg(long, default_value = "synthetic:1")]
-    source: SourceSpec,
+    /// Source of the frames (default synthetic:1, one face); repeat to compare sources (e.g.
+    /// 1, 8 and ~29 faces), the first being the baseline of the printed ratios.
+    #[arg(long = "source", default_value = "synthetic:1")]
+    sources: Vec<SourceSpec>,
     /// bundled | none.
     #[arg(long)]
     faces: Option<FacesSpec>,
@@ -194,7 +195,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Bench(args) => app::bench(BenchArgs {
             model: args.model,
-            source: args.source,
+            sources: args.sources,
             faces: args.faces,
             frames: args.frames,
             threads: args.threads,

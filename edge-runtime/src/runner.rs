@@ -101,6 +101,11 @@ pub struct RunSummary {
     pub skipped_frames: u64,
     /// Reporter errors (each reporter keeps or queues what it can).
     pub report_errors: u64,
+    /// Stale frames the source dropped because a newer one arrived first ([`FrameSource::dropped`]).
+    pub dropped_frames: u64,
+    /// From a frame's capture (its timestamp) to its reports handed to every reporter, per
+    /// frame with reports.
+    pub capture_to_report: Latency,
     /// Time spent waiting for and decoding frames.
     pub source_times: Latency,
     /// Time spent in reporters.
@@ -185,6 +190,15 @@ pub fn run(
         }
         let report_time = t.elapsed();
         summary.report_times.record(report_time);
+        let capture_to_report = (!reports.is_empty()).then(|| {
+            Duration::from_millis(crate::source::wall_clock_ms().saturating_sub(frame.timestamp_ms))
+        });
+        if let Some(latency) = capture_to_report {
+            summary.capture_to_report.record(latency);
+        }
+        let dropped = source.dropped();
+        telemetry.stale(dropped.saturating_sub(summary.dropped_frames));
+        summary.dropped_frames = dropped;
         summary.frame_times.record(frame_started.elapsed());
         let last = pipeline.last;
         telemetry.frame(
@@ -197,6 +211,7 @@ pub fn run(
                 preprocess: last.preprocess_time,
                 model: last.model_time,
                 report: report_time,
+                capture_to_report,
             },
             &reports,
             Instant::now(),

@@ -67,6 +67,8 @@ pub enum SkipCause {
     Undecodable,
     /// A face could not be preprocessed.
     Unusable,
+    /// A newer frame arrived before this one was taken: dropped so the newest is processed.
+    Stale,
 }
 
 impl SkipCause {
@@ -74,6 +76,7 @@ impl SkipCause {
         match self {
             SkipCause::Undecodable => "undecodable",
             SkipCause::Unusable => "unusable",
+            SkipCause::Stale => "stale",
         }
     }
 }
@@ -97,6 +100,8 @@ pub struct FrameRecord {
     pub model: Duration,
     /// Reporters.
     pub report: Duration,
+    /// From the frame's capture to its reports handed to the reporters (frames with reports).
+    pub capture_to_report: Option<Duration>,
 }
 
 /// When `/healthz` says unhealthy.
@@ -203,6 +208,7 @@ pub struct Telemetry {
     reports: Counter,
     skipped: Family<[(&'static str, &'static str); 1], Counter>,
     stages: Family<[(&'static str, &'static str); 1], Histogram>,
+    capture_to_report: Histogram,
     faces: Gauge,
     tracks: Gauge,
     slow: Mutex<Slow>,
@@ -224,10 +230,16 @@ impl Telemetry {
         let reports = Counter::default();
         let skipped = Family::default();
         let stages = Family::new_with_constructor(stage_buckets as fn() -> Histogram);
+        let capture_to_report = stage_buckets();
         let faces = Gauge::default();
         let tracks = Gauge::default();
         let deploys = Family::default();
         registry.register("frames", "Frames processed", frames.clone());
+        registry.register(
+            "capture_to_report_seconds",
+            "From a frame's capture to its reports handed to the reporters",
+            capture_to_report.clone(),
+        );
         registry.register(
             "reports",
             "Reports produced (one per face per frame, plus each ended track's final report)",
@@ -235,7 +247,7 @@ impl Telemetry {
         );
         registry.register(
             "frames_skipped",
-            "Frames that produced no reports, by cause",
+            "Frames that produced no reports, by cause (stale: dropped for a newer frame)",
             skipped.clone(),
         );
         registry.register(
@@ -262,7 +274,11 @@ impl Telemetry {
         ] {
             drop(deploys.get_or_create(&[("result", result.label())]));
         }
-        for cause in [SkipCause::Undecodable, SkipCause::Unusable] {
+        for cause in [
+            SkipCause::Undecodable,
+            SkipCause::Unusable,
+            SkipCause::Stale,
+        ] {
             drop(skipped.get_or_create(&[("cause", cause.label())]));
         }
         for stage in Stage::ALL {
@@ -282,6 +298,7 @@ impl Telemetry {
             reports,
             skipped,
             stages,
+            capture_to_report,
             faces,
             tracks,
             slow: Mutex::new(Slow {
@@ -319,6 +336,9 @@ impl Telemetry {
                 .get_or_create(&[("stage", stage.label())])
                 .observe(d.as_secs_f64());
         }
+        if let Some(d) = f.capture_to_report {
+            self.capture_to_report.observe(d.as_secs_f64());
+        }
         self.slow().last_frame = Some(now);
         let at_ms = self.millis_at(now);
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -353,6 +373,13 @@ impl Telemetry {
         self.skipped
             .get_or_create(&[("cause", cause.label())])
             .inc();
+    }
+
+    /// Records `count` stale frames the source dropped (a newer frame arrived first).
+    pub fn stale(&self, count: u64) {
+        self.skipped
+            .get_or_create(&[("cause", SkipCause::Stale.label())])
+            .inc_by(count);
     }
 
     /// Takes the reporters' states and updates the frame rate (call about once a second).
@@ -825,18 +852,22 @@ mod tests {
                 tracks: 2,
                 reports: 2,
                 model: Duration::from_millis(3),
+                capture_to_report: Some(Duration::from_millis(30)),
                 ..FrameRecord::default()
             },
             &[],
             Instant::now(),
         );
         t.skipped(SkipCause::Unusable);
+        t.stale(3);
         t.refresh(vec![reporter(true, 0)], Instant::now());
         let text = t.encode_metrics();
         for needle in [
             "affect_frames_total 1",
             "affect_reports_total 2",
             "affect_frames_skipped_total{cause=\"unusable\"} 1",
+            "affect_frames_skipped_total{cause=\"stale\"} 3",
+            "affect_capture_to_report_seconds_bucket{le=\"0.032\"} 1",
             "affect_stage_seconds_bucket{le=\"0.004\",stage=\"model\"} 1",
             "affect_faces 2",
             "affect_reporter_connected{reporter=\"mqtt://127.0.0.1:1/t\"} 1",

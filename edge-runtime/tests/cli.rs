@@ -113,11 +113,26 @@ fn info_prints_the_bundled_model_metadata() {
 
 #[test]
 fn bench_prints_stage_times_and_frame_rate() {
-    let out = affect_edge(&["bench", "--frames", "5", "--faces", "none"]);
+    let out = affect_edge(&[
+        "bench",
+        "--frames",
+        "5",
+        "--faces",
+        "none",
+        "--source",
+        "synthetic:1",
+        "--source",
+        "synthetic:2",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("stages (mean ms)"), "{text}");
     assert!(text.contains("frames/s"), "{text}");
+    // The second source is compared with the first on every backend that ran.
+    assert!(
+        text.contains("tract: frame time synthetic:2 / synthetic:1: "),
+        "{text}"
+    );
 }
 
 /// Exit code 2 and a message on stderr that contains `names`.

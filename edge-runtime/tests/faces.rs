@@ -14,7 +14,7 @@ use std::time::Instant;
 
 mod common;
 
-use affect_edge::backend::TractBackend;
+use affect_edge::backend::{EngineConfig, TractBackend};
 use affect_edge::faces::blazeface::AUTO_TILING;
 use affect_edge::faces::decode::{self, INPUT_SIZE, Region, Tiling};
 use affect_edge::faces::landmarks::{DEFAULT_MARGIN, face_api_preprocess};
@@ -111,7 +111,12 @@ fn astronaut_has_one_face_matching_onnx_runtime() {
     let Some(python) = python() else { return };
     let image = astronaut(&python);
     let frame = load_rgb(&image);
-    let mut finder = BundledFaces::load(Some(&models()), &FacesConfig::default()).unwrap();
+    let mut finder = BundledFaces::load(
+        Some(&models()),
+        &FacesConfig::default(),
+        &EngineConfig::tract(),
+    )
+    .unwrap();
     let faces = finder.find(&frame).unwrap();
     let reference = oracle(&python, &image, &["--expression"]);
     let expected = reference["faces"].as_array().unwrap();
@@ -221,7 +226,12 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
     let image = solvay();
     let frame = load_rgb(&image);
     // The default configuration tiles this 1666 px frame by itself.
-    let mut finder = BundledFaces::load(Some(&models()), &FacesConfig::default()).unwrap();
+    let mut finder = BundledFaces::load(
+        Some(&models()),
+        &FacesConfig::default(),
+        &EngineConfig::tract(),
+    )
+    .unwrap();
     let faces = finder.find(&frame).unwrap();
     let Tiling { tile, overlap } = AUTO_TILING;
     let (tile, overlap) = (tile.to_string(), overlap.to_string());
@@ -286,7 +296,12 @@ fn the_default_pipeline_tracks_the_whole_solvay_group() {
         truth: None,
         cut: false,
     };
-    let finder = BundledFaces::load(Some(&models()), &FacesConfig::default()).unwrap();
+    let finder = BundledFaces::load(
+        Some(&models()),
+        &FacesConfig::default(),
+        &EngineConfig::tract(),
+    )
+    .unwrap();
     let backend = TractBackend::load(models().join("expression-va.onnx")).unwrap();
     let mut pipeline = Pipeline::new(
         FaceMode::Detect(Box::new(finder)),
@@ -311,6 +326,57 @@ fn the_default_pipeline_tracks_the_whole_solvay_group() {
                 .all(|r| (-1.0..=1.0).contains(&r.valence) && r.bbox[2] > 10.0)
         );
     }
+}
+
+/// With ONNX Runtime as the engine, the detector and the (batched) landmark net run there and
+/// find the same faces as on tract.
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn the_face_models_run_on_onnx_runtime_like_on_tract() {
+    use affect_edge::backend::{BackendKind, OnnxRuntimeConfig};
+    if common::oracle_env("ORT_DYLIB_PATH", "the Rust ONNX Runtime backend").is_none() {
+        return;
+    }
+    let frame = load_rgb(&solvay());
+    let engine = EngineConfig {
+        kind: BackendKind::Onnxruntime,
+        threads: 1,
+        onnxruntime: OnnxRuntimeConfig::default(),
+    };
+    let mut ort = BundledFaces::load(Some(&models()), &FacesConfig::default(), &engine).unwrap();
+    let mut tract = BundledFaces::load(
+        Some(&models()),
+        &FacesConfig::default(),
+        &EngineConfig::tract(),
+    )
+    .unwrap();
+    let (got, want) = (ort.find(&frame).unwrap(), tract.find(&frame).unwrap());
+    assert!(got.len() >= 20, "{} faces", got.len());
+    assert_eq!(got.len(), want.len());
+    let mut worst_box: f32 = 0.0;
+    let mut worst_landmark: f32 = 0.0;
+    for (a, b) in got.iter().zip(&want) {
+        worst_box = worst_box.max(max_abs_diff(&face_box(a), &face_box(b)));
+        worst_landmark = worst_landmark.max(max_abs_diff(
+            a.landmarks.as_ref().unwrap().0.as_flattened(),
+            b.landmarks.as_ref().unwrap().0.as_flattened(),
+        ));
+    }
+    eprintln!(
+        "solvay on ONNX Runtime: {} faces; |ORT - tract| box {worst_box:.4} px, landmarks \
+         {worst_landmark:.4} px",
+        got.len()
+    );
+    assert!(worst_box < 0.5, "boxes differ by {worst_box} px");
+    assert!(
+        worst_landmark < 0.5,
+        "landmarks differ by {worst_landmark} px"
+    );
+    // The wrong file is refused by name on this engine too.
+    let err = LandmarkNet::load_on(models().join(DETECTOR_FILE), DEFAULT_MARGIN, &engine)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(DETECTOR_FILE), "{err}");
 }
 
 #[test]
@@ -356,7 +422,12 @@ fn the_wrong_model_file_is_refused_by_name() {
 
 #[test]
 fn a_blank_frame_has_no_faces() {
-    let mut finder = BundledFaces::load(Some(&models()), &FacesConfig::default()).unwrap();
+    let mut finder = BundledFaces::load(
+        Some(&models()),
+        &FacesConfig::default(),
+        &EngineConfig::tract(),
+    )
+    .unwrap();
     let grey = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
     assert!(finder.find(&grey).unwrap().is_empty());
     assert!(finder.find(&image::RgbImage::new(0, 0)).unwrap().is_empty());
@@ -383,7 +454,7 @@ fn latency_tract_vs_onnx_runtime() {
     let image = astronaut(&python);
     let frame = load_rgb(&image);
     let runs = 200;
-    let detector =
+    let mut detector =
         BlazeFace::load(models().join(DETECTOR_FILE), DetectorConfig::default()).unwrap();
     let mut net = LandmarkNet::load(models().join(LANDMARKS_FILE), DEFAULT_MARGIN).unwrap();
     let region = Region {
@@ -392,12 +463,15 @@ fn latency_tract_vs_onnx_runtime() {
         width: frame.width(),
         height: frame.height(),
     };
-    let boxes: Vec<_> = BundledFaces::new(detector.clone(), None)
-        .find(&frame)
-        .unwrap()
-        .iter()
-        .map(|f| f.bbox)
-        .collect();
+    let boxes: Vec<_> = BundledFaces::new(
+        BlazeFace::load(models().join(DETECTOR_FILE), DetectorConfig::default()).unwrap(),
+        None,
+    )
+    .find(&frame)
+    .unwrap()
+    .iter()
+    .map(|f| f.bbox)
+    .collect();
     let detector_ms = median_ms(runs, || {
         detector.candidates(&frame, region).unwrap();
     });

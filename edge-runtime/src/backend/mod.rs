@@ -22,6 +22,8 @@ use crate::models::ModelFile;
 
 pub use contract::{ModelContract, StateLayout, sha256_hex};
 #[cfg(feature = "onnxruntime")]
+pub(crate) use onnxruntime::session as onnxruntime_session;
+#[cfg(feature = "onnxruntime")]
 pub use onnxruntime::{OnnxRuntimeBackend, runtime_info};
 pub use tract::TractBackend;
 
@@ -217,14 +219,29 @@ fn scatter_outputs(
         .collect())
 }
 
-/// Which engine runs the model.
+/// Which engine runs the networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// ONNX Runtime when its library loads (`ORT_DYLIB_PATH`, in a build with the
+    /// `onnxruntime` feature), else tract ([`resolve`]).
+    Auto,
     /// tract (pure Rust).
     Tract,
     /// ONNX Runtime, loaded from `ORT_DYLIB_PATH`.
     Onnxruntime,
+}
+
+/// The engine `kind` stands for: [`BackendKind::Auto`] becomes ONNX Runtime when its library
+/// loads, else tract; the others stay as they are.
+pub fn resolve(kind: BackendKind) -> BackendKind {
+    match kind {
+        BackendKind::Auto if engine_info(BackendKind::Onnxruntime).is_ok() => {
+            BackendKind::Onnxruntime
+        }
+        BackendKind::Auto => BackendKind::Tract,
+        other => other,
+    }
 }
 
 /// Where ONNX Runtime executes the model.
@@ -269,29 +286,53 @@ impl Default for OnnxRuntimeConfig {
     }
 }
 
+/// The engine every network of the runtime runs on (affect model, face detector, landmark
+/// net), with its thread count and ONNX Runtime settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// tract or ONNX Runtime.
+    pub kind: BackendKind,
+    /// Intra-op threads (0 = the engine's default).
+    pub threads: usize,
+    /// Provider options and TensorRT engine cache (ONNX Runtime only).
+    pub onnxruntime: OnnxRuntimeConfig,
+}
+
+impl EngineConfig {
+    /// tract with its default threads (the engine that needs nothing outside the binary).
+    pub fn tract() -> Self {
+        Self {
+            kind: BackendKind::Tract,
+            threads: 0,
+            onnxruntime: OnnxRuntimeConfig::default(),
+        }
+    }
+}
+
 impl std::str::FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "auto" => Ok(Self::Auto),
             "tract" => Ok(Self::Tract),
             "onnxruntime" | "ort" => Ok(Self::Onnxruntime),
             other => Err(format!(
-                "unknown backend {other:?} (expected tract or onnxruntime)"
+                "unknown backend {other:?} (expected auto, tract or onnxruntime)"
             )),
         }
     }
 }
 
-/// Loads `model` with the chosen backend. `threads` bounds intra-op parallelism (0 = default);
-/// `onnxruntime` applies to the ONNX Runtime backend only.
+/// Loads `model` with the chosen backend ([`resolve`]d first). `threads` bounds intra-op
+/// parallelism (0 = default); `onnxruntime` applies to the ONNX Runtime backend only.
 pub fn load(
     kind: BackendKind,
     model: &ModelFile,
     threads: usize,
     onnxruntime: &OnnxRuntimeConfig,
 ) -> Result<Box<dyn AffectBackend>, BackendError> {
-    match kind {
-        BackendKind::Tract => Ok(Box::new(TractBackend::load(model)?)),
+    match resolve(kind) {
+        BackendKind::Tract | BackendKind::Auto => Ok(Box::new(TractBackend::load(model)?)),
         #[cfg(feature = "onnxruntime")]
         BackendKind::Onnxruntime => Ok(Box::new(OnnxRuntimeBackend::load(
             model,
@@ -310,6 +351,10 @@ pub fn load(
 /// Runtime's build information after its library was loaded from `ORT_DYLIB_PATH`.
 pub fn engine_info(kind: BackendKind) -> Result<String, BackendError> {
     match kind {
+        BackendKind::Auto => match resolve(kind) {
+            BackendKind::Onnxruntime => engine_info(BackendKind::Onnxruntime),
+            _ => Ok("tract (built in; ONNX Runtime not loadable)".into()),
+        },
         BackendKind::Tract => Ok("tract (built in)".into()),
         #[cfg(feature = "onnxruntime")]
         BackendKind::Onnxruntime => runtime_info(),
@@ -338,4 +383,23 @@ const NO_ONNXRUNTIME: &str =
 /// Reads and validates the `affect` metadata JSON of an ONNX file without running it.
 pub fn read_metadata(path: &Path) -> Result<ModelMetadata, BackendError> {
     Ok(ModelContract::load(&path.into())?.metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_resolves_to_onnx_runtime_exactly_when_its_library_loads() {
+        assert_eq!(resolve(BackendKind::Tract), BackendKind::Tract);
+        assert_eq!(resolve(BackendKind::Onnxruntime), BackendKind::Onnxruntime);
+        let loads = engine_info(BackendKind::Onnxruntime).is_ok();
+        let want = if loads {
+            BackendKind::Onnxruntime
+        } else {
+            BackendKind::Tract
+        };
+        assert_eq!(resolve(BackendKind::Auto), want);
+        assert_eq!("auto".parse::<BackendKind>(), Ok(BackendKind::Auto));
+    }
 }

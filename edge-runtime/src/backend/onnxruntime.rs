@@ -82,46 +82,59 @@ impl OnnxRuntimeBackend {
         let bytes = read_model(&model)?;
         let display = model.describe();
         let contract = ModelContract::from_bytes(&bytes, &display)?;
-        let env = environment()?;
-        let load_err = |e: String| BackendError::Load {
-            path: display.clone(),
-            message: e,
-        };
-        let mut builder = Session::builder(env).map_err(|e| load_err(e.to_string()))?;
-        if threads > 0 {
-            builder = builder
-                .with_intra_threads(threads)
-                .map_err(|e| load_err(e.to_string()))?;
-        }
-        builder = match provider {
-            ExecutionProvider::Cpu => builder,
-            #[cfg(feature = "cuda")]
-            ExecutionProvider::Cuda => builder
-                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-                .map_err(|e| load_err(format!("CUDA execution provider: {e}")))?,
-            #[cfg(feature = "cuda")]
-            ExecutionProvider::TensorRt => builder
-                .with_execution_providers([
-                    tensorrt(config).build().error_on_failure(),
-                    ort::ep::CUDA::default().build().error_on_failure(),
-                ])
-                .map_err(|e| load_err(format!("TensorRT execution provider: {e}")))?,
-            #[cfg(not(feature = "cuda"))]
-            other => {
-                return Err(BackendError::Unavailable(format!(
-                    "{other:?} needs a build with `--features cuda`"
-                )));
-            }
-        };
-        let session = builder
-            .commit_from_memory(&bytes)
-            .map_err(|e| load_err(e.to_string()))?;
+        let session = session(&bytes, &display, config, threads)?;
         Ok(Self {
             contract,
             session,
             provider,
         })
     }
+}
+
+/// An ONNX Runtime session of the ONNX model in `bytes` (named `display` in errors) on the
+/// configured execution provider (with its TensorRT options and engine cache) and `threads`
+/// intra-op threads (0 = ONNX Runtime's default). Every network of the runtime (affect model,
+/// detector, landmark net) is loaded through here, so all get the same options.
+pub(crate) fn session(
+    bytes: &[u8],
+    display: &str,
+    config: &OnnxRuntimeConfig,
+    threads: usize,
+) -> Result<Session, BackendError> {
+    let env = environment()?;
+    let load_err = |e: String| BackendError::Load {
+        path: display.to_owned(),
+        message: e,
+    };
+    let mut builder = Session::builder(env).map_err(|e| load_err(e.to_string()))?;
+    if threads > 0 {
+        builder = builder
+            .with_intra_threads(threads)
+            .map_err(|e| load_err(e.to_string()))?;
+    }
+    builder = match config.provider {
+        ExecutionProvider::Cpu => builder,
+        #[cfg(feature = "cuda")]
+        ExecutionProvider::Cuda => builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| load_err(format!("CUDA execution provider: {e}")))?,
+        #[cfg(feature = "cuda")]
+        ExecutionProvider::TensorRt => builder
+            .with_execution_providers([
+                tensorrt(config).build().error_on_failure(),
+                ort::ep::CUDA::default().build().error_on_failure(),
+            ])
+            .map_err(|e| load_err(format!("TensorRT execution provider: {e}")))?,
+        #[cfg(not(feature = "cuda"))]
+        other => {
+            return Err(BackendError::Unavailable(format!(
+                "{other:?} needs a build with `--features cuda`"
+            )));
+        }
+    };
+    builder
+        .commit_from_memory(bytes)
+        .map_err(|e| load_err(e.to_string()))
 }
 
 /// The TensorRT provider with the configured precision and engine cache.

@@ -16,8 +16,7 @@ use super::{
 use crate::batch::{BatchPlans, BatchedInput};
 use crate::models::ModelFile;
 
-/// An affect model compiled by tract, one plan per power-of-two batch size
-/// ([`BatchPlans`]).
+/// An affect model compiled by tract for one row; a batch runs row by row ([`BatchPlans`]).
 pub struct TractBackend {
     contract: ModelContract,
     plans: BatchPlans,
@@ -133,27 +132,34 @@ impl AffectBackend for TractBackend {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
+        // One row at a time on the batch-1 plan (faster per face in tract, see
+        // `crate::batch`); states change only once every row ran.
         let run = |e: TractError| BackendError::Run(format!("{e:#}"));
-        let batch = BatchPlans::batch_for(faces.len());
-        let mut given = batch_inputs(&self.contract, faces, states, batch);
-        let mut inputs = Vec::with_capacity(self.input_order.len());
-        for which in &self.input_order {
-            let data = match which {
-                InputName::Face => Some(std::mem::take(&mut given.face)),
-                InputName::Landmarks => given.landmarks.take(),
-                InputName::H => given.h.take(),
-                InputName::C => given.c.take(),
-            };
-            inputs.push(data.ok_or_else(|| {
-                BackendError::Run(format!("no data for the model's {which:?} input"))
-            })?);
+        let mut next = states.to_vec();
+        let mut estimates = Vec::with_capacity(faces.len());
+        for (face, state) in faces.iter().zip(next.chunks_mut(1)) {
+            let mut given = batch_inputs(&self.contract, std::slice::from_ref(face), state, 1);
+            let mut inputs = Vec::with_capacity(self.input_order.len());
+            for which in &self.input_order {
+                let data = match which {
+                    InputName::Face => Some(std::mem::take(&mut given.face)),
+                    InputName::Landmarks => given.landmarks.take(),
+                    InputName::H => given.h.take(),
+                    InputName::C => given.c.take(),
+                };
+                inputs.push(data.ok_or_else(|| {
+                    BackendError::Run(format!("no data for the model's {which:?} input"))
+                })?);
+            }
+            let outputs = self.plans.run(&inputs).map_err(run)?;
+            let slice = |ix: usize| outputs[ix].try_as_plain_ram()?.as_slice::<f32>();
+            let va = slice(self.va).map_err(run)?;
+            let h = self.h_out.map(slice).transpose().map_err(run)?;
+            let c = self.c_out.map(slice).transpose().map_err(run)?;
+            estimates.extend(scatter_outputs(&self.contract, 1, va, h, c, state)?);
         }
-        let outputs = self.plans.run(batch, &inputs).map_err(run)?;
-        let slice = |ix: usize| outputs[ix].try_as_plain_ram()?.as_slice::<f32>();
-        let va = slice(self.va).map_err(run)?;
-        let h = self.h_out.map(slice).transpose().map_err(run)?;
-        let c = self.c_out.map(slice).transpose().map_err(run)?;
-        scatter_outputs(&self.contract, batch, va, h, c, states)
+        states.clone_from_slice(&next);
+        Ok(estimates)
     }
 
     fn name(&self) -> String {

@@ -1,11 +1,14 @@
 //! The BlazeFace detector (`models/blazeface.onnx`, MediaPipe front / short-range model) run
-//! with tract: letterbox → model → decode → suppression, optionally on tiles of large frames.
+//! on the configured engine: letterbox → model → decode → suppression, on tiles of large frames
+//! too.
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use super::FaceError;
 use super::decode::{self, Detection, INPUT_SIZE, Region, Suppression, Tiling};
-use super::{FaceError, Plan};
+use super::net::FaceNet;
+use crate::backend::EngineConfig;
 use crate::models::ModelFile;
 
 /// Detector settings.
@@ -96,9 +99,9 @@ struct OutputLayout {
 }
 
 /// The BlazeFace face detector.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BlazeFace {
-    plan: Plan,
+    net: FaceNet,
     model: ModelFile,
     layout: OutputLayout,
     anchors: Vec<[f64; 2]>,
@@ -107,17 +110,27 @@ pub struct BlazeFace {
 
 impl BlazeFace {
     /// Loads `blazeface.onnx` (input NHWC `[1, 128, 128, 3]`, outputs scores `[1, 512|384, 1]`
-    /// and regressors `[1, 512|384, 16]`); refuses any other network, naming the file.
+    /// and regressors `[1, 512|384, 16]`) with tract; refuses any other network, naming the
+    /// file.
     pub fn load(model: impl Into<ModelFile>, config: DetectorConfig) -> Result<Self, FaceError> {
+        Self::load_on(model, config, &EngineConfig::tract())
+    }
+
+    /// [`Self::load`] on `engine` (tract, or ONNX Runtime with its provider options).
+    pub fn load_on(
+        model: impl Into<ModelFile>,
+        config: DetectorConfig,
+        engine: &EngineConfig,
+    ) -> Result<Self, FaceError> {
         let model = model.into();
         config.validate()?;
-        let plan = super::load_plan(&model, &[1, INPUT_SIZE, INPUT_SIZE, 3])?;
-        let layout = output_layout(&plan).map_err(|message| FaceError::Model {
+        let (net, shapes) = FaceNet::load(&model, &[1, INPUT_SIZE, INPUT_SIZE, 3], engine)?;
+        let layout = output_layout(&shapes).map_err(|message| FaceError::Model {
             path: model.describe(),
             message: format!("not the BlazeFace front model: {message}"),
         })?;
         Ok(Self {
-            plan,
+            net,
             model,
             layout,
             anchors: decode::anchors(),
@@ -137,19 +150,19 @@ impl BlazeFace {
 
     /// Raw candidates of one region (above the score threshold), in frame pixels.
     pub fn candidates(
-        &self,
+        &mut self,
         frame: &RgbImage,
         region: Region,
     ) -> Result<Vec<Detection>, FaceError> {
         let (input, mapping) = decode::letterbox_input(frame, region);
-        let outputs = super::run(&self.plan, &[1, INPUT_SIZE, INPUT_SIZE, 3], &input)?;
+        let outputs = self.net.run(&[1, INPUT_SIZE, INPUT_SIZE, 3], input)?;
         let mut logits = Vec::with_capacity(decode::ANCHOR_COUNT);
         let mut regressors = Vec::with_capacity(decode::ANCHOR_COUNT * decode::REGRESSOR_WIDTH);
         for i in self.layout.scores {
-            logits.extend(super::values(&outputs[i])?);
+            logits.extend_from_slice(&outputs[i].values);
         }
         for i in self.layout.regressors {
-            regressors.extend(super::values(&outputs[i])?);
+            regressors.extend_from_slice(&outputs[i].values);
         }
         Ok(decode::decode(
             &logits,
@@ -162,7 +175,7 @@ impl BlazeFace {
 
     /// Faces in `frame`, best first: candidates of the whole frame and of every tile (without
     /// those cut by an inner tile edge), merged by non-maximum suppression.
-    pub fn detect(&self, frame: &RgbImage) -> Result<Vec<Detection>, FaceError> {
+    pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Detection>, FaceError> {
         let (width, height) = frame.dimensions();
         if width == 0 || height == 0 {
             return Ok(Vec::new());
@@ -186,21 +199,15 @@ impl BlazeFace {
 }
 
 /// Finds the four outputs by shape.
-fn output_layout(plan: &Plan) -> Result<OutputLayout, String> {
-    let model = plan.model();
-    let count = model.outputs.len();
+fn output_layout(shapes: &[Vec<usize>]) -> Result<OutputLayout, String> {
+    let count = shapes.len();
     if count != 4 {
         return Err(format!("expected 4 outputs, found {count}"));
     }
     let mut scores = [None; 2];
     let mut regressors = [None; 2];
-    for i in 0..count {
-        let fact = model.output_fact(i).map_err(|e| format!("{e:#}"))?;
-        let shape = fact
-            .shape
-            .as_concrete()
-            .ok_or_else(|| format!("output {i} has a symbolic shape {:?}", fact.shape))?;
-        let layer = match shape {
+    for (i, shape) in shapes.iter().enumerate() {
+        let layer = match shape.as_slice() {
             [1, 512, _] => 0,
             [1, 384, _] => 1,
             _ => return Err(format!("output {i} has shape {shape:?}")),

@@ -1,14 +1,15 @@
-//! The face-api.js 68-point landmark net (`models/face-landmarks-68.onnx`) run with tract:
+//! The face-api.js 68-point landmark net (`models/face-landmarks-68.onnx`) on the configured
+//! engine:
 //! a square crop around each face box, one batched run, outputs mapped back to frame pixels.
 
 use affect_shared::contract::{LANDMARK_POINTS, LANDMARK_VALUES};
 
 use affect_shared::preprocess::{Alignment, ColourOrder, FaceBox, Landmarks68, Preprocess};
 use image::RgbImage;
-use tract_onnx::prelude::{TDim, TractResult, TypedFact};
 
 use super::FaceError;
-use crate::batch::{BatchPlans, BatchedInput};
+use super::net::FaceNet;
+use crate::backend::EngineConfig;
 use crate::models::ModelFile;
 
 /// Side of the landmark net's square input.
@@ -56,58 +57,45 @@ pub fn to_frame(fractions: &[f32], origin: [f32; 2], side: f32) -> Landmarks68 {
 }
 
 /// The 68-point landmark net.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LandmarkNet {
-    plans: BatchPlans,
+    net: FaceNet,
     model: ModelFile,
     preprocess: Preprocess,
 }
 
 impl LandmarkNet {
-    /// Loads `face-landmarks-68.onnx` (input `[N, 3, 112, 112]`, output `[N, 136]`) with the
-    /// given crop margin; refuses another network, naming the file.
+    /// Loads `face-landmarks-68.onnx` (input `[N, 3, 112, 112]`, output `[N, 136]`) with tract
+    /// and the given crop margin; refuses another network, naming the file.
     pub fn load(model: impl Into<ModelFile>, margin: f32) -> Result<Self, FaceError> {
+        Self::load_on(model, margin, &EngineConfig::tract())
+    }
+
+    /// [`Self::load`] on `engine` (tract, or ONNX Runtime with its provider options).
+    pub fn load_on(
+        model: impl Into<ModelFile>,
+        margin: f32,
+        engine: &EngineConfig,
+    ) -> Result<Self, FaceError> {
         let model = model.into();
         let preprocess = face_api_preprocess(margin);
         preprocess
             .validate()
             .map_err(|e| FaceError::Config(format!("landmark margin: {e}")))?;
-        // All faces of a frame in one run, on plans compiled per batch size ([`BatchPlans`]).
+        // All faces of a frame in one run.
         let side = INPUT_SIZE as usize;
-        let shape = [1, 3, side, side];
-        let plans = BatchPlans::new(
-            super::read_model(&model)?,
-            vec![BatchedInput {
-                shape: shape.into(),
-                axis: 0,
-            }],
-        )
-        .map_err(|e| super::wrong_input(&model, &shape, e))?;
-        let graph = plans.first().model();
-        let dims = |fact: TractResult<&TypedFact>| -> Vec<TDim> {
-            fact.map(|f| f.shape.iter().cloned().collect())
-                .unwrap_or_default()
-        };
-        let (input, output) = (dims(graph.input_fact(0)), dims(graph.output_fact(0)));
-        let side_dim = TDim::from(side);
-        let expected_input = [TDim::from(3usize), side_dim.clone(), side_dim];
-        if graph.inputs.len() != 1
-            || graph.outputs.len() != 1
-            || input.len() != 4
-            || input[1..] != expected_input
-            || output.len() != 2
-            || output[1] != TDim::from(136usize)
-        {
+        let (net, outputs) = FaceNet::load(&model, &[1, 3, side, side], engine)?;
+        if outputs != [vec![1, LANDMARK_VALUES]] {
             return Err(FaceError::Model {
                 path: model.describe(),
                 message: format!(
                     "not the 68-landmark net: expected one input [N,3,112,112] and one output \
-                     [N,136], found input {input:?} and output {output:?}"
+                     [N,136], found outputs {outputs:?}"
                 ),
             });
         }
         Ok(Self {
-            plans,
+            net,
             model,
             preprocess,
         })
@@ -133,22 +121,18 @@ impl LandmarkNet {
             return Ok(Vec::new());
         }
         let side = INPUT_SIZE as usize;
-        let crop = 3 * side * side;
-        let batch = BatchPlans::batch_for(faces.len());
-        let mut pixels = vec![0.0; batch * crop];
-        for (row, face) in pixels.chunks_exact_mut(crop).zip(faces) {
-            row.copy_from_slice(&self.preprocess.face_input(frame, face, None)?.pixels);
+        let mut pixels = Vec::with_capacity(faces.len() * 3 * side * side);
+        for face in faces {
+            pixels.extend(self.preprocess.face_input(frame, face, None)?.pixels);
         }
-        let outputs = self
-            .plans
-            .run(batch, &[pixels])
-            .map_err(|e| FaceError::Inference(format!("{e:#}")))?;
-        let fractions = super::values(&outputs[0])?;
-        if fractions.len() != batch * LANDMARK_VALUES {
+        let outputs = self.net.run(&[faces.len(), 3, side, side], pixels)?;
+        let fractions = outputs.first().map_or(&[][..], |o| &o.values[..]);
+        if fractions.len() != faces.len() * LANDMARK_VALUES {
             return Err(FaceError::Inference(format!(
-                "{}: {} landmark values for {batch} faces, expected 136 each",
+                "{}: {} landmark values for {} faces, expected 136 each",
                 self.model.describe(),
-                fractions.len()
+                fractions.len(),
+                faces.len()
             )));
         }
         Ok(faces

@@ -1,5 +1,5 @@
 //! Faces in a frame: detection (BlazeFace) and 68-point landmarks (face-api.js landmark net),
-//! both real pretrained ONNX models from `models/`, run with tract.
+//! both real pretrained ONNX models from `models/`, run on the engine the affect model uses.
 //!
 //! [`BundledFaces`] is the [`FaceFinder`] the runtime uses: [`BlazeFace`] finds faces (optionally
 //! also on tiles of large frames), [`LandmarkNet`] adds 68 landmarks per face. The pure parts
@@ -15,6 +15,7 @@ use tract_onnx::prelude::*;
 pub mod blazeface;
 pub mod decode;
 pub mod landmarks;
+mod net;
 pub mod pipeline;
 
 pub use blazeface::{BlazeFace, DetectorConfig};
@@ -64,8 +65,6 @@ pub trait FaceFinder {
     fn find(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError>;
 }
 
-use crate::batch::Plan;
-
 /// Reads an ONNX model with tract (not yet optimised). Errors name the file.
 fn read_model(model: &ModelFile) -> Result<InferenceModel, FaceError> {
     let path = model.describe();
@@ -93,35 +92,4 @@ fn wrong_input(model: &ModelFile, shape: &[usize], e: TractError) -> FaceError {
         path: model.describe(),
         message: format!("does not take an input of shape {shape:?} (wrong model file?): {e:#}"),
     }
-}
-
-/// Loads an ONNX model with tract, fixing the first input's shape, and optimises it. Errors
-/// name the file.
-fn load_plan(model: &ModelFile, input_shape: &[usize]) -> Result<Plan, FaceError> {
-    let error = |e: TractError| FaceError::Model {
-        path: model.describe(),
-        message: format!("{e:#}"),
-    };
-    read_model(model)?
-        .with_input_fact(0, f32::fact(input_shape).into())
-        .and_then(|m| m.into_optimized())
-        .map_err(|e| wrong_input(model, input_shape, e))?
-        .into_runnable()
-        .map_err(error)
-}
-
-/// Runs a plan on one f32 tensor and returns its outputs.
-fn run(plan: &Plan, shape: &[usize], data: &[f32]) -> Result<TVec<TValue>, FaceError> {
-    let tensor =
-        Tensor::from_shape(shape, data).map_err(|e| FaceError::Inference(format!("{e:#}")))?;
-    plan.run(tvec!(tensor.into()))
-        .map_err(|e| FaceError::Inference(format!("{e:#}")))
-}
-
-/// The values of an f32 output, in row-major order.
-fn values(output: &TValue) -> Result<Vec<f32>, FaceError> {
-    let view = output
-        .to_plain_array_view::<f32>()
-        .map_err(|e| FaceError::Inference(format!("{e:#}")))?;
-    Ok(view.iter().copied().collect())
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::backend::EngineConfig;
 use crate::models::ModelFile;
 
 use affect_shared::preprocess::{FaceBox, Landmarks68};
@@ -41,7 +42,7 @@ impl Default for FacesConfig {
 }
 
 /// BlazeFace detections, each with 68 landmarks when a landmark net is loaded.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BundledFaces {
     detector: BlazeFace,
     landmarks: Option<LandmarkNet>,
@@ -57,15 +58,24 @@ impl BundledFaces {
     }
 
     /// Loads [`DETECTOR_FILE`] and (when `config.landmarks`) [`LANDMARKS_FILE`] from `dir`,
-    /// or the embedded copies without one.
-    pub fn load(dir: Option<&Path>, config: &FacesConfig) -> Result<Self, FaceError> {
-        let detector = BlazeFace::load(ModelFile::resolve(dir, DETECTOR_FILE), config.detector)?;
+    /// or the embedded copies without one, on `engine` (the affect model's).
+    pub fn load(
+        dir: Option<&Path>,
+        config: &FacesConfig,
+        engine: &EngineConfig,
+    ) -> Result<Self, FaceError> {
+        let detector = BlazeFace::load_on(
+            ModelFile::resolve(dir, DETECTOR_FILE),
+            config.detector,
+            engine,
+        )?;
         let landmarks = config
             .landmarks
             .then(|| {
-                LandmarkNet::load(
+                LandmarkNet::load_on(
                     ModelFile::resolve(dir, LANDMARKS_FILE),
                     config.landmark_margin,
+                    engine,
                 )
             })
             .transpose()?;
@@ -137,7 +147,12 @@ mod tests {
     #[test]
     fn a_missing_model_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let err = BundledFaces::load(Some(dir.path()), &FacesConfig::default()).unwrap_err();
+        let err = BundledFaces::load(
+            Some(dir.path()),
+            &FacesConfig::default(),
+            &EngineConfig::tract(),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains(DETECTOR_FILE) && text.contains("no such model file"),

@@ -3,16 +3,19 @@
 //! ([`SyntheticCamera`]: generator faces with known valence/arousal). All behind
 //! [`FrameSource`]; each has a serde-derivable config struct for the TOML configuration.
 //! [`Replay`] serves frames recorded from any of them; [`WithOutages`] makes any of them
-//! unavailable on a schedule, to rehearse camera outages.
+//! unavailable on a schedule, to rehearse camera outages. [`LatestFrame`] captures a live source
+//! on its own thread and always hands out the newest frame.
 
 mod camera;
 mod decode;
 mod image_dir;
+mod latest;
 mod outages;
 mod synthetic;
 
 use std::time::Duration;
 
+pub(crate) use camera::wall_clock_ms;
 pub use camera::{
     CameraConfig, CameraOpener, CameraStream, OfferedFormat, OpenError, PixelFormat, RawFrame,
     ReopeningCamera, StreamLayout, V4l2Camera, V4l2Opener, V4l2Stream, decode_frame,
@@ -20,6 +23,7 @@ pub use camera::{
 };
 pub use decode::{DecodeError, YuvRange, mjpeg_to_rgb, yuyv_to_rgb};
 pub use image_dir::{ImageDir, ImageDirConfig, OnBadImage};
+pub use latest::LatestFrame;
 pub use outages::{OutageConfig, OutageSchedule, Phase, WithOutages};
 pub use synthetic::{SyntheticCamera, SyntheticConfig};
 
@@ -85,6 +89,11 @@ pub trait FrameSource {
     fn next_frame(&mut self, timeout: Duration) -> Result<Option<Frame>, SourceError>;
     /// Human-readable name for logs ("camera /dev/video0 640x480 MJPG", "images ./dir").
     fn describe(&self) -> String;
+    /// Stale frames dropped so far because a newer one arrived before they were taken
+    /// ([`LatestFrame`]); sources that deliver every frame drop none.
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
@@ -94,6 +103,9 @@ impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
 
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn dropped(&self) -> u64 {
+        (**self).dropped()
     }
 }
 

@@ -138,6 +138,10 @@ impl<S: FrameSource> FrameSource for WithOutages<S> {
         self.next_frame_at(Instant::now(), timeout)
     }
 
+    fn dropped(&self) -> u64 {
+        self.inner.dropped()
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} (rehearsed outages: {:.1} s every {:.1} s)",
