@@ -75,7 +75,7 @@ impl Adam {
                     continue;
                 }
                 if let Some(scale) = clip.filter(|&s| s < 1.0) {
-                    grad = grad * scale;
+                    grad *= scale;
                 }
                 let grad = if self.config.weight_decay > 0.0 {
                     grad + &*p * self.config.weight_decay
