@@ -35,3 +35,29 @@ pub fn mse_loss(pred: &Tensor, truth: &Tensor, mask: &Tensor) -> Tensor {
     let err = (pred - truth) * &m;
     (&err * &err).sum(pred.kind()) / (m.sum(pred.kind()) * 2.0).clamp_min(1.0)
 }
+
+/// The moment anchor: per dimension `(mean_pred − mean_truth)² + (sd_pred − sd_truth)²` over the
+/// masked frames, averaged over the two dimensions (a scalar).
+///
+/// For any correlation between prediction and truth, CCC is largest when the prediction's mean
+/// and standard deviation equal the truth's, so adding this term does not move the CCC's
+/// optimum; it gives the mean and scale the gradient the CCC lacks while the covariance is ≈ 0
+/// (and the push back the CCC reverses while it is negative), which otherwise lets them drift
+/// until every gradient vanishes — the collapse [`crate::train::collapse`] detects.
+pub fn moment_anchor(pred: &Tensor, truth: &Tensor, mask: &Tensor) -> Tensor {
+    let m = mask.to_kind(pred.kind()).unsqueeze(-1);
+    let count = m.sum(pred.kind()).clamp_min(1.0);
+    let flat = |t: &Tensor| t.reshape([-1, 2]);
+    let (x, y, w) = (flat(pred), flat(truth), flat(&m.expand_as(pred)));
+    let moments = |v: &Tensor| {
+        let mean = (v * &w).sum_dim_intlist(0, false, pred.kind()) / &count;
+        let dev = (v - &mean) * &w;
+        let var = (&dev * &dev).sum_dim_intlist(0, false, pred.kind()) / &count;
+        (mean, (var + 1e-12).sqrt())
+    };
+    let (mean_x, sd_x) = moments(&x);
+    let (mean_y, sd_y) = moments(&y);
+    let d_mean = mean_x - mean_y;
+    let d_sd = sd_x - sd_y;
+    (&d_mean * &d_mean + &d_sd * &d_sd).mean(pred.kind())
+}

@@ -4,13 +4,20 @@
 
 use affect_shared::metadata::{DimensionScore, Validation};
 use affect_trainer::ablate::{
-    VariantResult, plan, quick_base, quick_check, tables, variant_config,
+    VariantResult, Verdict, findings, findings_table, plan, quick_base, quick_check, stats, tables,
+    variant_config,
 };
 use affect_trainer::model::Architecture;
 
 fn result(id: &str, v: f64, a: f64) -> VariantResult {
+    seeded(id, 0, v, a)
+}
+
+fn seeded(id: &str, seed: u64, v: f64, a: f64) -> VariantResult {
     VariantResult {
         id: id.into(),
+        seed,
+        collapsed: false,
         best: Some(Validation {
             valence: DimensionScore { ccc: v, mse: 0.1 },
             arousal: DimensionScore { ccc: a, mse: 0.2 },
@@ -51,14 +58,26 @@ fn tables_show_the_rows_that_ran_and_the_quick_check_compares_at_equal_budget() 
         result("gru-128x2-lm-mse", 0.50, 0.45),
     ];
     let md = tables(&results);
-    assert!(md.contains("| VGG-16, image + landmarks | 0.400 | 0.300 | 0.1000 | 0.2000 |"));
-    assert!(md.contains("| CNN-GRU 128×2 | 0.700 | 0.650 |"));
+    assert!(md.contains("| VGG-16, image + landmarks | 0.400 | 0.300 | 0.1000 | 0.2000 | 1 |"));
+    assert!(md.contains("| CNN-GRU 128 × 2 | 0.700 | 0.650 |"));
     assert!(md.contains("| CNN-GRU, MSE | 0.500 | 0.450 |"));
     // Rows and tables without results are left out.
     assert!(!md.contains("ResNet-50"));
-    assert!(!md.contains("Table 9") || md.contains("image + landmarks"));
+    assert!(!md.contains("| LSTM (peephole) |"), "no LSTM ran");
+    // The paper's tables are cited by number, its numbers labelled as Aff-Wild results.
+    assert!(md.contains("(paper Table 4) and landmarks (paper Table 5)"));
+    assert!(md.contains("CNN vs CNN-RNN, with landmarks (paper Table 7)"));
+    assert!(md.contains("*Paper (Aff-Wild, not this data)*: Table 7"));
+    assert!(md.contains("CCC 0.57 / 0.43, MSE 0.08 / 0.06"));
     assert!(quick_check(&results, 0.6).is_ok());
     assert!(quick_check(&results, 0.68).is_err());
+    let mut collapsed = results.clone();
+    collapsed[1].collapsed = true;
+    let failed = quick_check(&collapsed, 0.6).unwrap_err();
+    assert!(
+        failed.contains("collapsed runs: cnn-vgg16-nolm (seed 0)"),
+        "{failed}"
+    );
     let weak = vec![
         result("cnn-vgg16-lm", 0.80, 0.80),
         result("gru-128x2-lm", 0.70, 0.65),
@@ -66,5 +85,75 @@ fn tables_show_the_rows_that_ran_and_the_quick_check_compares_at_equal_budget() 
     assert!(
         quick_check(&weak, 0.6).is_err(),
         "the GRU must beat the CNN"
+    );
+}
+
+#[test]
+fn seeds_give_mean_and_spread_and_the_findings_are_judged_against_the_spread() {
+    let mut results = Vec::new();
+    for (seed, jitter) in [(5, -0.02), (6, 0.0), (7, 0.02)] {
+        // Clearly better than the CNN: holds.
+        results.push(seeded("gru-128x2-lm", seed, 0.70 + jitter, 0.60 + jitter));
+        results.push(seeded("cnn-vgg16-lm", seed, 0.40 + jitter, 0.30 + jitter));
+        // Within the spread: inconclusive.
+        results.push(seeded(
+            "lstm-128x2-lm",
+            seed,
+            0.70 - 2.0 * jitter,
+            0.59 - 2.0 * jitter,
+        ));
+        // The MSE loss clearly wins: does not hold.
+        results.push(seeded(
+            "gru-128x2-lm-mse",
+            seed,
+            0.80 + jitter,
+            0.75 + jitter,
+        ));
+        // Best other size within the spread of 128 × 2.
+        results.push(seeded("gru-128x1-lm", seed, 0.69, 0.61));
+        results.push(seeded("gru-100x1-lm", seed, 0.30, 0.20));
+    }
+    let s = stats(&results, "gru-128x2-lm").unwrap();
+    assert_eq!(s.runs, 3);
+    assert!((s.ccc_valence.0 - 0.70).abs() < 1e-12);
+    assert!(
+        (s.ccc_valence.1 - 0.02).abs() < 1e-12,
+        "sample sd: {:?}",
+        s.ccc_valence
+    );
+    let md = tables(&results);
+    assert!(
+        md.contains("| CNN-GRU 128 × 2 | 0.700 ± 0.020 | 0.600 ± 0.020 |"),
+        "{md}"
+    );
+    let f = findings(&results);
+    let verdict = |claim: &str| {
+        f.iter()
+            .find(|f| f.claim.starts_with(claim))
+            .unwrap_or_else(|| panic!("{claim} missing from {f:?}"))
+            .verdict
+    };
+    assert_eq!(verdict("CNN-GRU > CNN"), Verdict::Holds);
+    assert_eq!(verdict("GRU > LSTM"), Verdict::Inconclusive);
+    assert_eq!(
+        verdict("CCC loss > MSE loss, CNN-GRU"),
+        Verdict::DoesNotHold
+    );
+    let sizes = f.iter().find(|f| f.claim.starts_with("2 × 128")).unwrap();
+    assert_eq!(
+        sizes.other, "gru-128x1-lm",
+        "compared with the best other size"
+    );
+    assert_eq!(sizes.verdict, Verdict::Inconclusive);
+    // Findings whose variants did not run are left out.
+    assert!(!f.iter().any(|f| f.claim.starts_with("landmarks")));
+    let table = findings_table(&f);
+    assert!(table.contains("| CNN-GRU > CNN (Table 7) | gru-128x2-lm | cnn-vgg16-lm | +0.300 | 0.028 | 3 | **holds** |"), "{table}");
+    // One seed has no spread: nothing can be concluded.
+    let one: Vec<VariantResult> = results.iter().filter(|r| r.seed == 5).cloned().collect();
+    assert!(
+        findings(&one)
+            .iter()
+            .all(|f| f.verdict == Verdict::Inconclusive)
     );
 }

@@ -325,3 +325,87 @@ fn training_learns_the_toy_task() {
     let best = summary.best.unwrap().validation;
     assert!(best.valence.ccc > 0.5 && best.arousal.ccc > 0.5, "{best:?}");
 }
+
+fn train_toy(config: &TrainConfig, run: &std::path::Path) -> affect_trainer::train::TrainSummary {
+    let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let train_set = Arc::new(toy_dataset(6, 60, 4));
+    let val_set = toy_dataset(2, 60, 5);
+    let (b, t) = config.batch_shape();
+    let mut source = MemoryBatches::new(train_set, 3, b, t).unwrap();
+    train(
+        config,
+        run,
+        &mut source,
+        Some(&val_set),
+        &TrainOptions::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_broken_learning_rate_is_flagged_as_a_collapse_in_the_metrics_and_the_summary() {
+    let config = tiny_config(&[
+        "network.kind=\"cnn\"",
+        "optim.lr=10.0",
+        "schedule.steps=20",
+        "schedule.validate_every=5",
+        "schedule.collapse_after=5",
+        "network.dropout=0.0",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let summary = train_toy(&config, dir.path());
+    let collapse = summary.collapse.expect("lr 10 must be flagged");
+    assert_eq!(collapse.step, 20, "the last validation is the one reported");
+    assert!(!collapse.dimensions.is_empty());
+    assert!(
+        collapse.causes[0].contains("optim.lr = 10"),
+        "the learning rate is named first: {:?}",
+        collapse.causes
+    );
+    let text = collapse.to_string();
+    assert!(text.starts_with("COLLAPSED at step 20"), "{text}");
+    let metrics = metrics_without_time(dir.path());
+    let flagged: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m.get("collapse").is_some())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert!(
+        flagged.contains(&20),
+        "metrics.jsonl flags the collapse: {flagged:?}"
+    );
+    assert!(flagged.iter().all(|&s| s >= 5), "not before collapse_after");
+    let c = &metrics
+        .iter()
+        .find(|m| m.get("collapse").is_some())
+        .unwrap()["collapse"];
+    assert!(c["causes"].as_array().is_some_and(|a| !a.is_empty()));
+    assert!(c["spread"]["label_std"][0].as_f64().unwrap() > 0.1);
+}
+
+#[test]
+fn a_healthy_run_is_not_flagged_and_logs_its_output_scale_and_gradient_norm() {
+    let config = tiny_config(&[
+        "network.kind=\"cnn\"",
+        "schedule.steps=60",
+        "schedule.validate_every=20",
+        "schedule.log_every=10",
+        "optim.lr=0.003",
+        "optim.decay_steps=100",
+        "network.dropout=0.0",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let summary = train_toy(&config, dir.path());
+    assert_eq!(summary.collapse, None, "{:?}", summary.last_validation);
+    let metrics = metrics_without_time(dir.path());
+    assert!(metrics.iter().all(|m| m.get("collapse").is_none()));
+    let logged: Vec<&serde_json::Value> =
+        metrics.iter().filter(|m| m.get("loss").is_some()).collect();
+    assert_eq!(logged.len(), 6);
+    for m in logged {
+        assert!(m["grad_norm"].as_f64().unwrap() > 0.0, "{m}");
+        let std = m["pred_std"].as_array().unwrap();
+        assert!(std.iter().all(|s| s.as_f64().unwrap() >= 0.0), "{m}");
+        assert_eq!(m["pred_mean"].as_array().unwrap().len(), 2);
+    }
+}

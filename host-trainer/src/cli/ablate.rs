@@ -20,14 +20,20 @@ pub struct Args {
     /// Frames per synthetic video.
     #[arg(long, default_value_t = 200)]
     frames: usize,
-    /// Seed of the synthetic dataset.
+    /// Seed of the synthetic dataset, and the first training seed (the others follow:
+    /// `seed + 1`, …).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Training seeds per variant; tables show mean ± standard deviation over them and each of
+    /// the paper's findings gets a verdict (holds / does not hold / inconclusive).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
     /// Where the runs and `ablation.md` go.
     #[arg(long, default_value = "ablation")]
     out: PathBuf,
-    /// Small networks at 48 px for a few hundred steps on the CPU (minutes), and check that the
-    /// CNN-GRU with landmarks reaches validation CCC ≥ 0.6 and beats the CNN.
+    /// Small networks at 48 px for a few hundred steps on the CPU (minutes per seed), and check
+    /// that no run collapsed and the CNN-GRU with landmarks reaches validation CCC ≥ 0.6 and
+    /// beats the CNN.
     #[arg(long)]
     quick: bool,
     /// Override a base config key for every variant (repeatable), e.g. `--set schedule.steps=2000`.
@@ -42,7 +48,8 @@ pub struct Args {
     vgg_face_weights: Option<PathBuf>,
 }
 
-/// Trains every variant and writes `OUT/ablation.md` and `OUT/ablation.json`.
+/// Trains every variant with every seed and writes `OUT/ablation.md` (tables, findings) and
+/// `OUT/ablation.json` (every run, the per-variant statistics and the findings).
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut base = if args.quick {
         ablate::quick_base()
@@ -105,21 +112,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         train_set.size
     );
     std::fs::create_dir_all(&args.out)?;
+    let seeds: Vec<u64> = (0..args.seeds).map(|k| args.seed + k).collect();
     let results = ablate::run(
         &base,
         &plan,
+        &seeds,
         train_set,
         &validation,
         &args.out,
         |r| match &r.best {
             Some(v) => eprintln!(
-                "{:<22} CCC V {:.3} A {:.3}  MSE V {:.4} A {:.4}  ({:.0} s)",
-                r.id, v.valence.ccc, v.arousal.ccc, v.valence.mse, v.arousal.mse, r.seconds
+                "{:<22} seed {:<3} CCC V {:.3} A {:.3}  MSE V {:.4} A {:.4}  ({:.0} s){}",
+                r.id,
+                r.seed,
+                v.valence.ccc,
+                v.arousal.ccc,
+                v.valence.mse,
+                v.arousal.mse,
+                r.seconds,
+                if r.collapsed { "  COLLAPSED" } else { "" }
             ),
-            None => eprintln!("{:<22} no validation score ({:.0} s)", r.id, r.seconds),
+            None => eprintln!(
+                "{:<22} seed {:<3} no validation score ({:.0} s)",
+                r.id, r.seed, r.seconds
+            ),
         },
     )?;
-    let mut md = ablate::tables(&results);
+    let findings = ablate::findings(&results);
+    let mut md = format!(
+        "## Ablation: {} variant(s) × seeds {seeds:?}\n\n",
+        plan.len()
+    );
+    md.push_str(&ablate::tables(&results));
+    md.push_str(&ablate::findings_table(&findings));
     let check = args.quick.then(|| ablate::quick_check(&results, 0.6));
     if let Some(check) = &check {
         let line = match check {
@@ -131,7 +156,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(args.out.join("ablation.md"), &md)?;
     std::fs::write(
         args.out.join("ablation.json"),
-        serde_json::to_string_pretty(&results)?,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "seeds": seeds,
+            "runs": results,
+            "variants": plan
+                .iter()
+                .filter_map(|v| ablate::stats(&results, &v.id))
+                .collect::<Vec<_>>(),
+            "findings": findings,
+        }))?,
     )?;
     println!("{md}");
     match check {

@@ -201,10 +201,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             run.display()
         ),
     }
+    if let Some(collapse) = &summary.collapse {
+        eprintln!(
+            "WARNING: this run {collapse}\n(details under \"collapse\" in {})",
+            RunDir::new(&run).metrics().display()
+        );
+    }
     if let Some(best) = summary.best {
         println!(
             "{}",
-            serde_json::json!({"best_step": best.step, "mean_ccc": best.mean_ccc, "validation": best.validation})
+            serde_json::json!({
+                "best_step": best.step,
+                "mean_ccc": best.mean_ccc,
+                "validation": best.validation,
+                "collapsed": summary.collapse.is_some(),
+            })
         );
     }
     Ok(())

@@ -138,6 +138,10 @@ pub struct NetworkConfig {
     pub pool: Option<u32>,
     /// Dropout probability after hidden FC and recurrent layers.
     pub dropout: f64,
+    /// LSTM only: initial forget-gate bias (`bias_ih`'s forget block; `bias_hh`'s is then 0).
+    /// `None` keeps PyTorch's uniform initialisation (the paper's frameworks' default); 1 keeps
+    /// the cell memory open while the gates learn (Jozefowicz et al. 2015).
+    pub forget_bias: Option<f64>,
     /// Joint or per-dimension networks.
     pub outputs: Outputs,
     /// Pretrained backbone weights (torchvision VGG-16 / ResNet-50 state dict or VGG-Face),
@@ -160,6 +164,7 @@ impl Default for NetworkConfig {
             input_size: 224,
             pool: None,
             dropout: 0.5,
+            forget_bias: None,
             outputs: Outputs::Joint,
             pretrained: None,
             freeze_conv: false,
@@ -238,6 +243,12 @@ impl NetworkConfig {
         }
         if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
             return Err(ConfigError::new(key("dropout"), "must be in [0, 1)"));
+        }
+        if self.forget_bias.is_some_and(|b| !b.is_finite()) {
+            return Err(ConfigError::new(
+                key("forget_bias"),
+                "must be a finite number",
+            ));
         }
         if self.kind == Architecture::CnnRnn {
             if !(1..=4096).contains(&self.hidden) {
@@ -366,13 +377,16 @@ impl Network {
             in_features += LANDMARK_DIM;
         }
         let rnn = config.is_recurrent().then(|| {
-            let r = Recurrent::new(
+            let mut r = Recurrent::new(
                 &(p / "rnn"),
                 config.cell,
                 in_features,
                 i64::from(config.hidden),
                 config.layers as usize,
             );
+            if let Some(bias) = config.forget_bias {
+                r.set_forget_bias(bias);
+            }
             in_features = i64::from(config.hidden);
             r
         });

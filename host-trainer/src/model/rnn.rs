@@ -107,6 +107,21 @@ impl Recurrent {
         }
     }
 
+    /// LSTM only (a GRU has no forget gate): sets every layer's forget-gate bias to `bias`
+    /// (`bias_ih`'s `f` block; `bias_hh`'s `f` block becomes 0).
+    pub fn set_forget_bias(&mut self, bias: f64) {
+        if self.cell != Cell::Lstm {
+            return;
+        }
+        let h = self.hidden;
+        tch::no_grad(|| {
+            for layer in &mut self.layers {
+                let _ = layer.bias_ih.narrow(0, h, h).fill_(bias);
+                let _ = layer.bias_hh.narrow(0, h, h).fill_(0.0);
+            }
+        });
+    }
+
     /// Cell type.
     pub fn cell(&self) -> Cell {
         self.cell

@@ -28,6 +28,16 @@ pub struct LossConfig {
     pub kind: LossKind,
     /// Weight of the MSE term for [`LossKind::Weighted`].
     pub mse_weight: f64,
+    /// Weight of the moment anchor ([`crate::loss::moment_anchor`]) added to the CCC term of
+    /// [`LossKind::Ccc`] and [`LossKind::Weighted`]: holds the output's mean and standard
+    /// deviation to the labels' without moving the CCC's optimum. Default 1; 0 is the paper's
+    /// pure CCC loss (which collapses some runs, see [`crate::train::collapse`]).
+    pub anchor_weight: f64,
+    /// Steps trained on the MSE alone before `kind` takes over (0: `kind` from the first step,
+    /// the paper's setting). The warm-up anchors the output's mean and scale to the labels'
+    /// while the features carry no signal yet — when a CCC loss leaves them free (see
+    /// [`crate::train::collapse`]).
+    pub warmup_steps: u64,
 }
 
 impl Default for LossConfig {
@@ -35,6 +45,8 @@ impl Default for LossConfig {
         Self {
             kind: LossKind::Ccc,
             mse_weight: 1.0,
+            anchor_weight: 1.0,
+            warmup_steps: 0,
         }
     }
 }
@@ -57,6 +69,9 @@ pub struct OptimConfig {
     pub beta2: f64,
     /// Adam ε.
     pub eps: f64,
+    /// Rescale the gradient so its L2 norm over all parameters is at most this (`None`: no
+    /// clipping, the paper's setting).
+    pub clip_norm: Option<f64>,
 }
 
 impl Default for OptimConfig {
@@ -69,6 +84,7 @@ impl Default for OptimConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            clip_norm: None,
         }
     }
 }
@@ -108,6 +124,9 @@ pub struct ScheduleConfig {
     pub checkpoint_every: u64,
     /// Steps between training-loss lines in `metrics.jsonl`.
     pub log_every: u64,
+    /// First step whose validation is checked for a collapse (`None`: a quarter of `steps`);
+    /// see [`crate::train::collapse`].
+    pub collapse_after: Option<u64>,
 }
 
 impl Default for ScheduleConfig {
@@ -117,6 +136,7 @@ impl Default for ScheduleConfig {
             validate_every: 400,
             checkpoint_every: 400,
             log_every: 20,
+            collapse_after: None,
         }
     }
 }
@@ -384,8 +404,17 @@ impl TrainConfig {
         if !positive(o.eps) {
             return Err(ConfigError::new("optim.eps", "must be a positive number"));
         }
+        if o.clip_norm.is_some_and(|c| !positive(c)) {
+            return Err(ConfigError::new(
+                "optim.clip_norm",
+                "must be a positive number (leave it out for no clipping)",
+            ));
+        }
         if !(self.loss.mse_weight.is_finite() && self.loss.mse_weight >= 0.0) {
             return Err(ConfigError::new("loss.mse_weight", "must be >= 0"));
+        }
+        if !(self.loss.anchor_weight.is_finite() && self.loss.anchor_weight >= 0.0) {
+            return Err(ConfigError::new("loss.anchor_weight", "must be >= 0"));
         }
         let b = &self.batch;
         if self.network.is_recurrent() {

@@ -3,9 +3,13 @@
 //! # Run directory
 //! ```text
 //! RUN/config.toml                      the full TrainConfig (network, optimiser, data, …)
-//! RUN/metrics.jsonl                    one JSON object per line: {"step","lr","loss"} every
-//!                                      `schedule.log_every` steps, {"step","validation":{…}}
-//!                                      after each validation
+//! RUN/metrics.jsonl                    one JSON object per line: {"step","lr","loss",
+//!                                      "grad_norm","pred_mean":[v,a],"pred_std":[v,a]} every
+//!                                      `schedule.log_every` steps (gradient norm before the
+//!                                      update, batch output mean and deviation),
+//!                                      {"step","validation":{…},"mean_ccc","spread":{…}} after
+//!                                      each validation, {"step","collapse":{…}} when that
+//!                                      validation looks collapsed (see [`collapse`])
 //! RUN/checkpoint/model.safetensors     latest weights (+ BatchNorm statistics)
 //! RUN/checkpoint/optimizer.safetensors Adam moments and step count
 //! RUN/checkpoint/state.json            step, loader position, best score so far
@@ -31,6 +35,7 @@
 //! libtorch's generator is process-global: run one training at a time per process.
 
 pub mod bench;
+pub mod collapse;
 pub mod config;
 pub mod dataset;
 pub mod estimate;
@@ -51,6 +56,7 @@ use tch::{Device, Tensor};
 use crate::eval::{EvalError, predict};
 use crate::loss;
 use crate::model::{ConfigError, Model, ModelError};
+use collapse::{Collapse, Spread, collapse_check_start};
 use config::{DeviceChoice, LossKind, TrainConfig};
 use optim::{Adam, learning_rate};
 use slot::Slot;
@@ -259,6 +265,8 @@ pub struct TrainSummary {
     pub last_validation: Option<Validation>,
     /// The best validation score.
     pub best: Option<BestScore>,
+    /// Set when the last validation looked collapsed ([`collapse`]): what and why.
+    pub collapse: Option<Collapse>,
 }
 
 /// Run-time switches that are not part of the saved configuration.
@@ -285,14 +293,32 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device, ConfigError> {
     }
 }
 
-/// The training loss of `config.loss` on predictions `[B, T, 2]`.
+/// The training loss at 0-based `step`: the MSE during `loss.warmup_steps`, then
+/// [`loss_value`].
+pub fn loss_at_step(config: &TrainConfig, step: u64, pred: &Tensor, t: &BatchTensors) -> Tensor {
+    if step < config.loss.warmup_steps {
+        loss::mse_loss(pred, &t.labels, &t.mask)
+    } else {
+        loss_value(config, pred, t)
+    }
+}
+
+/// The training loss of `config.loss` on predictions `[B, T, 2]` (after any warm-up); the CCC
+/// term carries the moment anchor when `loss.anchor_weight` > 0.
 pub fn loss_value(config: &TrainConfig, pred: &Tensor, t: &BatchTensors) -> Tensor {
+    let ccc = || {
+        let c = loss::ccc_loss(pred, &t.labels, &t.mask);
+        if config.loss.anchor_weight > 0.0 {
+            c + loss::moment_anchor(pred, &t.labels, &t.mask) * config.loss.anchor_weight
+        } else {
+            c
+        }
+    };
     match config.loss.kind {
-        LossKind::Ccc => loss::ccc_loss(pred, &t.labels, &t.mask),
+        LossKind::Ccc => ccc(),
         LossKind::Mse => loss::mse_loss(pred, &t.labels, &t.mask),
         LossKind::Weighted => {
-            loss::ccc_loss(pred, &t.labels, &t.mask)
-                + loss::mse_loss(pred, &t.labels, &t.mask) * config.loss.mse_weight
+            ccc() + loss::mse_loss(pred, &t.labels, &t.mask) * config.loss.mse_weight
         }
     }
 }
@@ -348,7 +374,13 @@ impl Session<'_> {
         })
     }
 
-    fn validate(&mut self, videos: &dyn VideoSource) -> Result<Option<Validation>, TrainError> {
+    /// Scores the model on `videos`, keeps the best weights, and checks for a collapse (from
+    /// [`collapse_check_start`] on; a collapse is logged as a warning and a `collapse` line in
+    /// `metrics.jsonl`).
+    fn validate(
+        &mut self,
+        videos: &dyn VideoSource,
+    ) -> Result<Option<(Validation, Option<Collapse>)>, TrainError> {
         let chunk = self
             .config
             .batch
@@ -359,9 +391,20 @@ impl Session<'_> {
             return Ok(None);
         };
         let mean_ccc = (score.valence.ccc + score.arousal.ccc) / 2.0;
-        self.log(
-            serde_json::json!({"step": self.step, "validation": score, "mean_ccc": mean_ccc}),
-        )?;
+        let spread = Spread::of(&predictions);
+        self.log(serde_json::json!({
+            "step": self.step,
+            "validation": score,
+            "mean_ccc": mean_ccc,
+            "spread": spread,
+        }))?;
+        let collapse = spread
+            .filter(|_| self.step >= collapse_check_start(self.config))
+            .and_then(|spread| collapse::check(self.config, self.step, &score, &spread));
+        if let Some(c) = &collapse {
+            tracing::warn!("{}: {c}", self.run.root().display());
+            self.log(serde_json::json!({"step": self.step, "collapse": c}))?;
+        }
         if self.best.is_none_or(|b| mean_ccc > b.mean_ccc) {
             let best = BestScore {
                 step: self.step,
@@ -374,7 +417,7 @@ impl Session<'_> {
                 write_json(&dir.join("score.json"), &best)
             })?;
         }
-        Ok(Some(score))
+        Ok(Some((score, collapse)))
     }
 }
 
@@ -486,6 +529,7 @@ pub fn train(
         last_loss: None,
         last_validation: None,
         best: session.best,
+        collapse: None,
     };
     let mut smoothed: Option<f64> = None;
     let mut val_text = String::new();
@@ -508,9 +552,11 @@ pub fn train(
             None,
             true,
         )?;
-        let loss = loss_value(config, &pred, &tensors);
+        let loss = loss_at_step(config, step, &pred, &tensors);
         session.adam.zero_grad();
         loss.backward();
+        let logging = (step + 1).is_multiple_of(config.schedule.log_every);
+        let diagnostics = logging.then(|| StepDiagnostics::measure(&session.adam, &pred, &tensors));
         let lr = learning_rate(&config.optim, step);
         session.adam.step(lr);
         let value = loss.double_value(&[]);
@@ -523,21 +569,32 @@ pub fn train(
         session.step += 1;
         summary.last_loss = Some(value);
         smoothed = Some(smoothed.map_or(value, |s| 0.9 * s + 0.1 * value));
-        if session.step.is_multiple_of(config.schedule.log_every) {
-            session.log(serde_json::json!({"step": session.step, "lr": lr, "loss": value}))?;
+        if let Some(d) = diagnostics {
+            session.log(serde_json::json!({
+                "step": session.step,
+                "lr": lr,
+                "loss": value,
+                "grad_norm": d.grad_norm,
+                "pred_mean": d.pred_mean,
+                "pred_std": d.pred_std,
+            }))?;
         }
         let at_end = session.step == total;
         let done = session.step;
         let every = |n: u64| n > 0 && done.is_multiple_of(n);
         if let Some(videos) = validation
             && (every(config.schedule.validate_every) || at_end)
-            && let Some(score) = session.validate(videos)?
+            && let Some((score, collapse)) = session.validate(videos)?
         {
             val_text = format!(
                 " | val CCC v {:.3} a {:.3}",
                 score.valence.ccc, score.arousal.ccc
             );
             summary.last_validation = Some(score);
+            if collapse.is_some() {
+                val_text.push_str(" COLLAPSED");
+            }
+            summary.collapse = collapse;
         }
         if every(config.schedule.checkpoint_every) || at_end {
             session.save_checkpoint(source.position())?;
@@ -552,6 +609,40 @@ pub fn train(
     bar.finish();
     summary.best = session.best;
     Ok(summary)
+}
+
+/// What a logged training step looked like: the size of the update signal and where the
+/// network's outputs sit (over the batch's frames with a label and a face). An output mean or
+/// deviation drifting far from the labels' (valence/arousal lie in [−1, 1]) while the loss
+/// stalls is the signature of a collapsing CCC-trained run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StepDiagnostics {
+    /// L2 norm of the gradient over every trainable parameter (before the update).
+    grad_norm: f64,
+    /// Mean prediction (valence, arousal).
+    pred_mean: [f64; 2],
+    /// Standard deviation of the predictions (valence, arousal).
+    pred_std: [f64; 2],
+}
+
+impl StepDiagnostics {
+    fn measure(adam: &Adam, pred: &Tensor, t: &BatchTensors) -> Self {
+        tch::no_grad(|| {
+            let grad_norm = adam.gradient_norm();
+            let m = t.mask.to_kind(pred.kind()).reshape([-1, 1]);
+            let x = pred.reshape([-1, 2]);
+            let n = m.sum(pred.kind()).clamp_min(1.0);
+            let mean = (&x * &m).sum_dim_intlist(0, false, pred.kind()) / &n;
+            let dev = (&x - &mean) * &m;
+            let var = (&dev * &dev).sum_dim_intlist(0, false, pred.kind()) / &n;
+            let pair = |t: &Tensor| [t.double_value(&[0]), t.double_value(&[1])];
+            Self {
+                grad_norm,
+                pred_mean: pair(&mean),
+                pred_std: pair(&var.sqrt()),
+            }
+        })
+    }
 }
 
 fn progress_bar(show: bool, total: u64, position: u64) -> indicatif::ProgressBar {

@@ -44,17 +44,38 @@ impl Adam {
         }
     }
 
-    /// One update with learning rate `lr`; parameters without a gradient are left alone.
+    /// L2 norm of the current gradients of all parameters (those without one count as zero).
+    pub fn gradient_norm(&self) -> f64 {
+        tch::no_grad(|| {
+            self.params
+                .iter()
+                .map(|(_, p)| p.grad())
+                .filter(Tensor::defined)
+                .map(|g| g.square().sum(Kind::Double).double_value(&[]))
+                .sum::<f64>()
+                .sqrt()
+        })
+    }
+
+    /// One update with learning rate `lr`; parameters without a gradient are left alone. With
+    /// `clip_norm`, the gradients are first scaled down so their joint L2 norm is at most that.
     pub fn step(&mut self, lr: f64) {
+        let clip = self.config.clip_norm.map(|max| {
+            let norm = self.gradient_norm();
+            if norm > max { max / norm } else { 1.0 }
+        });
         self.steps += 1;
         let (b1, b2) = (self.config.beta1, self.config.beta2);
         let correction1 = 1.0 - b1.powi(self.steps as i32);
         let correction2_sqrt = (1.0 - b2.powi(self.steps as i32)).sqrt();
         tch::no_grad(|| {
             for (i, (_, p)) in self.params.iter_mut().enumerate() {
-                let grad = p.grad();
+                let mut grad = p.grad();
                 if !grad.defined() {
                     continue;
+                }
+                if let Some(scale) = clip.filter(|&s| s < 1.0) {
+                    grad *= scale;
                 }
                 let grad = if self.config.weight_decay > 0.0 {
                     grad + &*p * self.config.weight_decay
