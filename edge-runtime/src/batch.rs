@@ -62,12 +62,12 @@ impl BatchedInput {
 
 /// The tract plan of one network for a batch of one row.
 #[derive(Debug, Clone)]
-pub(crate) struct BatchPlans {
+pub(crate) struct RowPlan {
     inputs: Vec<BatchedInput>,
     plan: Plan,
 }
 
-impl BatchPlans {
+impl RowPlan {
     /// Compiles `model` for one row (a model that cannot run fails here, at load); `inputs`
     /// describes the model's inputs in order.
     pub fn new(mut model: InferenceModel, inputs: Vec<BatchedInput>) -> TractResult<Self> {

@@ -13,13 +13,13 @@ use super::{
     AffectBackend, BackendError, ModelContract, TrackState, batch_inputs, check_batch,
     scatter_outputs,
 };
-use crate::batch::{BatchPlans, BatchedInput};
+use crate::batch::{BatchedInput, RowPlan};
 use crate::models::ModelFile;
 
-/// An affect model compiled by tract for one row; a batch runs row by row ([`BatchPlans`]).
+/// An affect model compiled by tract for one row; a batch runs row by row ([`RowPlan`]).
 pub struct TractBackend {
     contract: ModelContract,
-    plans: BatchPlans,
+    plan: RowPlan,
     /// Which contract input each of the model's inputs is, in the model's order.
     input_order: Vec<InputName>,
     /// Positions of `va`, `h_out`, `c_out` in the plan's outputs.
@@ -106,12 +106,12 @@ impl TractBackend {
             path: display.clone(),
             reason: "no `va` output".into(),
         })?;
-        let plans = BatchPlans::new(model, batched).map_err(load_err)?;
+        let plan = RowPlan::new(model, batched).map_err(load_err)?;
         Ok(Self {
             h_out: position(H_OUT).filter(|_| !st.is_empty()),
             c_out: position(C_OUT).filter(|_| st.has_cell),
             contract,
-            plans,
+            plan,
             input_order,
             va,
         })
@@ -151,7 +151,7 @@ impl AffectBackend for TractBackend {
                     BackendError::Run(format!("no data for the model's {which:?} input"))
                 })?);
             }
-            let outputs = self.plans.run(&inputs).map_err(run)?;
+            let outputs = self.plan.run(&inputs).map_err(run)?;
             let slice = |ix: usize| outputs[ix].try_as_plain_ram()?.as_slice::<f32>();
             let va = slice(self.va).map_err(run)?;
             let h = self.h_out.map(slice).transpose().map_err(run)?;

@@ -4,7 +4,7 @@
 
 use super::FaceError;
 use crate::backend::{BackendKind, EngineConfig};
-use crate::batch::{BatchPlans, BatchedInput};
+use crate::batch::{BatchedInput, RowPlan};
 use crate::models::ModelFile;
 
 /// One output of a run: its shape and values (row-major).
@@ -18,7 +18,7 @@ pub(crate) struct Output {
 /// A single-input network whose first axis is the batch.
 pub(crate) enum FaceNet {
     /// The tract plan for one row (a batch runs row by row).
-    Tract(BatchPlans),
+    Tract(RowPlan),
     /// An ONNX Runtime session (any batch size as it comes).
     #[cfg(feature = "onnxruntime")]
     OnnxRuntime(ort::session::Session),
@@ -45,7 +45,7 @@ impl FaceNet {
     ) -> Result<(Self, Vec<Vec<usize>>), FaceError> {
         let mut net = match crate::backend::resolve(engine.kind) {
             BackendKind::Tract | BackendKind::Auto => FaceNet::Tract(
-                BatchPlans::new(
+                RowPlan::new(
                     super::read_model(model)?,
                     vec![BatchedInput {
                         shape: shape.into(),
