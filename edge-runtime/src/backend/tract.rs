@@ -16,7 +16,7 @@ use super::{
 use crate::batch::{BatchedInput, RowPlan};
 use crate::models::ModelFile;
 
-/// An affect model compiled by tract for one row; a batch runs row by row ([`RowPlan`]).
+/// An affect model compiled by tract for one row; a batch runs row by row (`batch::RowPlan`).
 pub struct TractBackend {
     contract: ModelContract,
     plan: RowPlan,
