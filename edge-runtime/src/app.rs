@@ -171,22 +171,20 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     // `auto` is settled once, so the face models and the affect model share the engine.
     let kind = backend::resolve(config.backend);
     let load = |model: &ModelFile| backend::load(kind, model, config.threads, &onnxruntime);
-    let deployed = start.as_ref().and_then(|s| s.deployed.clone());
-    let (model, backend, since) = match deployed.map(ModelFile::Path) {
-        Some(model) => match load(&model) {
-            Ok(backend) => {
-                let since = start.as_ref().and_then(|s| s.since_unix_s);
-                (model, backend, since)
-            }
+    let deployed = start.as_ref().and_then(|start| {
+        let model = ModelFile::Path(start.deployed.clone()?);
+        match load(&model) {
+            Ok(backend) => Some((model, backend, start.since_unix_s)),
             Err(e) => {
                 tracing::error!(
                     "deploy: the active model fails to load ({e}); starting with the configured model"
                 );
-                let model = config.model_file();
-                let backend = load(&model).map_err(backend_failure)?;
-                (model, backend, None)
+                None
             }
-        },
+        }
+    });
+    let (model, backend, since) = match deployed {
+        Some(deployed) => deployed,
         None => {
             let model = config.model_file();
             let backend = load(&model).map_err(backend_failure)?;
@@ -196,11 +194,7 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
     let serving_stored = since.is_some();
     let contract = backend.contract().clone();
     let mut identity = contract.identity();
-    identity.since_unix_s = Some(since.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }));
+    identity.since_unix_s = Some(since.unwrap_or_else(deploy::now_unix_s));
     let faces = config.faces_mode();
     let mut source = open_source(config, faces, contract.face_size as u32)?;
     let face_mode = face_mode(config, faces, contract.landmarks, kind)?;
@@ -384,10 +378,7 @@ pub fn deploy(args: DeployArgs) -> Result<(), Failure> {
             .model
             .file_name()
             .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        format!("{name}@{now}")
+        format!("{name}@{}", deploy::now_unix_s())
     });
     let request = DeployRequest {
         model: args.model,

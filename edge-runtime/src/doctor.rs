@@ -20,7 +20,7 @@ use crate::backend::{
     OnnxRuntimeConfig, TrackState,
 };
 use crate::config::{ConfigError, EdgeConfig, FacesSpec, SourceSpec};
-use crate::deploy::ModelStore;
+use crate::deploy::{ModelStore, StartModel};
 use crate::faces::{BundledFaces, FaceError, FacesConfig};
 use crate::models::ModelFile;
 use crate::report::{
@@ -240,9 +240,11 @@ pub fn check(
         .as_deref()
         .filter(|_| config.deploy.enabled)
         .map(ModelStore::at);
-    let deployed = store
+    // Read (and the deployed model hashed) once, for the model and the deploy checks.
+    let start = store.as_ref().map(ModelStore::start_model);
+    let deployed = start
         .as_ref()
-        .and_then(|s| s.start_model().deployed)
+        .and_then(|s| s.deployed.clone())
         .map(ModelFile::Path);
     out.push(model_check(config, kind, deployed, engine_ok, probes));
     out.push(gpu_check(
@@ -254,7 +256,7 @@ pub fn check(
     out.push(source_check(config, probes));
     out.extend(serial_checks(config, probes));
     out.extend(mqtt_checks(config, probes));
-    out.push(deploy_check(config, store.as_ref()));
+    out.push(deploy_check(config, store.as_ref().zip(start.as_ref())));
     out.push(disk_check(
         "state dir",
         "state_dir",
@@ -440,9 +442,10 @@ fn model_check(
     }
 }
 
-/// Deploys: off, or the store's state (drop directory, active model, last deploy).
-fn deploy_check(config: &EdgeConfig, store: Option<&ModelStore>) -> CheckResult {
-    let Some(store) = store else {
+/// Deploys: off, or the store's state (drop directory, active model, last deploy), given the
+/// store and what `run` would start with from it.
+fn deploy_check(config: &EdgeConfig, store: Option<(&ModelStore, &StartModel)>) -> CheckResult {
+    let Some((store, start)) = store else {
         return CheckResult::skipped(
             "deploy",
             if config.deploy.enabled {
@@ -462,7 +465,7 @@ fn deploy_check(config: &EdgeConfig, store: Option<&ModelStore>) -> CheckResult 
             );
         }
     };
-    let serving = match (&active, store.start_model().deployed) {
+    let serving = match (&active, &start.deployed) {
         (Some(a), Some(_)) => format!(
             "active: deployed model {} since {}",
             a.sha256, a.since_unix_s
@@ -1596,7 +1599,7 @@ mod tests {
             ..EdgeConfig::default()
         };
         let store = ModelStore::open(state.path()).unwrap();
-        let fresh = deploy_check(&config, Some(&store));
+        let fresh = deploy_check(&config, Some((&store, &store.start_model())));
         assert_eq!(fresh.outcome, Outcome::Ok);
         assert!(
             fresh.detail.contains("nothing deployed yet"),
@@ -1614,7 +1617,7 @@ mod tests {
                 previous: None,
             })
             .unwrap();
-        let deployed = deploy_check(&config, Some(&store));
+        let deployed = deploy_check(&config, Some((&store, &store.start_model())));
         assert!(
             deployed
                 .detail
@@ -1624,12 +1627,12 @@ mod tests {
         );
 
         std::fs::write(store.model_path(&sha), b"changed").unwrap();
-        let tampered = deploy_check(&config, Some(&store));
+        let tampered = deploy_check(&config, Some((&store, &store.start_model())));
         assert_eq!(tampered.outcome, Outcome::Fail);
         assert!(tampered.detail.contains("does not match its SHA-256"));
 
         std::fs::write(state.path().join("models/active.json"), "{").unwrap();
-        let damaged = deploy_check(&config, Some(&store));
+        let damaged = deploy_check(&config, Some((&store, &store.start_model())));
         assert_eq!(damaged.outcome, Outcome::Fail);
         assert!(damaged.detail.contains("active.json"), "{}", damaged.detail);
 

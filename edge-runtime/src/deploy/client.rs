@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use affect_shared::deploy::{
-    DeployOutcome, DeployResult, STATUS_SUFFIX, command_topic, encode_deploy, status_topic,
+    COMMAND_SUFFIX, DeployOutcome, DeployResult, STATUS_SUFFIX, command_topic, encode_deploy,
+    status_topic,
 };
 use affect_shared::status::{DeviceState, DeviceStatus};
 use rumqttc::{Client, Event, Packet, QoS};
@@ -149,7 +150,7 @@ fn fixed_target(target: &str) -> Result<Option<String>, DeployClientError> {
     if levels.iter().any(|l| l.contains('+') && *l != "+") {
         return Err(bad("+ must stand for a whole topic level"));
     }
-    if levels.last() == Some(&STATUS_SUFFIX) || levels.last() == Some(&"cmd") {
+    if levels.last() == Some(&STATUS_SUFFIX) || levels.last() == Some(&COMMAND_SUFFIX) {
         return Err(bad("give the base topic, without /status or /cmd"));
     }
     Ok((!levels.contains(&"+")).then(|| target.to_owned()))

@@ -132,10 +132,7 @@ impl CommandSink {
             origin: origin.to_owned(),
         };
         if let Err(TrySendError::Full(Job::Message { payload, origin })) = self.jobs.try_send(job) {
-            let (id, sha256) = match decode_deploy(&payload, u64::MAX) {
-                Ok((header, _)) => (header.id, header.sha256),
-                Err(_) => (String::new(), String::new()),
-            };
+            let (id, sha256) = claimed_identity(&payload);
             tracing::warn!("deploy {id:?} from {origin}: rejected, {QUEUED_JOBS} deploys waiting");
             let _ = self.outcomes.try_send(outcome(
                 id,
@@ -149,7 +146,16 @@ impl CommandSink {
     }
 }
 
-fn now_unix_s() -> u64 {
+/// The id and SHA-256 a refused deploy message claims, to report the refusal under (empty
+/// when even its header is unreadable; the size limit is not applied).
+fn claimed_identity(payload: &[u8]) -> (String, String) {
+    decode_deploy(payload, u64::MAX)
+        .map(|(h, _)| (h.id, h.sha256))
+        .unwrap_or_default()
+}
+
+/// Seconds since the Unix epoch now (0 for a clock before 1970).
+pub fn now_unix_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -239,8 +245,8 @@ pub struct Deployments {
     ready: Receiver<Ready>,
     outcomes: Receiver<DeployOutcome>,
     trial_frames: u32,
-    /// The model serving before the one on trial, and the trial's deploy id and identity.
-    on_trial: Option<(ModelIdentity, String, ModelIdentity)>,
+    /// The deploy id and identity of the model on trial.
+    on_trial: Option<(String, ModelIdentity)>,
     /// The model serving now (identity with `since`).
     serving: ModelIdentity,
     /// SHA-256 of the serving model when it is a stored one (the previous model to keep).
@@ -313,11 +319,11 @@ impl Deployments {
     pub fn between_frames(&mut self, pipeline: &mut Pipeline, telemetry: &Telemetry) -> bool {
         let mut changed = false;
         if let Some(event) = pipeline.take_swap_event()
-            && let Some((previous, id, candidate)) = self.on_trial.take()
+            && let Some((id, candidate)) = self.on_trial.take()
         {
             changed = true;
             let finished = match event {
-                SwapEvent::Passed => self.activate(id, candidate, previous),
+                SwapEvent::Passed => self.activate(id, candidate),
                 // The status kept naming the previous model during the trial.
                 SwapEvent::RolledBack { reason } => {
                     if let Err(e) = self.store.discard(&candidate.sha256) {
@@ -344,7 +350,7 @@ impl Deployments {
                         identity.sha256,
                         self.trial_frames
                     );
-                    self.on_trial = Some((self.serving.clone(), id, identity));
+                    self.on_trial = Some((id, identity));
                 }
                 Err(e) => {
                     if let Err(e) = self.store.discard(&identity.sha256) {
@@ -364,12 +370,7 @@ impl Deployments {
     }
 
     /// Makes the model that passed its trial the persistent active one.
-    fn activate(
-        &mut self,
-        id: String,
-        mut candidate: ModelIdentity,
-        previous: ModelIdentity,
-    ) -> DeployOutcome {
+    fn activate(&mut self, id: String, mut candidate: ModelIdentity) -> DeployOutcome {
         let since = now_unix_s();
         candidate.since_unix_s = Some(since);
         let pointer = ActivePointer {
@@ -389,7 +390,7 @@ impl Deployments {
         tracing::info!(
             "deploy {id:?}: {} passed its trial and is the active model (was {})",
             candidate.sha256,
-            previous.sha256
+            self.serving.sha256
         );
         self.serving_stored = Some(candidate.sha256.clone());
         self.serving = candidate.clone();
@@ -446,10 +447,7 @@ impl DeployWorker {
                 Some(self.candidate(header.id, model, Some(&header.sha256)))
             }
             Err(e) => {
-                // The id is still worth reporting when only the model part is wrong.
-                let (id, sha256) = decode_deploy(payload, u64::MAX)
-                    .map(|(h, _)| (h.id, h.sha256))
-                    .unwrap_or_default();
+                let (id, sha256) = claimed_identity(payload);
                 tracing::warn!("deploy {id:?} from {origin}: rejected: {e}");
                 Some(Handled::Rejected(outcome(
                     id,
