@@ -12,8 +12,20 @@ cd "$(dirname "$0")/.."
 . tests/setup.sh
 export CI=true
 
+# Incremental compilation caches only help the next edit; in a one-shot run they are ~2 GB of disk.
+export CARGO_INCREMENTAL=0
+
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 suite_started=$SECONDS
-step() { printf '\n\033[1;32m== [%d s] %s\033[0m\n' "$((SECONDS - suite_started))" "$*"; }
+# Each step's header says how long the suite has run and how much disk it holds: the suite has
+# failed on a CI machine for want of disk before, and this is where its growth shows.
+step() {
+  local used free
+  used="$(du -sh "$target_dir" 2>/dev/null | cut -f1)"
+  free="$(df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' ')"
+  printf '\n\033[1;32m== [%d s, target %s, %s free] %s\033[0m\n' \
+    "$((SECONDS - suite_started))" "${used:-0}" "$free" "$*"
+}
 
 step "format"
 cargo fmt --all --check
@@ -46,3 +58,5 @@ cargo test --workspace --all-targets --all-features
 
 step "fuzz: every target for ${AFFECT_FUZZ_SECONDS:-25} s (a crash fails the suite)"
 tests/fuzz.sh "${AFFECT_FUZZ_SECONDS:-25}"
+
+step "done"

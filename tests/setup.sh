@@ -58,8 +58,8 @@ want="$(sha256sum "$req" | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "creating Python venv in $venv (PyTorch 2.13.0 + oracles; ~5 GB, a few minutes the first time)"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -r "$req"
+  "$venv/bin/python" -m pip install -q --no-cache-dir --upgrade pip
+  "$venv/bin/python" -m pip install -q --no-cache-dir -r "$req"
   echo "$want" > "$stamp"
 fi
 
@@ -74,7 +74,7 @@ ort_aarch64="$AFFECT_CACHE/onnxruntime-$ort_version-aarch64/libonnxruntime.so.$o
 if [ ! -f "$ort_aarch64" ]; then
   log "fetching the aarch64 onnxruntime $ort_version wheel (PyPI) for the device build's qemu run"
   wheels="$(mktemp -d)"
-  "$venv/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+  "$venv/bin/python" -m pip download -q --no-cache-dir --no-deps --only-binary=:all: --python-version 3.11 \
     --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
     --platform manylinux2014_aarch64 -d "$wheels" "onnxruntime==$ort_version"
   mkdir -p "$(dirname "$ort_aarch64")"
