@@ -21,8 +21,8 @@ suite_started=$SECONDS
 # failed on a CI machine for want of disk before, and this is where its growth shows.
 step() {
   local used free
-  used="$(du -sh "$target_dir" 2>/dev/null | cut -f1)"
-  free="$(df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' ')"
+  used="$(du -sh "$target_dir" 2>/dev/null | cut -f1 || true)"
+  free="$(df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' ' || true)"
   printf '\n\033[1;32m== [%d s, target %s, %s free] %s\033[0m\n' \
     "$((SECONDS - suite_started))" "${used:-0}" "$free" "$*"
 }
