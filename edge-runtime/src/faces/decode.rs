@@ -174,10 +174,27 @@ fn area_weights(scale: f64, offset: f64, lo: u32, hi: u32) -> Vec<(usize, Vec<f3
         .collect()
 }
 
+/// Values of one region's BlazeFace input (NHWC `128 × 128 × 3`).
+pub const INPUT_VALUES: usize = INPUT_SIZE * INPUT_SIZE * 3;
+
 /// The region of `frame` as BlazeFace input: NHWC `128 × 128 × 3` floats, RGB in [-1, 1],
 /// area-averaged (box filter) so downscaling does not alias, black (-1) letterbox borders.
-/// The region must lie inside the frame.
+/// The region must lie inside the frame. [`letterbox_into`] writes into a caller's buffer.
 pub fn letterbox_input(frame: &RgbImage, region: Region) -> (Vec<f32>, Letterbox) {
+    let mut out = vec![0.0; INPUT_VALUES];
+    let mapping = letterbox_into(frame, region, &mut out, &mut Vec::new());
+    (out, mapping)
+}
+
+/// [`letterbox_input`] into `out` (exactly [`INPUT_VALUES`] long, every value written), using
+/// `scratch` for the horizontal pass (resized as needed, so a reused one stops allocating).
+pub fn letterbox_into(
+    frame: &RgbImage,
+    region: Region,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) -> Letterbox {
+    assert_eq!(out.len(), INPUT_VALUES, "one region's input");
     let mapping = Letterbox::of(region);
     let xs = area_weights(
         mapping.scale,
@@ -195,7 +212,9 @@ pub fn letterbox_input(frame: &RgbImage, region: Region) -> (Vec<f32>, Letterbox
     let raw = frame.as_raw();
     // Horizontal pass over the region's rows: rows × 128 × 3.
     let rows = region.height as usize;
-    let mut horizontal = vec![0.0f32; rows * INPUT_SIZE * 3];
+    scratch.clear();
+    scratch.resize(rows * INPUT_SIZE * 3, 0.0);
+    let horizontal = &mut scratch[..];
     for r in 0..rows {
         let y = region.y as usize + r;
         let line = &raw[3 * y * width..3 * (y + 1) * width];
@@ -210,7 +229,6 @@ pub fn letterbox_input(frame: &RgbImage, region: Region) -> (Vec<f32>, Letterbox
             horizontal[(r * INPUT_SIZE + u) * 3..][..3].copy_from_slice(&acc);
         }
     }
-    let mut out = vec![0.0f32; INPUT_SIZE * INPUT_SIZE * 3];
     for (v, (first, weights)) in ys.iter().enumerate() {
         for u in 0..INPUT_SIZE {
             let mut acc = [0.0f32; 3];
@@ -226,7 +244,7 @@ pub fn letterbox_input(frame: &RgbImage, region: Region) -> (Vec<f32>, Letterbox
             }
         }
     }
-    (out, mapping)
+    mapping
 }
 
 /// Anchor centres in input pixels, in output order: for each layer, rows, columns, anchors.
@@ -286,6 +304,68 @@ pub fn decode(
             })
         })
         .collect()
+}
+
+/// Raw outputs of one run on `N` regions, row-major: per anchor layer ([`ANCHOR_LAYERS`] order:
+/// 16×16, then 8×8), the score logits `[N, anchors, 1]` and the regressors
+/// `[N, anchors, 16]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawOutputs<'a> {
+    /// Score logits of the two layers.
+    pub logits: [&'a [f32]; 2],
+    /// Regressors of the two layers.
+    pub regressors: [&'a [f32]; 2],
+}
+
+/// Decodes every row of a run on several regions, row `n` through `mappings[n]` (its region's
+/// letterbox), as [`decode`] does one: detections with score at least `min_score`, per row.
+/// Errors when the outputs do not hold `mappings.len()` rows of every layer.
+pub fn decode_rows(
+    outputs: RawOutputs<'_>,
+    anchors: &[[f64; 2]],
+    mappings: &[Letterbox],
+    min_score: f32,
+) -> Result<Vec<Vec<Detection>>, String> {
+    let rows = mappings.len();
+    let per_layer = ANCHOR_LAYERS.map(|(cells, per_cell)| cells * cells * per_cell);
+    if anchors.len() != per_layer.iter().sum::<usize>() {
+        return Err(format!(
+            "{} anchors, expected {ANCHOR_COUNT}",
+            anchors.len()
+        ));
+    }
+    for (layer, count) in per_layer.iter().enumerate() {
+        let (logits, regressors) = (outputs.logits[layer], outputs.regressors[layer]);
+        if logits.len() != rows * count || regressors.len() != rows * count * REGRESSOR_WIDTH {
+            return Err(format!(
+                "layer {layer}: {} logits and {} regressor values for {rows} regions of {count} \
+                 anchors",
+                logits.len(),
+                regressors.len()
+            ));
+        }
+    }
+    let (first, second) = anchors.split_at(per_layer[0]);
+    Ok(mappings
+        .iter()
+        .enumerate()
+        .map(|(n, mapping)| {
+            let layer = |l: usize, anchors: &[[f64; 2]]| {
+                let count = per_layer[l];
+                decode(
+                    &outputs.logits[l][n * count..][..count],
+                    &outputs.regressors[l][n * count * REGRESSOR_WIDTH..]
+                        [..count * REGRESSOR_WIDTH],
+                    anchors,
+                    mapping,
+                    min_score,
+                )
+            };
+            let mut found = layer(0, first);
+            found.extend(layer(1, second));
+            found
+        })
+        .collect())
 }
 
 /// Whether a detection from a tile touches one of the tile's edges that is not a frame edge
@@ -487,6 +567,99 @@ mod tests {
         assert!(decode(&logits, &regs, &anchors, &mapping, 0.9).is_empty());
         regs[512 * 16] = f32::NAN;
         assert!(decode(&logits, &regs, &anchors, &mapping, 0.5).is_empty());
+    }
+
+    #[test]
+    fn decode_rows_decodes_each_row_through_its_own_mapping() {
+        let anchors = anchors();
+        let (rows, first) = (3, 512);
+        let second = ANCHOR_COUNT - first;
+        let mut logits = [vec![-10.0; rows * first], vec![-10.0; rows * second]];
+        let mut regs = [
+            vec![0.0; rows * first * REGRESSOR_WIDTH],
+            vec![0.0; rows * second * REGRESSOR_WIDTH],
+        ];
+        // Row 0: the 8×8 layer's first anchor (overall 512, centre (8, 8)), a 20×10 box.
+        logits[1][0] = 2.0;
+        regs[1][..4].copy_from_slice(&[2.0, 0.0, 20.0, 10.0]);
+        // Row 1: nothing. Row 2: the 16×16 layer's anchor 3 (centre (12, 4)) and the 8×8
+        // layer's last anchor (overall 895).
+        logits[0][2 * first + 3] = 1.0;
+        regs[0][(2 * first + 3) * REGRESSOR_WIDTH..][..4].copy_from_slice(&[0.0, 0.0, 8.0, 8.0]);
+        logits[1][3 * second - 1] = 3.0;
+        regs[1][(3 * second - 1) * REGRESSOR_WIDTH..][..4].copy_from_slice(&[0.0, 0.0, 4.0, 4.0]);
+        let mappings = [
+            Letterbox::of(Region {
+                x: 0,
+                y: 0,
+                width: 256,
+                height: 256,
+            }),
+            Letterbox::of(Region {
+                x: 0,
+                y: 0,
+                width: 128,
+                height: 128,
+            }),
+            Letterbox::of(Region {
+                x: 100,
+                y: 50,
+                width: 128,
+                height: 128,
+            }),
+        ];
+        let outputs = RawOutputs {
+            logits: [&logits[0], &logits[1]],
+            regressors: [&regs[0], &regs[1]],
+        };
+        let found = decode_rows(outputs, &anchors, &mappings, 0.5).unwrap();
+        assert_eq!(found.len(), rows);
+        // Each row equals a single-row decode of that row's 896 anchors.
+        for (n, mapping) in mappings.iter().enumerate() {
+            let mut row_logits = logits[0][n * first..][..first].to_vec();
+            row_logits.extend_from_slice(&logits[1][n * second..][..second]);
+            let mut row_regs =
+                regs[0][n * first * REGRESSOR_WIDTH..][..first * REGRESSOR_WIDTH].to_vec();
+            row_regs.extend_from_slice(
+                &regs[1][n * second * REGRESSOR_WIDTH..][..second * REGRESSOR_WIDTH],
+            );
+            assert_eq!(
+                found[n],
+                decode(&row_logits, &row_regs, &anchors, mapping, 0.5),
+                "row {n}"
+            );
+        }
+        assert_eq!(found[0].len(), 1);
+        assert_eq!(found[0][0].corners, [0.0, 6.0, 40.0, 26.0], "scale 0.5");
+        assert!(found[1].is_empty());
+        // Row 2 (a tile at (100, 50), scale 1): the 16×16 detection first, then the 8×8 one.
+        assert_eq!(found[2].len(), 2);
+        assert_eq!(found[2][0].corners, [108.0, 50.0, 116.0, 58.0]);
+        assert_eq!(found[2][1].corners, [218.0, 168.0, 222.0, 172.0]);
+        // Outputs that do not hold a row per mapping are refused.
+        assert!(decode_rows(outputs, &anchors, &mappings[..2], 0.5).is_err());
+        let short = RawOutputs {
+            regressors: [&regs[0][1..], &regs[1]],
+            ..outputs
+        };
+        assert!(decode_rows(short, &anchors, &mappings, 0.5).is_err());
+    }
+
+    #[test]
+    fn letterbox_into_a_reused_buffer_matches_a_fresh_one() {
+        let frame = RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let (mut out, mut scratch) = (vec![5.0; INPUT_VALUES], vec![1.0; 3]);
+        for region in regions(
+            300,
+            200,
+            Some(Tiling {
+                tile: 128,
+                overlap: 32,
+            }),
+        ) {
+            let mapping = letterbox_into(&frame, region, &mut out, &mut scratch);
+            assert_eq!((out.clone(), mapping), letterbox_input(&frame, region));
+        }
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl LandmarkNet {
         for face in faces {
             pixels.extend(self.preprocess.face_input(frame, face, None)?.pixels);
         }
-        let outputs = self.net.run(&[faces.len(), 3, side, side], pixels)?;
+        let outputs = self.net.run(&[faces.len(), 3, side, side], &pixels)?;
         let fractions = outputs.first().map_or(&[][..], |o| &o.values[..]);
         if fractions.len() != faces.len() * LANDMARK_VALUES {
             return Err(FaceError::Inference(format!(
