@@ -312,3 +312,48 @@ fn wrong_inputs_and_weights_are_errors_not_panics() {
         "{text}"
     );
 }
+
+/// Multiplies `head.fc1`'s weight and bias by `factor` (its ReLU output scales with them).
+fn scale_head(model: &Model, factor: f64) {
+    let vars = model.var_store().variables();
+    tch::no_grad(|| {
+        for name in ["head.fc1.weight", "head.fc1.bias"] {
+            let mut t = vars[name].shallow_clone();
+            let _ = t.g_mul_scalar_(factor);
+        }
+    });
+}
+
+#[test]
+fn feature_norm_makes_the_recurrent_input_independent_of_the_feature_scale() {
+    // The head's output is the last thing before the normalisation (landmarks join after it):
+    // scaling it by 40 — the growth seen in stalled runs — leaves the predictions unchanged
+    // with `feature_norm`, and changes them without (the GRU then reads 40× larger inputs).
+    let config = NetworkConfig {
+        landmarks: true,
+        ..tiny(Backbone::Vgg16, Architecture::CnnRnn, Cell::Gru)
+    };
+    assert!(config.feature_norm, "the default normalises");
+    let (faces, landmarks) = inputs(2, 4);
+    let run = |feature_norm: bool, factor: f64| {
+        tch::manual_seed(3);
+        let model = Model::new(
+            &NetworkConfig {
+                feature_norm,
+                ..config.clone()
+            },
+            Device::Cpu,
+        )
+        .unwrap();
+        scale_head(&model, factor);
+        let (y, _) = model
+            .forward(&faces, Some(&landmarks), None, None, false)
+            .unwrap();
+        y
+    };
+    let max_diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    let normalised = max_diff(&run(true, 1.0), &run(true, 40.0));
+    assert!(normalised < 1e-4, "normalised: differs by {normalised:e}");
+    let raw = max_diff(&run(false, 1.0), &run(false, 40.0));
+    assert!(raw > 1e-3, "unnormalised: differs by only {raw:e}");
+}

@@ -20,7 +20,7 @@ use super::onnx::{
     BatchNorm, ConvSpec, Dim, FloatTensor, GraphBuilder, OnnxError, PoolSpec, RecurrentCell,
     RecurrentLayer, Value,
 };
-use crate::model::{Backbone, Model, NetworkConfig, Outputs, backbone};
+use crate::model::{Backbone, FEATURE_NORM_EPS, Model, NetworkConfig, Outputs, backbone};
 
 /// A recurrent network's next state in the graph: `h_out` and, for LSTM, `c_out`.
 type NextState = (Value, Option<Value>);
@@ -288,6 +288,14 @@ impl NetworkGraph<'_> {
             x = self.g.gemm(&self.name(&fc), &x, weight, bias)?;
             x = self.g.relu(&self.name(&format!("{fc}.relu")), &x)?;
             width = weight.dims[0];
+        }
+        if self.config.is_recurrent() && self.config.feature_norm {
+            x = self.g.layer_norm(
+                &self.name("rnn.feature_norm"),
+                &x,
+                width,
+                FEATURE_NORM_EPS as f32,
+            )?;
         }
         if plan.landmarks_at == Some(plan.fcs.len()) {
             x = join(self, x, "rnn.landmarks".into())?;

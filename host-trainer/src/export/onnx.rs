@@ -605,6 +605,37 @@ impl GraphBuilder {
         self.single("Div", &format!("{name}.div"), &[&centred.0, &s.0], vec![])
     }
 
+    /// `LayerNormalization` over the last axis of `x` `[N, width]` without a learnt scale or
+    /// shift (initializers `{name}.scale` = 1 and `{name}.bias` = 0).
+    pub fn layer_norm(
+        &mut self,
+        name: &str,
+        x: &Value,
+        width: usize,
+        epsilon: f32,
+    ) -> Result<Value, OnnxError> {
+        let scale = self.initializer(
+            &format!("{name}.scale"),
+            &FloatTensor {
+                dims: vec![width],
+                data: vec![1.0; width],
+            },
+        )?;
+        let bias = self.initializer(
+            &format!("{name}.bias"),
+            &FloatTensor {
+                dims: vec![width],
+                data: vec![0.0; width],
+            },
+        )?;
+        self.single(
+            "LayerNormalization",
+            name,
+            &[&x.0, &scale.0, &bias.0],
+            vec![attr_int("axis", -1), attr_float("epsilon", epsilon)],
+        )
+    }
+
     fn pool_attributes(spec: &PoolSpec) -> Vec<pb::AttributeProto> {
         vec![
             attr_ints("kernel_shape", &spec.kernel),

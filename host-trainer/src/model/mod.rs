@@ -30,7 +30,8 @@
 //!     if landmarks join at head.fck: x = concat([x, lm], dim 1)   (features first)
 //!     x = dropout(relu(head.fck(x)))      (dropout only in training)
 //! CNN:      va = out(x)                   [N, outputs]   (no activation)
-//! CNN-RNN:  if landmarks: x = concat([x, lm], dim 1)
+//! CNN-RNN:  if feature_norm: x = (x − mean(x)) / sqrt(var(x) + 1e-5)   (over each frame's D values)
+//!           if landmarks: x = concat([x, lm], dim 1)
 //!           x → [B, T, D]; for each layer l: y = cell_l over time (state h_in[l], c_in[l]);
 //!           y = dropout(y); va = out(y)   [B, T, outputs]; h_out[l] = last step's state
 //! ```
@@ -142,6 +143,11 @@ pub struct NetworkConfig {
     /// `None` keeps PyTorch's uniform initialisation (the paper's frameworks' default); 1 keeps
     /// the cell memory open while the gates learn (Jozefowicz et al. 2015).
     pub forget_bias: Option<f64>,
+    /// CNN-RNN only: layer normalisation (no learnt scale or shift) of the head's output before
+    /// the landmarks join it and the recurrent layers read it. Trained from scratch, the
+    /// unnormalised features grow until they saturate the recurrent gates and some seeds never
+    /// learn; `false` is the paper's network (and what a saved run without this key was).
+    pub feature_norm: bool,
     /// Joint or per-dimension networks.
     pub outputs: Outputs,
     /// Pretrained backbone weights (torchvision VGG-16 / ResNet-50 state dict or VGG-Face),
@@ -165,6 +171,7 @@ impl Default for NetworkConfig {
             pool: None,
             dropout: 0.5,
             forget_bias: None,
+            feature_norm: true,
             outputs: Outputs::Joint,
             pretrained: None,
             freeze_conv: false,
@@ -343,6 +350,9 @@ impl NetworkConfig {
     }
 }
 
+/// ε of the feature normalisation ([`NetworkConfig::feature_norm`]), as PyTorch's `LayerNorm`.
+pub const FEATURE_NORM_EPS: f64 = 1e-5;
+
 /// One network (backbone, head, optional recurrent layers, output layer).
 #[derive(Debug)]
 struct Network {
@@ -350,6 +360,7 @@ struct Network {
     head: Vec<nn::Linear>,
     landmarks_at: Option<usize>,
     rnn: Option<Recurrent>,
+    feature_norm: bool,
     out: nn::Linear,
     dropout: f64,
     frozen_conv: bool,
@@ -409,6 +420,7 @@ impl Network {
             features,
             head,
             landmarks_at: plan.landmarks_at,
+            feature_norm: config.feature_norm && rnn.is_some(),
             rnn,
             out,
             dropout: config.dropout,
@@ -433,6 +445,16 @@ impl Network {
                 x = join(x);
             }
             x = x.apply(fc).relu().dropout(self.dropout, train);
+        }
+        if self.feature_norm {
+            let width = x.size()[1];
+            x = x.layer_norm(
+                [width],
+                None::<&Tensor>,
+                None::<&Tensor>,
+                FEATURE_NORM_EPS,
+                false,
+            );
         }
         if self.landmarks_at == Some(self.head.len()) {
             x = join(x);

@@ -196,6 +196,14 @@ fn causes(config: &TrainConfig, spread: &Spread) -> Vec<String> {
                 .into(),
         );
     }
+    if config.network.is_recurrent() && !config.network.feature_norm {
+        causes.push(
+            "recurrent layers read unnormalised features (network.feature_norm = false, the \
+             paper's network): trained from scratch they grow until the gates saturate; set \
+             network.feature_norm = true"
+                .into(),
+        );
+    }
     if config.network.is_recurrent()
         && config.network.cell == Cell::Lstm
         && config.network.forget_bias.is_none_or(|b| b < 1.0)

@@ -345,9 +345,22 @@ impl TrainConfig {
         Self::from_overrides(&overrides)
     }
 
-    /// Reads a run's saved `config.toml` (strict: every key must be known).
+    /// Reads a run's saved `config.toml` (strict: every key must be known). A run saved before
+    /// `network.feature_norm` existed was trained without it, so its absence reads as `false`.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        Self::load(Some(path), &[])
+        let has_feature_norm = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+            .is_some_and(|t| {
+                t.get("network")
+                    .and_then(toml::Value::as_table)
+                    .is_some_and(|n| n.contains_key("feature_norm"))
+            });
+        if has_feature_norm {
+            Self::load(Some(path), &[])
+        } else {
+            Self::load(Some(path), &["network.feature_norm=false".to_owned()])
+        }
     }
 
     /// Defaults with dotted overrides applied in order, then validated.
@@ -499,5 +512,30 @@ impl TrainConfig {
     /// The configuration as TOML text (what `config.toml` holds).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a TrainConfig always serialises to TOML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_run_without_feature_norm_reads_as_trained_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let saved = TrainConfig::default().to_toml();
+        std::fs::write(&path, &saved).unwrap();
+        assert!(TrainConfig::read(&path).unwrap().network.feature_norm);
+        // A config written before the key existed: every line but `feature_norm`.
+        let old: String = saved
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("feature_norm"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(old, saved, "the saved config names feature_norm");
+        std::fs::write(&path, &old).unwrap();
+        assert!(!TrainConfig::read(&path).unwrap().network.feature_norm);
+        // New runs and hand-written configs get the default.
+        assert!(TrainConfig::default().network.feature_norm);
     }
 }
