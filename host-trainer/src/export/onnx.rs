@@ -614,20 +614,12 @@ impl GraphBuilder {
         width: usize,
         epsilon: f32,
     ) -> Result<Value, OnnxError> {
-        let scale = self.initializer(
-            &format!("{name}.scale"),
-            &FloatTensor {
-                dims: vec![width],
-                data: vec![1.0; width],
-            },
-        )?;
-        let bias = self.initializer(
-            &format!("{name}.bias"),
-            &FloatTensor {
-                dims: vec![width],
-                data: vec![0.0; width],
-            },
-        )?;
+        let constant = |value: f32| FloatTensor {
+            dims: vec![width],
+            data: vec![value; width],
+        };
+        let scale = self.initializer(&format!("{name}.scale"), &constant(1.0))?;
+        let bias = self.initializer(&format!("{name}.bias"), &constant(0.0))?;
         self.single(
             "LayerNormalization",
             name,

@@ -320,47 +320,47 @@ impl TrainConfig {
     /// `file` may also be the name of a [`NAMED_CONFIGS`] entry (`cpu`, `paper-cuda`) when no
     /// file of that name exists.
     pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Self, ConfigError> {
-        let mut overrides = Vec::new();
-        if let Some(path) = file {
-            let text = match named_config(path) {
-                Some(text) if !path.exists() => text.to_owned(),
-                _ => std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new(
-                        "--config",
-                        format!(
-                            "{}: {e} (named configs: {})",
-                            path.display(),
-                            NAMED_CONFIGS.map(|(name, _)| name).join(", ")
-                        ),
-                    )
-                })?,
-            };
-            let table: toml::Table = toml::from_str(&text)
-                .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
-            leaves("", &table, &mut overrides);
-        }
+        let mut overrides = match file {
+            Some(path) => Self::file_overrides(path)?,
+            None => Vec::new(),
+        };
         for s in sets {
             overrides.push(parse_set(s)?);
         }
         Self::from_overrides(&overrides)
     }
 
+    /// The dotted `key = value` pairs of a config file (or of a named config).
+    fn file_overrides(path: &Path) -> Result<Vec<(String, toml::Value)>, ConfigError> {
+        let text = match named_config(path) {
+            Some(text) if !path.exists() => text.to_owned(),
+            _ => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    "--config",
+                    format!(
+                        "{}: {e} (named configs: {})",
+                        path.display(),
+                        NAMED_CONFIGS.map(|(name, _)| name).join(", ")
+                    ),
+                )
+            })?,
+        };
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
+        let mut overrides = Vec::new();
+        leaves("", &table, &mut overrides);
+        Ok(overrides)
+    }
+
     /// Reads a run's saved `config.toml` (strict: every key must be known). A run saved before
     /// `network.feature_norm` existed was trained without it, so its absence reads as `false`.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let has_feature_norm = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
-            .is_some_and(|t| {
-                t.get("network")
-                    .and_then(toml::Value::as_table)
-                    .is_some_and(|n| n.contains_key("feature_norm"))
-            });
-        if has_feature_norm {
-            Self::load(Some(path), &[])
-        } else {
-            Self::load(Some(path), &["network.feature_norm=false".to_owned()])
+        const FEATURE_NORM: &str = "network.feature_norm";
+        let mut overrides = Self::file_overrides(path)?;
+        if !overrides.iter().any(|(key, _)| key == FEATURE_NORM) {
+            overrides.push((FEATURE_NORM.into(), toml::Value::Boolean(false)));
         }
+        Self::from_overrides(&overrides)
     }
 
     /// Defaults with dotted overrides applied in order, then validated.
