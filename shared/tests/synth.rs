@@ -434,10 +434,9 @@ fn an_annotator_has_their_own_bias_and_scale_in_every_video() {
         for f in SyntheticVideo::new(&config, 9, index) {
             for (k, written) in f.annotators.iter().enumerate() {
                 let a = Annotator::new(&noise, 9, k);
-                for d in 0..2 {
-                    let expected = round3((a.scale[d] * f.clean[d] + a.bias[d]).clamp(-1.0, 1.0));
-                    assert_eq!(written[d], expected, "video {index} annotator {k} dim {d}");
-                }
+                let expected =
+                    [0, 1].map(|d| round3((a.scale[d] * f.clean[d] + a.bias[d]).clamp(-1.0, 1.0)));
+                assert_eq!(*written, expected, "video {index} annotator {k}");
             }
         }
     }
