@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use affect_shared::preprocess::Preprocess;
 use affect_shared::synth::{SynthConfig, SyntheticVideo};
-use affect_trainer::data::synth::{SynthDatasetConfig, write_dataset};
+use affect_trainer::data::synth::{SynthDatasetConfig, SynthLayout, write_dataset};
 use affect_trainer::data::{Dataset, Loader, LoaderConfig, ReadOptions};
 
 fn train_fps() -> Option<f64> {
@@ -44,6 +44,7 @@ fn main() {
     let tmp = tempfile::tempdir().expect("temporary directory");
     let root = tmp.path().join("synth");
     let config = SynthDatasetConfig {
+        layout: SynthLayout::AffWild2,
         videos: 16,
         val_fraction: 0.0,
         seed: 1,

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use affect_shared::preprocess::{FaceBox, Preprocess};
 use affect_shared::synth::SynthConfig;
 use affect_trainer::data::sampling::{BalanceConfig, Quadrant, balance};
-use affect_trainer::data::synth::{SynthDatasetConfig, write_dataset};
+use affect_trainer::data::synth::{SynthDatasetConfig, SynthLayout, write_dataset};
 use affect_trainer::data::{Batch, Dataset, FaceSource, Loader, LoaderConfig, ReadOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +22,7 @@ fn dataset() -> Arc<Dataset> {
         write_dataset(
             &root,
             &SynthDatasetConfig {
+                layout: SynthLayout::AffWild2,
                 videos: 4,
                 val_fraction: 0.0,
                 seed: 11,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use affect_shared::preprocess::Preprocess;
 use affect_shared::synth::{FaceState, Person, SynthConfig, render_face};
 use affect_trainer::data::inspect::{InspectOptions, inspect};
-use affect_trainer::data::synth::{SynthDatasetConfig, video_name, write_dataset};
+use affect_trainer::data::synth::{SynthDatasetConfig, SynthLayout, video_name, write_dataset};
 use affect_trainer::data::{
     DataError, Dataset, FaceSource, Format, Loader, LoaderConfig, Problem, ProblemKind, ReadOptions,
 };
@@ -20,6 +20,7 @@ fn synthetic(root: &Path) {
     write_dataset(
         root,
         &SynthDatasetConfig {
+            layout: SynthLayout::AffWild2,
             videos: 3,
             val_fraction: 0.0,
             seed: 5,

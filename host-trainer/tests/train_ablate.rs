@@ -4,10 +4,12 @@
 
 use affect_shared::metadata::{DimensionScore, Validation};
 use affect_trainer::ablate::{
-    VariantResult, Verdict, findings, findings_table, plan, quick_base, quick_check, stats, tables,
-    variant_config,
+    AROUSAL_ONLY, ONE_ANNOTATOR, SEPARATE, VALENCE_ONLY, VariantResult, Verdict, findings,
+    findings_table, plan, quick_base, quick_check, stats, tables, variant_config, with_separate,
 };
+use affect_trainer::data::Annotation;
 use affect_trainer::model::Architecture;
+use affect_trainer::train::config::Dimensions;
 
 fn result(id: &str, v: f64, a: f64) -> VariantResult {
     seeded(id, 0, v, a)
@@ -47,6 +49,30 @@ fn every_variant_is_a_valid_config_with_the_same_frames_per_step() {
     }
     assert!(variants.iter().any(|v| v.id == "lstm-128x2-lm"));
     assert!(variants.iter().any(|v| v.id == "gru-150x2-lm"));
+    // The separate networks and the one-annotator network differ from the joint CNN-GRU
+    // 128 × 2 with landmarks only in what they train on.
+    let config = |id: &str| variant_config(&base, variants.iter().find(|v| v.id == id).unwrap());
+    let joint = config("gru-128x2-lm").unwrap();
+    assert_eq!(joint.loss.dimensions, Dimensions::Both);
+    assert_eq!(joint.data.annotation, Annotation::Mean);
+    for (id, dimensions, annotation) in [
+        (VALENCE_ONLY, Dimensions::Valence, Annotation::Mean),
+        (AROUSAL_ONLY, Dimensions::Arousal, Annotation::Mean),
+        (
+            ONE_ANNOTATOR,
+            Dimensions::Both,
+            Annotation::Annotator("annotator-1".into()),
+        ),
+    ] {
+        let mut c = config(id).unwrap();
+        assert_eq!(
+            (c.loss.dimensions, &c.data.annotation),
+            (dimensions, &annotation)
+        );
+        c.loss.dimensions = Dimensions::Both;
+        c.data.annotation = Annotation::Mean;
+        assert_eq!(c, joint, "{id}");
+    }
 }
 
 #[test]
@@ -156,4 +182,96 @@ fn seeds_give_mean_and_spread_and_the_findings_are_judged_against_the_spread() {
             .iter()
             .all(|f| f.verdict == Verdict::Inconclusive)
     );
+}
+
+#[test]
+fn separate_networks_combine_per_seed_and_table_6_and_both_findings_are_judged() {
+    let mut results = Vec::new();
+    for (seed, jitter) in [(1, -0.01), (2, 0.0), (3, 0.01)] {
+        results.push(seeded("gru-128x2-lm", seed, 0.60 + jitter, 0.50 + jitter));
+        // The valence network's arousal output and the arousal network's valence output are
+        // untrained: the combined row must not use them.
+        results.push(seeded(VALENCE_ONLY, seed, 0.66 + jitter, 0.01));
+        results.push(seeded(AROUSAL_ONLY, seed, -0.02, 0.56 + jitter));
+        // Training on one annotator, validated on the mean: clearly worse.
+        results.push(seeded(ONE_ANNOTATOR, seed, 0.40 + jitter, 0.35 + jitter));
+    }
+    let all = with_separate(&results);
+    let separate: Vec<&VariantResult> = all.iter().filter(|r| r.id == SEPARATE).collect();
+    assert_eq!(separate.len(), 3, "one combined result per seed");
+    let first = separate[0].best.unwrap();
+    assert!(
+        (first.valence.ccc - 0.65).abs() < 1e-12,
+        "the valence network's valence"
+    );
+    assert!(
+        (first.arousal.ccc - 0.55).abs() < 1e-12,
+        "the arousal network's arousal"
+    );
+    assert_eq!(separate[0].best_step, None);
+    let s = stats(&all, SEPARATE).unwrap();
+    assert!((s.ccc_mean.0 - 0.61).abs() < 1e-12, "{s:?}");
+
+    let md = tables(&results);
+    assert!(md.contains("(paper Table 6)"), "{md}");
+    assert!(
+        md.contains("| mean of the annotators | 0.600 ± 0.010 | 0.500 ± 0.010 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| one annotator (annotator-1) | 0.400 ± 0.010 | 0.350 ± 0.010 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("One network per dimension vs one joint network"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| one joint network | 0.600 ± 0.010 | 0.500 ± 0.010 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| separate networks (valence net's V, arousal net's A) | 0.660 ± 0.010 | 0.560 ± 0.010 |"),
+        "{md}"
+    );
+    let f = findings(&results);
+    let find = |claim: &str| f.iter().find(|f| f.claim.starts_with(claim)).unwrap();
+    let annotators = find("mean of annotators > one annotator (Table 6)");
+    assert_eq!(
+        (annotators.favoured.as_str(), annotators.other.as_str()),
+        ("gru-128x2-lm", ONE_ANNOTATOR)
+    );
+    assert_eq!(annotators.verdict, Verdict::Holds);
+    let separate = find("separate networks > one joint network");
+    assert_eq!(
+        (separate.favoured.as_str(), separate.other.as_str()),
+        (SEPARATE, "gru-128x2-lm")
+    );
+    assert!((separate.difference - 0.06).abs() < 1e-12, "{separate:?}");
+    assert_eq!(separate.verdict, Verdict::Holds);
+    let table = findings_table(&f);
+    assert!(
+        table.contains("| separate networks > one joint network | gru-128x2-lm-separate | gru-128x2-lm | +0.060 |"),
+        "{table}"
+    );
+
+    // Without the arousal network there is no combined row, and no finding about it.
+    let valence_only: Vec<VariantResult> = results
+        .iter()
+        .filter(|r| r.id != AROUSAL_ONLY)
+        .cloned()
+        .collect();
+    assert!(!tables(&valence_only).contains("separate networks ("));
+    assert!(
+        !findings(&valence_only)
+            .iter()
+            .any(|f| f.claim.starts_with("separate"))
+    );
+    // Without the one-annotator run there is no Table 6.
+    let joint: Vec<VariantResult> = results
+        .iter()
+        .filter(|r| r.id == "gru-128x2-lm")
+        .cloned()
+        .collect();
+    assert!(!tables(&joint).contains("Table 6"));
 }

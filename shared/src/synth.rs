@@ -14,6 +14,11 @@
 //!   calibrate to the person; a per-frame model cannot.
 //! * **Landmarks help.** The 68 landmarks are the clean geometry of the shown expression, even on
 //!   frames whose pixels are blurred or occluded.
+//! * **Annotators disagree.** With [`SynthConfig::annotators`] > 0 each video is labelled by that
+//!   many simulated annotators, each a fixed person across the whole dataset with a reaction lag,
+//!   a per-dimension bias and scale, and smooth noise of their own ([`Annotator`]); the frame's
+//!   annotation is then the per-frame mean of their traces, as in the Aff-Wild release. With 0
+//!   annotators (the default) the annotation is the true affect plus slowly varying noise.
 //!
 //! Everything is deterministic for a seed on every machine: the random numbers come from
 //! [`ChaCha8Rng`], and the renderer uses only IEEE-exact arithmetic (`+ - * /`, `sqrt`, its own
@@ -785,8 +790,14 @@ pub struct SynthConfig {
     /// Standard deviation of the per-frame jitter of the shown expression (what a sequence
     /// model can average away).
     pub expression_jitter: f32,
-    /// Standard deviation of the (slowly varying) annotation noise.
+    /// Standard deviation of the (slowly varying) annotation noise when there are no simulated
+    /// annotators (`annotators == 0`); with annotators, their own noise model applies instead.
     pub annotation_noise: f32,
+    /// Simulated annotators per video (0: none, the annotation is the true affect plus
+    /// `annotation_noise`). Annotator `k` is the same person in every video of a seed.
+    pub annotators: usize,
+    /// How the simulated annotators deviate from the true affect.
+    pub annotator_noise: AnnotatorNoise,
     /// Probability that a blink starts on a frame.
     pub blink_rate: f32,
     /// Probability that an occlusion episode starts on a frame.
@@ -806,6 +817,8 @@ impl Default for SynthConfig {
             frames: 300,
             expression_jitter: 0.15,
             annotation_noise: 0.04,
+            annotators: 0,
+            annotator_noise: AnnotatorNoise::default(),
             blink_rate: 0.015,
             occlusion_rate: 0.01,
             blur_rate: 0.01,
@@ -822,9 +835,13 @@ pub struct SyntheticFrame {
     pub index: usize,
     /// The true affect `[valence, arousal]` of this frame.
     pub clean: [f32; 2],
-    /// What the annotators wrote: the true affect plus annotation noise, rounded to 3 decimals;
-    /// `None` for an unannotated frame (`-5` in the files).
+    /// The frame's annotation, rounded to 3 decimals: without simulated annotators the true
+    /// affect plus annotation noise; with them the mean of [`Self::annotators`] (what the
+    /// Aff-Wild release ships). `None` for an unannotated frame (`-5` in the files).
     pub annotation: Option<[f32; 2]>,
+    /// What each simulated annotator wrote, rounded to 3 decimals, in annotator order; empty
+    /// for an unannotated frame and when the configuration has no annotators.
+    pub annotators: Vec<[f32; 2]>,
     /// The face crop and its landmarks in crop pixels; `None` when no face was detected.
     pub face: Option<(RgbImage, Landmarks68)>,
     /// The state the face was rendered from.
@@ -886,6 +903,168 @@ impl Drift {
     }
 }
 
+/// How simulated annotators deviate from the true affect: the noise model behind
+/// [`SynthConfig::annotators`].
+///
+/// Annotator `k` writes, for dimension `d` (valence, arousal) of frame `t`,
+///
+/// ```text
+/// clamp(scale[d] · true[d](t − lag) + bias[d] + noise[d](t), −1, 1), rounded to 3 decimals
+/// ```
+///
+/// * `lag` — reaction time in frames, uniform in `0..=max_lag` (before frame `lag` the annotator
+///   still holds the first frame's value);
+/// * `bias[d]` — a constant offset, near-normal ([`gaussian`]) with standard deviation
+///   [`Self::bias`];
+/// * `scale[d]` — how much of the range the annotator uses, uniform in `1 ± scale`;
+/// * `noise[d]` — smooth (first-order low-pass, autoregressive) noise with standard deviation
+///   [`Self::noise`] and time constant [`Self::noise_frames`].
+///
+/// Lag, bias and scale belong to the annotator: drawn once per `(seed, k)` and the same in every
+/// video, like a real annotator's habits. The noise is drawn per `(seed, video, k)`. Both come from
+/// random streams of their own, so turning annotators on changes no face, landmark or true
+/// affect value of any video.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnnotatorNoise {
+    /// Largest reaction lag in frames.
+    pub max_lag: usize,
+    /// Standard deviation of the per-dimension bias.
+    pub bias: f32,
+    /// Half-width of the per-dimension scale around 1.
+    pub scale: f32,
+    /// Standard deviation of the smooth noise.
+    pub noise: f32,
+    /// Time constant of the smooth noise, in frames (at least 1).
+    pub noise_frames: f32,
+}
+
+impl Default for AnnotatorNoise {
+    fn default() -> Self {
+        Self {
+            max_lag: 12,
+            bias: 0.1,
+            scale: 0.25,
+            noise: 0.08,
+            noise_frames: 15.0,
+        }
+    }
+}
+
+/// Salt of the seed of the annotators' own random streams (their habits and their noise): keeps
+/// them apart from the video's stream, which stays exactly what it is without annotators.
+const ANNOTATOR_SALT: u64 = 0xA770_7A70_5EED_0001;
+
+/// The name of simulated annotator `k` (0-based) in files and on the command line:
+/// `annotator-1`, `annotator-2`, …
+pub fn annotator_name(k: usize) -> String {
+    format!("annotator-{}", k + 1)
+}
+
+/// One simulated annotator's habits (see [`AnnotatorNoise`] for the model).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotator {
+    /// Reaction lag in frames.
+    pub lag: usize,
+    /// Per-dimension bias (valence, arousal).
+    pub bias: [f32; 2],
+    /// Per-dimension scale (valence, arousal).
+    pub scale: [f32; 2],
+}
+
+impl Annotator {
+    /// Annotator `k` of the dataset with seed `seed`: the same in every video.
+    pub fn new(noise: &AnnotatorNoise, seed: u64, k: usize) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ANNOTATOR_SALT);
+        rng.set_stream(k as u64);
+        let lag = rng.random_range(0..=noise.max_lag);
+        let bias = [
+            noise.bias * gaussian(&mut rng),
+            noise.bias * gaussian(&mut rng),
+        ];
+        let scale = [0, 1].map(|_| 1.0 + noise.scale * (2.0 * rng.random::<f32>() - 1.0));
+        Self { lag, bias, scale }
+    }
+
+    /// What this annotator writes for true affect `lagged` (the value `lag` frames ago) with
+    /// noise `noise`: scaled, biased, noisy, clamped to [-1, 1] and rounded to 3 decimals.
+    pub fn write(&self, lagged: [f32; 2], noise: [f32; 2]) -> [f32; 2] {
+        [0, 1]
+            .map(|d| round3((self.scale[d] * lagged[d] + self.bias[d] + noise[d]).clamp(-1.0, 1.0)))
+    }
+}
+
+/// Rounds to 3 decimals, as the annotation files store values.
+fn round3(v: f32) -> f32 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The simulated annotators of one video: their habits, their noise and the recent true affect
+/// their lags look back on.
+#[derive(Debug, Clone)]
+struct Annotators {
+    annotators: Vec<Annotator>,
+    noise: Vec<[Drift; 2]>,
+    rng: ChaCha8Rng,
+    /// True affect of the last `max lag + 1` frames, newest last.
+    history: Vec<[f32; 2]>,
+}
+
+impl Annotators {
+    fn new(config: &SynthConfig, seed: u64, index: u64) -> Self {
+        let n = &config.annotator_noise;
+        let annotators: Vec<Annotator> = (0..config.annotators)
+            .map(|k| Annotator::new(n, seed, k))
+            .collect();
+        // A second salt: the per-video noise stream differs from the habits' stream.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ANNOTATOR_SALT.rotate_left(17));
+        rng.set_stream(index);
+        let time_constant = n.noise_frames.max(1.0);
+        let noise = annotators
+            .iter()
+            .map(|_| {
+                [
+                    Drift::new(0.0, n.noise, time_constant, &mut rng),
+                    Drift::new(0.0, n.noise, time_constant, &mut rng),
+                ]
+            })
+            .collect();
+        Self {
+            annotators,
+            noise,
+            rng,
+            history: Vec::new(),
+        }
+    }
+
+    /// Records frame `clean` and returns every annotator's value for it.
+    fn annotate(&mut self, clean: [f32; 2]) -> Vec<[f32; 2]> {
+        let keep = self.annotators.iter().map(|a| a.lag).max().unwrap_or(0) + 1;
+        if self.history.len() == keep {
+            self.history.remove(0);
+        }
+        self.history.push(clean);
+        let rng = &mut self.rng;
+        let history = &self.history;
+        self.annotators
+            .iter()
+            .zip(&mut self.noise)
+            .map(|(a, noise)| {
+                let lagged = history[history.len().saturating_sub(a.lag + 1)];
+                a.write(lagged, [noise[0].next(rng), noise[1].next(rng)])
+            })
+            .collect()
+    }
+}
+
+/// The per-frame mean of the annotators' values, rounded to 3 decimals; `None` for none.
+pub fn mean_annotation(values: &[[f32; 2]]) -> Option<[f32; 2]> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f32;
+    Some([0, 1].map(|d| round3(values.iter().map(|v| v[d]).sum::<f32>() / n)))
+}
+
 /// A synthetic video: one person, a smooth affect trajectory and per-frame nuisances. Iterates
 /// over [`SyntheticFrame`]s. Fully determined by `(seed, index)` so videos can be rendered in
 /// parallel, in any order, with identical results.
@@ -907,6 +1086,7 @@ pub struct SyntheticVideo {
     scene_x: Drift,
     scene_y: Drift,
     annotation_noise: [Drift; 2],
+    annotators: Annotators,
     blink: Episode,
     occlusion: Episode,
     occluder: Option<Occluder>,
@@ -950,6 +1130,7 @@ impl SyntheticVideo {
             scene_x,
             scene_y,
             annotation_noise,
+            annotators: Annotators::new(config, seed, index),
             blink: Episode::default(),
             occlusion: Episode::default(),
             occluder: None,
@@ -1051,9 +1232,18 @@ impl Iterator for SyntheticVideo {
             self.annotation_noise[0].next(&mut self.rng),
             self.annotation_noise[1].next(&mut self.rng),
         ];
-        let annotation = (!invalid).then(|| {
-            [0, 1].map(|d| ((clean[d] + noise[d]).clamp(-1.0, 1.0) * 1000.0).round() / 1000.0)
-        });
+        // The annotators' noise advances on every frame, annotated or not, like the video's.
+        let written = self.annotators.annotate(clean);
+        let (annotation, annotators) = if invalid {
+            (None, Vec::new())
+        } else if written.is_empty() {
+            (
+                Some([0, 1].map(|d| round3((clean[d] + noise[d]).clamp(-1.0, 1.0)))),
+                written,
+            )
+        } else {
+            (mean_annotation(&written), written)
+        };
         let missing = self
             .no_face
             .tick(&mut self.rng, self.config.no_face_rate, 2..12)
@@ -1064,6 +1254,7 @@ impl Iterator for SyntheticVideo {
             index,
             clean,
             annotation,
+            annotators,
             face: (!missing).then_some(face),
             state,
         })

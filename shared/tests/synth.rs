@@ -3,7 +3,8 @@
 
 use affect_shared::preprocess::Landmarks68;
 use affect_shared::synth::{
-    AffectTrajectory, FaceState, Person, SynthConfig, SyntheticVideo, render_face, sin_cos,
+    AffectTrajectory, Annotator, AnnotatorNoise, FaceState, Person, SynthConfig, SyntheticVideo,
+    mean_annotation, render_face, sin_cos,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -302,4 +303,182 @@ fn averaging_over_time_recovers_affect_better_than_single_frames() {
         averaged > single + 0.05,
         "single {single:.3}, averaged {averaged:.3}"
     );
+}
+
+/// A small, fast configuration with `annotators` annotators of `noise`.
+fn annotated(frames: usize, annotators: usize, noise: AnnotatorNoise) -> SynthConfig {
+    SynthConfig {
+        size: 32,
+        frames,
+        annotators,
+        annotator_noise: noise,
+        invalid_label_rate: 0.02,
+        ..SynthConfig::default()
+    }
+}
+
+fn quiet() -> AnnotatorNoise {
+    AnnotatorNoise {
+        max_lag: 0,
+        bias: 0.0,
+        scale: 0.0,
+        noise: 0.0,
+        noise_frames: 15.0,
+    }
+}
+
+fn round3(v: f32) -> f32 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[test]
+fn annotations_without_annotators_are_the_recorded_ones() {
+    // Recorded at the commit before simulated annotators existed: with `annotators == 0` the
+    // labels (and every other output) are what they were.
+    let config = SynthConfig {
+        size: 32,
+        frames: 200,
+        ..SynthConfig::default()
+    };
+    let bytes: Vec<u8> = (0..3)
+        .flat_map(|index| SyntheticVideo::new(&config, 7, index))
+        .flat_map(|f| match f.annotation {
+            Some([v, a]) => [v.to_le_bytes(), a.to_le_bytes()].concat(),
+            None => vec![0xff],
+        })
+        .collect();
+    assert_eq!(fnv(bytes), GOLDEN_ANNOTATIONS);
+}
+
+const GOLDEN_ANNOTATIONS: u64 = 1_596_134_582_733_652_930;
+
+#[test]
+fn annotators_change_only_the_labels_and_the_annotation_is_their_mean() {
+    let plain: Vec<_> = SyntheticVideo::new(&annotated(120, 0, quiet()), 3, 1).collect();
+    let config = annotated(120, 4, AnnotatorNoise::default());
+    let with: Vec<_> = SyntheticVideo::new(&config, 3, 1).collect();
+    let again: Vec<_> = SyntheticVideo::new(&config, 3, 1).collect();
+    let mut differs = false;
+    for ((p, w), w2) in plain.iter().zip(&with).zip(&again) {
+        assert_eq!(p.clean, w.clean, "frame {}", p.index);
+        assert_eq!(p.state, w.state);
+        assert_eq!(
+            p.face.as_ref().map(|(i, l)| (i.as_raw(), l)),
+            w.face.as_ref().map(|(i, l)| (i.as_raw(), l))
+        );
+        assert_eq!(p.annotation.is_some(), w.annotation.is_some());
+        assert!(p.annotators.is_empty());
+        // Deterministic for the seed.
+        assert_eq!(w.annotators, w2.annotators);
+        assert_eq!(w.annotation, w2.annotation);
+        match w.annotation {
+            Some(mean) => {
+                assert_eq!(w.annotators.len(), 4);
+                let average =
+                    [0, 1].map(|d| round3(w.annotators.iter().map(|a| a[d]).sum::<f32>() / 4.0));
+                assert_eq!(mean, average);
+                assert_eq!(Some(mean), mean_annotation(&w.annotators));
+                differs |= w.annotators.iter().any(|a| *a != w.annotators[0]);
+                for a in &w.annotators {
+                    assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
+                }
+            }
+            None => assert!(w.annotators.is_empty(), "unannotated for every annotator"),
+        }
+    }
+    assert!(differs, "annotators disagree");
+    assert!(
+        with.iter().any(|f| f.annotation.is_none()),
+        "some frames unannotated"
+    );
+}
+
+#[test]
+fn an_annotator_lags_the_true_affect_by_their_reaction_time() {
+    let noise = AnnotatorNoise {
+        max_lag: 8,
+        ..quiet()
+    };
+    let config = SynthConfig {
+        invalid_label_rate: 0.0,
+        ..annotated(80, 6, noise.clone())
+    };
+    let frames: Vec<_> = SyntheticVideo::new(&config, 4, 0).collect();
+    let lags: Vec<usize> = (0..6).map(|k| Annotator::new(&noise, 4, k).lag).collect();
+    assert!(lags.iter().any(|&l| l > 0), "lags {lags:?}");
+    assert!(lags.iter().all(|&l| l <= 8));
+    for (k, &lag) in lags.iter().enumerate() {
+        for (t, f) in frames.iter().enumerate() {
+            let source = frames[t.saturating_sub(lag)].clean;
+            assert_eq!(
+                f.annotators[k],
+                source.map(round3),
+                "annotator {k} (lag {lag}) at frame {t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_annotator_has_their_own_bias_and_scale_in_every_video() {
+    let noise = AnnotatorNoise {
+        bias: 0.2,
+        scale: 0.3,
+        ..quiet()
+    };
+    let config = SynthConfig {
+        invalid_label_rate: 0.0,
+        ..annotated(40, 3, noise.clone())
+    };
+    for index in 0..2 {
+        for f in SyntheticVideo::new(&config, 9, index) {
+            for (k, written) in f.annotators.iter().enumerate() {
+                let a = Annotator::new(&noise, 9, k);
+                let expected =
+                    [0, 1].map(|d| round3((a.scale[d] * f.clean[d] + a.bias[d]).clamp(-1.0, 1.0)));
+                assert_eq!(*written, expected, "video {index} annotator {k}");
+            }
+        }
+    }
+    // Over many annotators, bias and scale spread as configured.
+    let many: Vec<Annotator> = (0..400).map(|k| Annotator::new(&noise, 9, k)).collect();
+    let biases: Vec<f32> = many.iter().flat_map(|a| a.bias).collect();
+    let sd = (biases.iter().map(|b| b * b).sum::<f32>() / biases.len() as f32).sqrt();
+    assert!((0.17..0.23).contains(&sd), "bias sd {sd}");
+    let scales: Vec<f32> = many.iter().flat_map(|a| a.scale).collect();
+    assert!(scales.iter().all(|s| (0.7..=1.3).contains(s)));
+    assert!(scales.iter().any(|s| *s < 0.8) && scales.iter().any(|s| *s > 1.2));
+    assert_ne!(
+        Annotator::new(&noise, 9, 0),
+        Annotator::new(&noise, 10, 0),
+        "seeded"
+    );
+}
+
+#[test]
+fn annotator_noise_is_smooth_and_as_large_as_configured() {
+    let noise = AnnotatorNoise {
+        noise: 0.1,
+        noise_frames: 15.0,
+        ..quiet()
+    };
+    let config = SynthConfig {
+        invalid_label_rate: 0.0,
+        ..annotated(600, 2, noise)
+    };
+    let frames: Vec<_> = SyntheticVideo::new(&config, 5, 0).collect();
+    for k in 0..2 {
+        let residual: Vec<f32> = frames
+            .iter()
+            .map(|f| f.annotators[k][0] - f.clean[0])
+            .collect();
+        let n = residual.len() as f32;
+        let sd = (residual.iter().map(|r| r * r).sum::<f32>() / n).sqrt();
+        assert!((0.05..0.16).contains(&sd), "annotator {k}: noise sd {sd}");
+        let lag1 = correlation(&residual[1..], &residual[..residual.len() - 1]);
+        assert!(
+            lag1 > 0.8,
+            "annotator {k}: low-pass noise, lag-1 correlation {lag1}"
+        );
+    }
 }

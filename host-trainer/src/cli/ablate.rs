@@ -1,5 +1,6 @@
 //! `affect-train ablate`: the paper's comparisons as Markdown tables (Tables 4–9), on a synthetic
-//! dataset rendered in memory (the faces `affect-train synth` writes).
+//! dataset rendered in memory (the faces `affect-train synth` writes), labelled like Aff-Wild with
+//! the per-frame mean of several simulated annotators.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use affect_shared::synth::SynthConfig;
 use affect_trainer::ablate;
 use affect_trainer::train::config::parse_set;
-use affect_trainer::train::memory::render_synthetic;
+use affect_trainer::train::memory::{render_synthetic, render_synthetic_annotated};
 
 use super::bad_input;
 
@@ -20,6 +21,12 @@ pub struct Args {
     /// Frames per synthetic video.
     #[arg(long, default_value_t = 200)]
     frames: usize,
+    /// Simulated annotators per video (lag, bias, scale, smooth noise each; see `affect-train
+    /// synth`): every variant trains on their per-frame mean except the one-annotator variant of
+    /// Table 6 (`gru-128x2-lm-annotator-1`), and all validate against the mean. 0: one noisy
+    /// annotation per frame, and the one-annotator variant is left out.
+    #[arg(long, default_value_t = 4)]
+    annotators: usize,
     /// Seed of the synthetic dataset, and the first training seed (the others follow:
     /// `seed + 1`, …).
     #[arg(long, default_value_t = 0)]
@@ -71,6 +78,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.only.is_empty() {
         plan.retain(|v| args.only.contains(&v.id));
     }
+    if args.annotators == 0 && plan.iter().any(|v| v.id == ablate::ONE_ANNOTATOR) {
+        eprintln!(
+            "--annotators 0: leaving out {} (Table 6 needs annotators)",
+            ablate::ONE_ANNOTATOR
+        );
+        plan.retain(|v| v.id != ablate::ONE_ANNOTATOR);
+    }
+    if plan.is_empty() {
+        return Err(bad_input(anyhow::anyhow!(
+            "no variant to train (check --only against the ids in the module documentation)"
+        )));
+    }
     // Preprocessing depends only on size and landmark use; render each split once, with
     // landmarks (variants without them ignore that input).
     let reference = ablate::variant_config(&base, &plan[0]).map_err(bad_input)?;
@@ -81,16 +100,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let synth = SynthConfig {
         size: affect_shared::synth::render_size(preprocess.size),
         frames: args.frames,
+        annotators: args.annotators,
         ..SynthConfig::default()
     };
     let validation_videos = (args.videos / 4).max(1);
     let started = std::time::Instant::now();
-    let train_set = Arc::new(render_synthetic(
-        &synth,
-        args.seed,
-        0..args.videos,
-        &preprocess,
-    )?);
+    let (train_data, annotators) =
+        render_synthetic_annotated(&synth, args.seed, 0..args.videos, &preprocess)?;
+    let train_set = ablate::TrainingSet {
+        data: Arc::new(train_data),
+        annotators: annotators.into_iter().map(Arc::new).collect(),
+    };
     let validation = render_synthetic(
         &synth,
         args.seed,
@@ -107,9 +127,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "{} variants; {} training and {} validation videos at {} px",
         plan.len(),
-        train_set.videos.len(),
+        train_set.data.videos.len(),
         validation.videos.len(),
-        train_set.size
+        train_set.data.size
     );
     std::fs::create_dir_all(&args.out)?;
     let seeds: Vec<u64> = (0..args.seeds).map(|k| args.seed + k).collect();
@@ -117,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &base,
         &plan,
         &seeds,
-        train_set,
+        &train_set,
         &validation,
         &args.out,
         |r| match &r.best {
@@ -139,8 +159,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     )?;
     let findings = ablate::findings(&results);
+    let labels = match args.annotators {
+        0 => "one noisy annotation per frame".to_owned(),
+        n => format!("the per-frame mean of {n} simulated annotators"),
+    };
     let mut md = format!(
-        "## Ablation: {} variant(s) × seeds {seeds:?}\n\n",
+        "## Ablation: {} variant(s) × seeds {seeds:?}\n\nLabels: {labels} (validation \
+         always; training too unless a variant trains on one annotator).\n\n",
         plan.len()
     );
     md.push_str(&ablate::tables(&results));
@@ -154,14 +179,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         md.push_str(&line);
     }
     std::fs::write(args.out.join("ablation.md"), &md)?;
+    let combined = ablate::with_separate(&results);
     std::fs::write(
         args.out.join("ablation.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "seeds": seeds,
             "runs": results,
+            "annotators": args.annotators,
             "variants": plan
                 .iter()
-                .filter_map(|v| ablate::stats(&results, &v.id))
+                .map(|v| v.id.as_str())
+                .chain([ablate::SEPARATE])
+                .filter_map(|id| ablate::stats(&combined, id))
                 .collect::<Vec<_>>(),
             "findings": findings,
         }))?,

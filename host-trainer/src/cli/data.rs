@@ -6,7 +6,7 @@ use std::sync::Arc;
 use affect_shared::preprocess::Preprocess;
 use affect_trainer::data::inspect::{InspectOptions, inspect, plot_histogram};
 use affect_trainer::data::loader::{Loader, LoaderConfig};
-use affect_trainer::data::{DataError, Dataset, ReadOptions};
+use affect_trainer::data::{Annotation, DataError, Dataset, ReadOptions};
 
 use super::bad_input;
 
@@ -41,6 +41,10 @@ pub struct InspectArgs {
     /// Skip decoding every face image.
     #[arg(long)]
     no_image_check: bool,
+    /// Read the labels of this annotation: `mean` (the annotators' mean, the release's files) or
+    /// one annotator's name (Aff-Wild layout with per-annotator files, e.g. `annotator-1`).
+    #[arg(long, value_name = "mean|NAME", default_value = "mean")]
+    annotation: Annotation,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -101,6 +105,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 fn classify(err: DataError) -> anyhow::Error {
     match err {
         DataError::NotADataset { .. }
+        | DataError::UnknownAnnotator { .. }
         | DataError::TooManyProblems { .. }
         | DataError::Config(_) => bad_input(err),
         other => other.into(),
@@ -113,6 +118,7 @@ fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
         check_images: !args.no_image_check,
         bins: args.bins,
         splits: args.split,
+        annotation: args.annotation,
     };
     let report = inspect(&args.dir, &options).map_err(classify)?;
     if args.json {

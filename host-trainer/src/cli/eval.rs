@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use affect_trainer::baseline::{Baseline, BaselineConfig};
+use affect_trainer::data::Annotation;
 use affect_trainer::eval::{self, EvalReport};
 use affect_trainer::train::{RunDir, dataset, load_run_model, select_device};
 
@@ -21,6 +22,10 @@ pub struct EvalArgs {
     /// Split to evaluate.
     #[arg(long, default_value = "Validation_Set")]
     split: String,
+    /// Score against this annotation: `mean` (the annotators' mean, the release's files) or one
+    /// annotator's name (Aff-Wild layout with per-annotator files, e.g. `annotator-1`).
+    #[arg(long, value_name = "mean|NAME", default_value = "mean")]
+    annotation: Annotation,
     /// Output directory (default `RUN/eval/SPLIT`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -52,7 +57,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .data
         .dataset_dir(args.data.as_deref())
         .map_err(bad_input)?;
-    let videos = dataset::videos(&data, &args.split, &config).map_err(bad_input)?;
+    let videos =
+        dataset::videos(&data, &args.split, &args.annotation, &config).map_err(bad_input)?;
     let out = args
         .out
         .unwrap_or_else(|| run.root().join("eval").join(&args.split));
@@ -122,9 +128,11 @@ pub fn run_baseline(args: BaselineArgs) -> anyhow::Result<()> {
     baseline_config.hog.cell = args.cell;
     baseline_config.svr.c = args.c;
     baseline_config.svr.epsilon = args.epsilon;
-    let train = dataset::videos(&args.data, &args.train_split, &config).map_err(bad_input)?;
+    let mean = Annotation::Mean;
+    let train =
+        dataset::videos(&args.data, &args.train_split, &mean, &config).map_err(bad_input)?;
     let baseline = Baseline::fit(train.as_ref(), baseline_config)?;
-    let videos = dataset::videos(&args.data, &args.split, &config).map_err(bad_input)?;
+    let videos = dataset::videos(&args.data, &args.split, &mean, &config).map_err(bad_input)?;
     let predictions = baseline.predict(videos.as_ref())?;
     let report = eval::build_report(
         &args.out,

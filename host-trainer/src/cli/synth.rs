@@ -1,11 +1,12 @@
-//! `affect-train synth`: a synthetic dataset in the Aff-Wild2 layout (crops, labels, landmarks).
+//! `affect-train synth`: a synthetic dataset in the Aff-Wild2 layout (crops, labels, landmarks),
+//! or in the Aff-Wild layout with several simulated annotators' traces beside their mean.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use affect_shared::synth::SynthConfig;
 use affect_trainer::data::DataError;
-use affect_trainer::data::synth::{SynthDatasetConfig, write_dataset};
+use affect_trainer::data::synth::{SynthDatasetConfig, SynthLayout, write_dataset};
 
 use super::bad_input;
 
@@ -33,6 +34,16 @@ pub struct Args {
     /// JPEG quality of the crops (1-100).
     #[arg(long, default_value_t = 90)]
     jpeg_quality: u8,
+    /// Directory layout: `affwild2` (aligned crops, `valence,arousal` files) or `affwild`
+    /// (frames, boxes and landmarks as `.pts`, per-dimension files, per-annotator files).
+    #[arg(long, default_value = "affwild2")]
+    layout: SynthLayout,
+    /// Simulated annotators per video (needs `--layout affwild`): each writes the true affect
+    /// with their own lag, bias, scale and smooth noise under
+    /// `annotations/<split>/annotators/annotator-<k>/`, and the annotation files hold their
+    /// per-frame mean. 0: one noisy annotation per frame, as before.
+    #[arg(long, default_value_t = 0)]
+    annotators: usize,
     /// Worker threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     jobs: Option<usize>,
@@ -41,6 +52,7 @@ pub struct Args {
 /// Writes the dataset and prints what was written, with the rendering rate.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = SynthDatasetConfig {
+        layout: args.layout,
         videos: args.videos,
         val_fraction: args.val_fraction,
         seed: args.seed,
@@ -48,6 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         render: SynthConfig {
             size: args.size,
             frames: args.frames,
+            annotators: args.annotators,
             ..SynthConfig::default()
         },
     };

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use affect_trainer::data::Annotation;
 use affect_trainer::train::config::TrainConfig;
 use affect_trainer::train::estimate::{self, Available, MemoryEstimate};
 use affect_trainer::train::{
@@ -31,10 +32,15 @@ The defaults (no --config) are the paper's network: use them on a GPU, not on a 
 Before building the network, train estimates its peak memory and refuses (exit code 2) when
 the CPU has not enough available; --no-memory-check overrides.")]
 pub struct Args {
-    /// Dataset directory (Aff-Wild2 layout, e.g. written by `affect-train synth`); recorded in
-    /// the run as `data.root`. With `--resume`, defaults to the recorded one.
+    /// Dataset directory (Aff-Wild or Aff-Wild2 layout, e.g. written by `affect-train synth`);
+    /// recorded in the run as `data.root`. With `--resume`, defaults to the recorded one.
     #[arg(long, required_unless_present = "resume")]
     data: Option<PathBuf>,
+    /// Train on this annotation: `mean` (the annotators' mean, the release's files) or one
+    /// annotator's name (Aff-Wild layout with per-annotator files, e.g. `annotator-1`). Sets
+    /// `data.annotation`; validation always scores against the mean.
+    #[arg(long, value_name = "mean|NAME", conflicts_with = "resume")]
+    annotation: Option<Annotation>,
     /// New run directory (config.toml, metrics.jsonl, checkpoint/, best/).
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     out: Option<PathBuf>,
@@ -127,6 +133,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let absolute = std::fs::canonicalize(data)
                 .map_err(|e| bad_input(anyhow::anyhow!("dataset {}: {e}", data.display())))?;
             config.data.root = Some(absolute);
+            if let Some(annotation) = &args.annotation {
+                config.data.annotation = annotation.clone();
+            }
             (args.out.clone().expect("clap requires --out"), config)
         }
     };
@@ -148,7 +157,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let validation = if config.data.validation_split.is_empty() {
         None
     } else {
-        Some(dataset::videos(&data, &config.data.validation_split, &config).map_err(bad_input)?)
+        Some(
+            dataset::videos(
+                &data,
+                &config.data.validation_split,
+                &Annotation::Mean,
+                &config,
+            )
+            .map_err(bad_input)?,
+        )
     };
     let options = TrainOptions {
         resume: args.resume.is_some(),

@@ -3,6 +3,8 @@
 //! ```text
 //! annotations/<split>/valence/<video>.txt     one value per frame, no header
 //! annotations/<split>/arousal/<video>.txt
+//! annotations/<split>/annotators/<name>/{valence,arousal}/<video>.txt
+//!                                             optional: one annotator's own trace, same format
 //! bboxs/<split>/<video>/<n>.pts               face box corners of frame n (iBUG .pts)
 //! landmarks/<split>/<video>/<n>.pts           68 landmarks of frame n (iBUG .pts)
 //! frames/<split>/<video>/<n>.jpg              the video's frames
@@ -13,6 +15,11 @@
 //! file stems (padding does not matter); numbering is 1-based (line n of the annotation = file
 //! n) unless a file numbered 0 exists, in which case it is 0-based. A frame has a face when its
 //! image exists and it has a box (from `bboxs/`, else the extent of its landmarks).
+//!
+//! The release's annotation files hold the per-frame mean of the annotators, and that is what
+//! [`Annotation::Mean`] (the default) reads. [`Annotation::Annotator`] reads one annotator's
+//! trace from `annotations/<split>/annotators/<name>/` instead (the synthetic generator writes
+//! these, [`super::synth`]); the videos are still those of the mean's `valence/` directory.
 
 use affect_shared::contract::LANDMARK_POINTS;
 use std::collections::BTreeMap;
@@ -20,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use affect_shared::preprocess::{FaceBox, Landmarks68};
 
-use super::dataset::{Dataset, FaceSource, Format, Frame, ReadOptions, Video};
+use super::dataset::{Annotation, Dataset, FaceSource, Format, Frame, ReadOptions, Video};
 use super::files::{self, INVALID_LABEL};
 use super::problems::{DataError, Problem, ProblemKind, Problems};
 
@@ -48,7 +55,60 @@ pub fn splits(root: &Path) -> Result<Vec<String>, DataError> {
     Ok(out)
 }
 
-/// Reads one split.
+/// The annotators with their own annotations in `split` (directories under
+/// `annotations/<split>/annotators/` that hold a `valence/` directory), sorted; empty when there
+/// are none.
+pub fn annotators(root: &Path, split: &str) -> Result<Vec<String>, DataError> {
+    let dir = root
+        .join("annotations")
+        .join(split_name(split))
+        .join("annotators");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(DataError::io(&dir))? {
+        let entry = entry.map_err(DataError::io(&dir))?;
+        if entry.path().join("valence").is_dir() {
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The directory holding the `valence/` and `arousal/` files of `annotation` in `split`; an
+/// annotator the split has no files of is an [`DataError::UnknownAnnotator`] naming the
+/// annotators present.
+pub fn annotation_dir(
+    root: &Path,
+    split: &str,
+    annotation: &Annotation,
+) -> Result<PathBuf, DataError> {
+    let split_dir = root.join("annotations").join(split_name(split));
+    match annotation {
+        Annotation::Mean => Ok(split_dir),
+        Annotation::Annotator(name) => {
+            let dir = split_dir.join("annotators").join(name);
+            if dir.join("valence").is_dir() {
+                return Ok(dir);
+            }
+            let present = annotators(root, split)?;
+            let reason = if present.is_empty() {
+                "this split has no per-annotator annotations, only their mean: use `mean`".into()
+            } else {
+                format!("annotators present: {}", present.join(", "))
+            };
+            Err(DataError::UnknownAnnotator {
+                dir,
+                name: name.clone(),
+                reason,
+            })
+        }
+    }
+}
+
+/// Reads one split, labelled with `options.annotation`.
 pub fn read(root: &Path, split: &str, options: &ReadOptions) -> Result<Dataset, DataError> {
     let split = split_name(split);
     let valence_dir = root.join("annotations").join(&split).join("valence");
@@ -68,10 +128,11 @@ pub fn read(root: &Path, split: &str, options: &ReadOptions) -> Result<Dataset, 
         .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .collect();
     names.sort();
+    let labels = annotation_dir(root, &split, &options.annotation)?;
     let mut problems = Problems::new(options.max_errors);
     let mut videos = Vec::with_capacity(names.len());
     for name in names {
-        videos.push(read_video(root, &split, &name, &mut problems)?);
+        videos.push(read_video(root, &labels, &split, &name, &mut problems)?);
     }
     Ok(Dataset {
         root: root.to_owned(),
@@ -103,18 +164,15 @@ pub fn parse_values(
     Ok(out)
 }
 
+/// Reads `labels/<dimension>/<name>.txt` (`labels`: the split's annotation directory, or one
+/// annotator's).
 fn read_dimension(
-    root: &Path,
-    split: &str,
+    labels: &Path,
     dimension: &str,
     name: &str,
     problems: &mut Problems,
 ) -> Result<(PathBuf, Vec<Option<f32>>), DataError> {
-    let path = root
-        .join("annotations")
-        .join(split)
-        .join(dimension)
-        .join(format!("{name}.txt"));
+    let path = labels.join(dimension).join(format!("{name}.txt"));
     if !path.is_file() {
         problems.push(Problem::file(
             &path,
@@ -168,12 +226,13 @@ fn bounding_box(points: &[[f32; 2]]) -> Option<FaceBox> {
 
 fn read_video(
     root: &Path,
+    labels: &Path,
     split: &str,
     name: &str,
     problems: &mut Problems,
 ) -> Result<Video, DataError> {
-    let (valence_path, valence) = read_dimension(root, split, "valence", name, problems)?;
-    let (arousal_path, arousal) = read_dimension(root, split, "arousal", name, problems)?;
+    let (valence_path, valence) = read_dimension(labels, "valence", name, problems)?;
+    let (arousal_path, arousal) = read_dimension(labels, "arousal", name, problems)?;
     if valence.len() != arousal.len() && !valence.is_empty() && !arousal.is_empty() {
         problems.push(Problem::file(
             &arousal_path,

@@ -1,4 +1,4 @@
-//! Aff-Wild2 / ABAW valence–arousal layout (also what `affect-train synth` writes):
+//! Aff-Wild2 / ABAW valence–arousal layout (also what `affect-train synth` writes by default):
 //!
 //! ```text
 //! annotations/VA_Estimation_Challenge/Train_Set/<video>.txt       valence,arousal header, one row per frame, -5 = unannotated
@@ -7,11 +7,13 @@
 //! landmarks/<video>.csv                                           optional: frame,x0,y0,…,x67,y67 in crop pixels
 //! ```
 //!
-//! Older ABAW releases name the annotation directory `VA_Set`; both are accepted.
+//! Older ABAW releases name the annotation directory `VA_Set`; both are accepted. The layout has
+//! one label file per video (the annotators' consensus) and no per-annotator files, so only
+//! [`Annotation::Mean`] reads it; naming an annotator is an [`DataError::UnknownAnnotator`].
 
 use std::path::{Path, PathBuf};
 
-use super::dataset::{Dataset, FaceSource, Format, Frame, ReadOptions, Video};
+use super::dataset::{Annotation, Dataset, FaceSource, Format, Frame, ReadOptions, Video};
 use super::files::{self, INVALID_LABEL};
 use super::problems::{DataError, Problem, ProblemKind, Problems};
 
@@ -61,6 +63,15 @@ pub fn read(root: &Path, split: &str, options: &ReadOptions) -> Result<Dataset, 
     })?;
     let split = split_name(split).to_owned();
     let split_dir = annotations.join(&split);
+    if let Annotation::Annotator(name) = &options.annotation {
+        return Err(DataError::UnknownAnnotator {
+            dir: split_dir,
+            name: name.clone(),
+            reason: "the Aff-Wild2 layout has no per-annotator annotations, only one label file \
+                     per video: use `mean`"
+                .into(),
+        });
+    }
     if !split_dir.is_dir() {
         return Err(DataError::NotADataset {
             path: split_dir,

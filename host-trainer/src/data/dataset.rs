@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use affect_shared::preprocess::{FaceBox, Landmarks68};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::problems::{DataError, Problem};
@@ -13,10 +13,11 @@ use super::{affwild, affwild2};
 /// The on-disk layout of a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Format {
-    /// Aff-Wild (2017): per-dimension annotation files, frames with boxes and landmarks.
+    /// Aff-Wild (2017): per-dimension annotation files, frames with boxes and landmarks, and
+    /// optionally each annotator's own files (`affect-train synth --layout affwild`).
     AffWild,
-    /// Aff-Wild2 / ABAW (also the synthetic generator's output): `valence,arousal` files and
-    /// aligned face crops.
+    /// Aff-Wild2 / ABAW (also the synthetic generator's default output): `valence,arousal` files
+    /// and aligned face crops.
     AffWild2,
 }
 
@@ -96,11 +97,76 @@ pub struct Video {
     pub frames: Vec<Frame>,
 }
 
+/// Which annotation a reader takes as the frames' labels (`--annotation mean|NAME`,
+/// `data.annotation`).
+///
+/// Aff-Wild's annotation files hold the per-frame mean of its annotators; the Aff-Wild layout
+/// may also carry each annotator's own trace under `annotations/<split>/annotators/<name>/`
+/// (the synthetic generator writes them, see [`super::synth`]). The Aff-Wild2 layout has no
+/// per-annotator files, so only [`Annotation::Mean`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Annotation {
+    /// The mean of the annotators: the release's annotation files.
+    #[default]
+    Mean,
+    /// One annotator's own trace, by name (e.g. `annotator-1`).
+    Annotator(String),
+}
+
+/// An annotation choice that is neither `mean` nor a plain annotator name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "annotation `{0}`: expected `mean` or an annotator name (letters, digits, `-`, `_`, `.`; \
+     e.g. `annotator-1`)"
+)]
+pub struct BadAnnotation(pub String);
+
+impl std::str::FromStr for Annotation {
+    type Err = BadAnnotation;
+
+    fn from_str(s: &str) -> Result<Self, BadAnnotation> {
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        match s {
+            "mean" => Ok(Self::Mean),
+            _ if !s.is_empty() && s != "." && s != ".." && s.chars().all(plain) => {
+                Ok(Self::Annotator(s.to_owned()))
+            }
+            _ => Err(BadAnnotation(s.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for Annotation {
+    type Error = BadAnnotation;
+
+    fn try_from(s: String) -> Result<Self, BadAnnotation> {
+        s.parse()
+    }
+}
+
+impl From<Annotation> for String {
+    fn from(a: Annotation) -> String {
+        a.to_string()
+    }
+}
+
+impl std::fmt::Display for Annotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mean => f.write_str("mean"),
+            Self::Annotator(name) => f.write_str(name),
+        }
+    }
+}
+
 /// Options for reading a dataset.
 #[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
     /// Fail once more than this many problems are found (`None`: never fail, report them all).
     pub max_errors: Option<usize>,
+    /// Which annotation becomes the labels (default: the mean of the annotators).
+    pub annotation: Annotation,
 }
 
 /// One split of a dataset, indexed: the type the trainer, the evaluator and the loader share.

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::dataset::{Dataset, Format, ReadOptions};
+use super::dataset::{Annotation, Dataset, Format, ReadOptions};
 use super::problems::{DataError, Problem, ProblemKind, Problems};
 use super::sampling::Quadrant;
 
@@ -24,6 +24,8 @@ pub struct InspectOptions {
     pub bins: usize,
     /// Splits to inspect (empty: all).
     pub splits: Vec<String>,
+    /// The annotation read as labels (default: the annotators' mean).
+    pub annotation: Annotation,
 }
 
 impl Default for InspectOptions {
@@ -33,6 +35,7 @@ impl Default for InspectOptions {
             check_images: true,
             bins: 20,
             splits: Vec::new(),
+            annotation: Annotation::Mean,
         }
     }
 }
@@ -124,6 +127,8 @@ pub struct Inspection {
     pub root: PathBuf,
     /// Layout.
     pub format: Format,
+    /// The annotation the labels were read from.
+    pub annotation: Annotation,
     /// One report per split.
     pub splits: Vec<SplitReport>,
 }
@@ -164,6 +169,7 @@ pub fn inspect(root: &Path, options: &InspectOptions) -> Result<Inspection, Data
             &split,
             &ReadOptions {
                 max_errors: remaining,
+                annotation: options.annotation.clone(),
             },
         )?;
         let mut problems = Problems::new(remaining);
@@ -182,6 +188,7 @@ pub fn inspect(root: &Path, options: &InspectOptions) -> Result<Inspection, Data
     Ok(Inspection {
         root: root.to_owned(),
         format,
+        annotation: options.annotation.clone(),
         splits: reports,
     })
 }
@@ -236,7 +243,13 @@ const LISTED_PROBLEMS: usize = 20;
 
 impl fmt::Display for Inspection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} ({})", self.root.display(), self.format.name())?;
+        writeln!(
+            f,
+            "{} ({}, annotation: {})",
+            self.root.display(),
+            self.format.name(),
+            self.annotation
+        )?;
         for s in &self.splits {
             let pct = |n: usize| 100.0 * n as f64 / s.frames.max(1) as f64;
             writeln!(f, "\n[{}]", s.split)?;

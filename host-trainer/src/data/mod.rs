@@ -4,7 +4,8 @@
 //! * [`Dataset`] — one split indexed in memory (videos → frames → label, face file, landmarks),
 //!   read from the Aff-Wild ([`affwild`]) or Aff-Wild2 ([`affwild2`]) layout; defects become
 //!   [`Problem`]s with file and line instead of failures, up to a limit.
-//! * [`synth`] — writes the synthetic dataset in the Aff-Wild2 layout.
+//! * [`synth`] — writes the synthetic dataset in the Aff-Wild2 layout, or in the Aff-Wild layout
+//!   with each simulated annotator's own trace beside the mean.
 //! * [`sampling`] — the paper's quadrant oversampling, for frames and for sequences.
 //! * [`loader`] — parallel decode + preprocess + prefetch into [`Batch`]es, deterministic by seed.
 //! * [`inspect`] — dataset statistics, problems and the label histogram (text and PNG).
@@ -19,7 +20,7 @@ pub mod problems;
 pub mod sampling;
 pub mod synth;
 
-pub use dataset::{Dataset, FaceSource, Format, Frame, ReadOptions, Video};
+pub use dataset::{Annotation, Dataset, FaceSource, Format, Frame, ReadOptions, Video};
 pub use loader::{Clip, Epoch, Loader, LoaderConfig};
 pub use problems::{DataError, Problem, ProblemKind, Problems};
 

@@ -213,6 +213,16 @@ pub enum DataError {
     /// A configuration value is unusable.
     #[error("invalid data configuration: {0}")]
     Config(String),
+    /// The annotation choice names an annotator the dataset has no annotations of.
+    #[error("{}: no annotations of annotator `{name}` ({reason})", dir.display())]
+    UnknownAnnotator {
+        /// Where that annotator's files would be.
+        dir: PathBuf,
+        /// The annotator asked for.
+        name: String,
+        /// Which annotators the split has, or why the layout has none.
+        reason: String,
+    },
 }
 
 impl DataError {

@@ -140,7 +140,8 @@ impl std::fmt::Display for Collapse {
 }
 
 /// The collapse verdict on one validation at `step` of a run with `config`; `None` when the run
-/// looks healthy.
+/// looks healthy. Only the dimensions the run trains (`loss.dimensions`) are checked: an
+/// untrained output scores ≈ 0 by design.
 pub fn check(
     config: &TrainConfig,
     step: u64,
@@ -152,7 +153,9 @@ pub fn check(
         .iter()
         .enumerate()
         .filter(|(d, (_, s))| {
-            s.ccc.abs() < COLLAPSED_CCC && s.mse > MSE_FACTOR * spread.label_std[*d].powi(2)
+            config.loss.dimensions.trains(*d)
+                && s.ccc.abs() < COLLAPSED_CCC
+                && s.mse > MSE_FACTOR * spread.label_std[*d].powi(2)
         })
         .map(|(_, (name, _))| (*name).to_owned())
         .collect();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use affect_shared::preprocess::Preprocess;
 use serde::{Deserialize, Serialize};
 
+use crate::data::Annotation;
 use crate::model::{Backbone, ConfigError, NetworkConfig};
 
 /// Which loss the optimiser minimises.
@@ -18,6 +19,39 @@ pub enum LossKind {
     Mse,
     /// `1 − mean CCC + mse_weight · MSE`.
     Weighted,
+}
+
+/// Which dimensions the loss trains (`loss.dimensions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimensions {
+    /// Valence and arousal: one joint network (the paper's final design).
+    #[default]
+    Both,
+    /// Valence only: one of the paper's separate per-dimension networks.
+    Valence,
+    /// Arousal only.
+    Arousal,
+}
+
+impl Dimensions {
+    /// Whether dimension `d` (0 valence, 1 arousal) is trained.
+    pub fn trains(self, d: usize) -> bool {
+        match self {
+            Self::Both => d < 2,
+            Self::Valence => d == 0,
+            Self::Arousal => d == 1,
+        }
+    }
+
+    /// The score that picks the best checkpoint: the mean CCC of the trained dimensions.
+    pub fn selection_ccc(self, valence_ccc: f64, arousal_ccc: f64) -> f64 {
+        match self {
+            Self::Both => (valence_ccc + arousal_ccc) / 2.0,
+            Self::Valence => valence_ccc,
+            Self::Arousal => arousal_ccc,
+        }
+    }
 }
 
 /// Loss settings (`[loss]`).
@@ -38,6 +72,10 @@ pub struct LossConfig {
     /// while the features carry no signal yet — when a CCC loss leaves them free (see
     /// [`crate::train::collapse`]).
     pub warmup_steps: u64,
+    /// The dimensions the loss trains: `both` (default, one joint network), or `valence` /
+    /// `arousal` alone (the paper's separate networks: the other output gets no gradient, and the
+    /// best checkpoint is chosen on the trained dimension's CCC).
+    pub dimensions: Dimensions,
 }
 
 impl Default for LossConfig {
@@ -47,6 +85,7 @@ impl Default for LossConfig {
             mse_weight: 1.0,
             anchor_weight: 1.0,
             warmup_steps: 0,
+            dimensions: Dimensions::Both,
         }
     }
 }
@@ -174,6 +213,11 @@ pub struct DataConfig {
     pub cache_dir: Option<PathBuf>,
     /// Loader threads decoding and preprocessing; `None`: one per core.
     pub workers: Option<usize>,
+    /// The annotation `train_split` is labelled with: `mean` (default; the release's files, the
+    /// mean of the annotators) or one annotator's name (Aff-Wild layout with per-annotator files,
+    /// e.g. from `affect-train synth --layout affwild --annotators 4`). Validation always scores
+    /// against the mean, as in the paper's Table 6.
+    pub annotation: Annotation,
 }
 
 impl DataConfig {
@@ -201,6 +245,7 @@ impl Default for DataConfig {
             preprocess: None,
             cache_dir: None,
             workers: None,
+            annotation: Annotation::Mean,
         }
     }
 }

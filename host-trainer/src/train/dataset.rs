@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::data::sampling::BalanceConfig;
-use crate::data::{Batch, Clip, DataError, Dataset, Epoch, Loader, LoaderConfig, ReadOptions};
+use crate::data::{
+    Annotation, Batch, Clip, DataError, Dataset, Epoch, Loader, LoaderConfig, ReadOptions,
+};
 
 use super::config::TrainConfig;
 use super::memory::{MemoryDataset, MemoryVideo};
@@ -17,8 +19,12 @@ use super::source::{BatchSource, SourceError, VideoSource};
 /// Frames per clip when reading whole videos.
 const VIDEO_CHUNK: usize = 128;
 
-fn open(data: &Path, split: &str) -> Result<Arc<Dataset>, DataError> {
-    let dataset = Dataset::open(data, split, &ReadOptions::default())?;
+fn open(data: &Path, split: &str, annotation: &Annotation) -> Result<Arc<Dataset>, DataError> {
+    let options = ReadOptions {
+        annotation: annotation.clone(),
+        ..ReadOptions::default()
+    };
+    let dataset = Dataset::open(data, split, &options)?;
     if !dataset.problems.is_empty() {
         tracing::warn!(
             "{}: {} problems while reading split {split} (see `affect-train data inspect`)",
@@ -29,13 +35,14 @@ fn open(data: &Path, split: &str) -> Result<Arc<Dataset>, DataError> {
     Ok(Arc::new(dataset))
 }
 
-/// Training batches of `config.data.train_split`: `config.batch_shape()` clips, shuffled (or
-/// quadrant-balanced) per epoch with `config.seed`, endlessly.
+/// Training batches of `config.data.train_split` labelled with `config.data.annotation`:
+/// `config.batch_shape()` clips, shuffled (or quadrant-balanced) per epoch with `config.seed`,
+/// endlessly.
 pub fn training_batches(
     data: &Path,
     config: &TrainConfig,
 ) -> Result<Box<dyn BatchSource>, DataError> {
-    let dataset = open(data, &config.data.train_split)?;
+    let dataset = open(data, &config.data.train_split, &config.data.annotation)?;
     let (sequences, steps) = config.batch_shape();
     let loader = Loader::new(
         dataset,
@@ -210,13 +217,14 @@ impl VideoSource for LoaderVideos {
     }
 }
 
-/// Whole videos of `split`, preprocessed as `config` says.
+/// Whole videos of `split` labelled with `annotation`, preprocessed as `config` says.
 pub fn videos(
     data: &Path,
     split: &str,
+    annotation: &Annotation,
     config: &TrainConfig,
 ) -> Result<Box<dyn VideoSource>, DataError> {
-    let dataset = open(data, split)?;
+    let dataset = open(data, split, annotation)?;
     let loader = Loader::new(
         dataset,
         config.preprocess(),
@@ -232,13 +240,14 @@ pub fn videos(
     Ok(Box::new(LoaderVideos { loader }))
 }
 
-/// Every frame of `split`, preprocessed once and held in memory (small datasets: ablations).
+/// Every frame of `split` labelled with the mean annotation, preprocessed once and held in
+/// memory (small datasets: ablations).
 pub fn memory_split(
     data: &Path,
     split: &str,
     config: &TrainConfig,
 ) -> Result<MemoryDataset, SourceError> {
-    let source = videos(data, split, config)?;
+    let source = videos(data, split, &Annotation::Mean, config)?;
     let mut out = MemoryDataset {
         size: config.network.input_size as usize,
         videos: Vec::new(),

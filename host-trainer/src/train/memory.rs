@@ -66,6 +66,30 @@ pub enum MemoryError {
     /// No video is long enough for the requested clip length.
     #[error("no video has {0} frames for a training clip")]
     TooShort(usize),
+    /// Replacement labels that do not fit the dataset.
+    #[error(
+        "labels `{name}`: {labels} label rows for a dataset of {videos} videos, or a video's \
+             rows do not match its frame count"
+    )]
+    LabelShape {
+        /// The labels' name (an annotator).
+        name: String,
+        /// Videos the labels cover.
+        labels: usize,
+        /// Videos in the dataset.
+        videos: usize,
+    },
+}
+
+/// Another set of labels for a [`MemoryDataset`]'s frames — one annotator's trace instead of
+/// the annotators' mean — that [`MemoryBatches::with_labels`] trains on; faces, masks and
+/// presence stay the dataset's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryLabels {
+    /// Name (e.g. `annotator-1`).
+    pub name: String,
+    /// Per video, in the dataset's order: `[T, 2]`.
+    pub videos: Vec<Vec<f32>>,
 }
 
 impl MemoryDataset {
@@ -143,6 +167,7 @@ impl VideoSource for MemoryDataset {
 #[derive(Debug, Clone)]
 pub struct MemoryBatches {
     dataset: Arc<MemoryDataset>,
+    labels: Option<Arc<MemoryLabels>>,
     seed: u64,
     sequences: usize,
     steps: usize,
@@ -162,11 +187,31 @@ impl MemoryBatches {
         }
         Ok(Self {
             dataset,
+            labels: None,
             seed,
             sequences,
             steps,
             position: 0,
         })
+    }
+
+    /// The same batches (same clips) labelled with `labels` instead of the dataset's labels.
+    pub fn with_labels(mut self, labels: Arc<MemoryLabels>) -> Result<Self, MemoryError> {
+        let fits = labels.videos.len() == self.dataset.videos.len()
+            && labels
+                .videos
+                .iter()
+                .zip(&self.dataset.videos)
+                .all(|(l, v)| l.len() == 2 * v.frames());
+        if !fits {
+            return Err(MemoryError::LabelShape {
+                name: labels.name.clone(),
+                labels: labels.videos.len(),
+                videos: self.dataset.videos.len(),
+            });
+        }
+        self.labels = Some(labels);
+        Ok(self)
     }
 }
 
@@ -175,21 +220,27 @@ impl BatchSource for MemoryBatches {
         let mut rng = ChaCha8Rng::seed_from_u64(
             self.seed ^ self.position.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
-        let long: Vec<&MemoryVideo> = self
+        let long: Vec<(usize, &MemoryVideo)> = self
             .dataset
             .videos
             .iter()
-            .filter(|v| v.frames() >= self.steps)
+            .enumerate()
+            .filter(|(_, v)| v.frames() >= self.steps)
             .collect();
         let mut batch = self.dataset.empty_batch(self.steps);
         // Videos weighted by length, so every frame is equally likely to be drawn.
-        let total: usize = long.iter().map(|v| v.frames() - self.steps + 1).sum();
+        let total: usize = long.iter().map(|(_, v)| v.frames() - self.steps + 1).sum();
         for _ in 0..self.sequences {
             let mut pick = rng.random_range(0..total);
-            for v in &long {
+            for &(index, v) in &long {
                 let starts = v.frames() - self.steps + 1;
                 if pick < starts {
                     self.dataset.append_clip(v, pick, self.steps, &mut batch);
+                    if let Some(labels) = &self.labels {
+                        let end = batch.labels.len();
+                        let rows = &labels.videos[index][2 * pick..2 * (pick + self.steps)];
+                        batch.labels[end - rows.len()..].copy_from_slice(rows);
+                    }
                     break;
                 }
                 pick -= starts;
@@ -212,13 +263,25 @@ impl BatchSource for MemoryBatches {
 /// Renders videos `indices` of the synthetic dataset `(synth, seed)` (the same faces
 /// `affect-train synth` writes to disk) and preprocesses every frame with `preprocess`, in
 /// parallel; deterministic. Frames without a face or annotation get mask 0 (and zero pixels /
-/// labels), frames without a face present 0, exactly as the loader reads them from disk.
+/// labels), frames without a face present 0, exactly as the loader reads them from disk. The
+/// labels are the frames' annotation: with `synth.annotators > 0`, the annotators' mean.
 pub fn render_synthetic(
     synth: &affect_shared::synth::SynthConfig,
     seed: u64,
     indices: std::ops::Range<u64>,
     preprocess: &affect_shared::preprocess::Preprocess,
 ) -> Result<MemoryDataset, affect_shared::preprocess::PreprocessError> {
+    render_synthetic_annotated(synth, seed, indices, preprocess).map(|(dataset, _)| dataset)
+}
+
+/// [`render_synthetic`], plus each simulated annotator's own labels (`synth.annotators` of them,
+/// named `annotator-1`, …; zeros where the frame is unannotated, as in the mean's labels).
+pub fn render_synthetic_annotated(
+    synth: &affect_shared::synth::SynthConfig,
+    seed: u64,
+    indices: std::ops::Range<u64>,
+    preprocess: &affect_shared::preprocess::Preprocess,
+) -> Result<(MemoryDataset, Vec<MemoryLabels>), affect_shared::preprocess::PreprocessError> {
     use affect_shared::preprocess::FaceBox;
     use affect_shared::synth::SyntheticVideo;
     use rayon::prelude::*;
@@ -226,9 +289,10 @@ pub fn render_synthetic(
     preprocess.validate()?;
     let size = preprocess.size as usize;
     let px = 3 * size * size;
-    let videos = indices
+    let rendered = indices
         .into_par_iter()
         .map(|index| {
+            let mut annotators: Vec<Vec<f32>> = vec![Vec::new(); synth.annotators];
             let mut video = MemoryVideo {
                 name: format!("synthetic-{index:04}"),
                 faces: Vec::new(),
@@ -239,6 +303,9 @@ pub fn render_synthetic(
             };
             for frame in SyntheticVideo::new(synth, seed, index) {
                 let label = frame.annotation.unwrap_or([0.0, 0.0]);
+                for (k, labels) in annotators.iter_mut().enumerate() {
+                    labels.extend(frame.annotators.get(k).copied().unwrap_or([0.0, 0.0]));
+                }
                 let input = match &frame.face {
                     Some((crop, landmarks)) => {
                         let (w, h) = crop.dimensions();
@@ -266,8 +333,21 @@ pub fn render_synthetic(
                     .present
                     .push(if frame.face.is_some() { 1.0 } else { 0.0 });
             }
-            Ok(video)
+            Ok((video, annotators))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(MemoryDataset { size, videos })
+    let mut labels: Vec<MemoryLabels> = (0..synth.annotators)
+        .map(|k| MemoryLabels {
+            name: affect_shared::synth::annotator_name(k),
+            videos: Vec::with_capacity(rendered.len()),
+        })
+        .collect();
+    let mut videos = Vec::with_capacity(rendered.len());
+    for (video, annotators) in rendered {
+        videos.push(video);
+        for (l, a) in labels.iter_mut().zip(annotators) {
+            l.videos.push(a);
+        }
+    }
+    Ok((MemoryDataset { size, videos }, labels))
 }

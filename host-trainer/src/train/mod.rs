@@ -57,7 +57,7 @@ use crate::eval::{EvalError, predict};
 use crate::loss;
 use crate::model::{ConfigError, Model, ModelError};
 use collapse::{Collapse, Spread, collapse_check_start};
-use config::{DeviceChoice, LossKind, TrainConfig};
+use config::{DeviceChoice, Dimensions, LossKind, TrainConfig};
 use optim::{Adam, learning_rate};
 use slot::Slot;
 use source::{BatchShapeError, BatchSource, BatchTensors, SourceError, VideoSource};
@@ -228,7 +228,8 @@ impl RunDir {
 pub struct BestScore {
     /// Step at which it was reached.
     pub step: u64,
-    /// Mean of valence and arousal CCC.
+    /// Mean CCC of the trained dimensions ([`config::Dimensions::selection_ccc`]): of valence
+    /// and arousal, or of the one dimension a `loss.dimensions = "valence"` run trains.
     pub mean_ccc: f64,
     /// The full score.
     pub validation: Validation,
@@ -294,13 +295,38 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device, ConfigError> {
 }
 
 /// The training loss at 0-based `step`: the MSE during `loss.warmup_steps`, then
-/// [`loss_value`].
+/// [`loss_value`]. With `loss.dimensions` set to one dimension, the loss of that dimension alone:
+/// the other output is replaced by its labels ([`focus`], so no gradient reaches it and its
+/// terms are constant) and the two-dimension average is doubled.
 pub fn loss_at_step(config: &TrainConfig, step: u64, pred: &Tensor, t: &BatchTensors) -> Tensor {
-    if step < config.loss.warmup_steps {
+    let focused = focus(pred, &t.labels, config.loss.dimensions);
+    let pred = focused.as_ref().unwrap_or(pred);
+    let loss = if step < config.loss.warmup_steps {
         loss::mse_loss(pred, &t.labels, &t.mask)
     } else {
         loss_value(config, pred, t)
+    };
+    match config.loss.dimensions {
+        Dimensions::Both => loss,
+        Dimensions::Valence | Dimensions::Arousal => loss * 2.0,
     }
+}
+
+/// Predictions `[..., 2]` with the dimension `dimensions` does not train replaced by `labels`
+/// (detached): its CCC is 1 and its squared error and moment gap 0, whatever the network
+/// outputs, so the loss's gradient reaches only the trained dimension. `None` for
+/// [`Dimensions::Both`].
+pub fn focus(pred: &Tensor, labels: &Tensor, dimensions: Dimensions) -> Option<Tensor> {
+    let keep: [f32; 2] = match dimensions {
+        Dimensions::Both => return None,
+        Dimensions::Valence => [1.0, 0.0],
+        Dimensions::Arousal => [0.0, 1.0],
+    };
+    let keep = Tensor::from_slice(&keep)
+        .to_kind(pred.kind())
+        .to_device(pred.device());
+    let other = 1.0 - &keep;
+    Some(pred * &keep + labels.detach().to_kind(pred.kind()) * other)
 }
 
 /// The training loss of `config.loss` on predictions `[B, T, 2]` (after any warm-up); the CCC
@@ -390,7 +416,11 @@ impl Session<'_> {
         let Some(score) = predict::split_scores(&predictions).pooled else {
             return Ok(None);
         };
-        let mean_ccc = (score.valence.ccc + score.arousal.ccc) / 2.0;
+        let mean_ccc = self
+            .config
+            .loss
+            .dimensions
+            .selection_ccc(score.valence.ccc, score.arousal.ccc);
         let spread = Spread::of(&predictions);
         self.log(serde_json::json!({
             "step": self.step,
