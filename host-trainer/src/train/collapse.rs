@@ -139,14 +139,21 @@ impl std::fmt::Display for Collapse {
     }
 }
 
+/// A smoothed training loss of a CCC-kind run below this while validation has collapsed means
+/// the network fits its training batches (training CCC ≳ 0.75) but not unseen videos.
+pub const MEMORISED_TRAIN_LOSS: f64 = 0.25;
+
 /// The collapse verdict on one validation at `step` of a run with `config`; `None` when the run
 /// looks healthy. Only the dimensions the run trains (`loss.dimensions`) are checked: an
-/// untrained output scores ≈ 0 by design.
+/// untrained output scores ≈ 0 by design. `train_loss` is the run's smoothed training loss at
+/// that step, when known: it tells a run that learnt nothing from one that memorised its
+/// training videos.
 pub fn check(
     config: &TrainConfig,
     step: u64,
     score: &Validation,
     spread: &Spread,
+    train_loss: Option<f64>,
 ) -> Option<Collapse> {
     let dims = [("valence", &score.valence), ("arousal", &score.arousal)];
     let dimensions: Vec<String> = dims
@@ -167,12 +174,29 @@ pub fn check(
         dimensions,
         validation: *score,
         spread: *spread,
-        causes: causes(config, spread),
+        causes: causes(config, step, spread, train_loss),
     })
 }
 
-fn causes(config: &TrainConfig, spread: &Spread) -> Vec<String> {
+fn causes(
+    config: &TrainConfig,
+    step: u64,
+    spread: &Spread,
+    train_loss: Option<f64>,
+) -> Vec<String> {
     let mut causes = Vec::new();
+    if let Some(loss) = train_loss.filter(|l| {
+        config.loss.kind != LossKind::Mse
+            && step > config.loss.warmup_steps
+            && *l < MEMORISED_TRAIN_LOSS
+    }) {
+        causes.push(format!(
+            "the network fits its training batches (smoothed training loss {loss:.3}) but not \
+             unseen videos: it memorises the training videos — within a video the person, head \
+             pose and lighting change smoothly with time, as the labels do, so they predict the \
+             labels there and nowhere else; train on more people (videos), or add landmarks"
+        ));
+    }
     if config.optim.lr > HIGH_LR {
         causes.push(format!(
             "optim.lr = {} is far above the paper's 1e-3: lower it",
@@ -228,4 +252,46 @@ fn causes(config: &TrainConfig, spread: &Spread) -> Vec<String> {
         causes.push("no gradient clipping bounds a bad step: set optim.clip_norm".into());
     }
     causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use affect_shared::metadata::DimensionScore;
+
+    fn collapsed_validation() -> (Validation, Spread) {
+        let dim = |ccc| DimensionScore { ccc, mse: 0.5 };
+        let score = Validation {
+            valence: dim(0.01),
+            arousal: dim(-0.02),
+            frames: 100,
+        };
+        let spread = Spread {
+            prediction_mean: [0.1, 0.0],
+            prediction_std: [0.3, 0.3],
+            label_mean: [0.2, 0.1],
+            label_std: [0.3, 0.3],
+        };
+        (score, spread)
+    }
+
+    #[test]
+    fn a_collapse_with_a_low_training_loss_names_memorisation_first() {
+        let config = TrainConfig::default();
+        let (score, spread) = collapsed_validation();
+        let memorised = check(&config, 300, &score, &spread, Some(0.06)).expect("collapsed");
+        assert!(
+            memorised.causes[0].contains("memorises the training videos"),
+            "{:?}",
+            memorised.causes
+        );
+        let untrained = check(&config, 300, &score, &spread, Some(0.9)).expect("collapsed");
+        assert!(
+            untrained.causes.iter().all(|c| !c.contains("memorises")),
+            "{:?}",
+            untrained.causes
+        );
+        let unknown = check(&config, 300, &score, &spread, None).expect("collapsed");
+        assert!(unknown.causes.iter().all(|c| !c.contains("memorises")));
+    }
 }

@@ -406,6 +406,7 @@ impl Session<'_> {
     fn validate(
         &mut self,
         videos: &dyn VideoSource,
+        train_loss: Option<f64>,
     ) -> Result<Option<(Validation, Option<Collapse>)>, TrainError> {
         let chunk = self
             .config
@@ -430,7 +431,9 @@ impl Session<'_> {
         }))?;
         let collapse = spread
             .filter(|_| self.step >= collapse_check_start(self.config))
-            .and_then(|spread| collapse::check(self.config, self.step, &score, &spread));
+            .and_then(|spread| {
+                collapse::check(self.config, self.step, &score, &spread, train_loss)
+            });
         if let Some(c) = &collapse {
             tracing::warn!("{}: {c}", self.run.root().display());
             self.log(serde_json::json!({"step": self.step, "collapse": c}))?;
@@ -614,7 +617,7 @@ pub fn train(
         let every = |n: u64| n > 0 && done.is_multiple_of(n);
         if let Some(videos) = validation
             && (every(config.schedule.validate_every) || at_end)
-            && let Some((score, collapse)) = session.validate(videos)?
+            && let Some((score, collapse)) = session.validate(videos, smoothed)?
         {
             val_text = format!(
                 " | val CCC v {:.3} a {:.3}",
