@@ -1,16 +1,32 @@
 //! `affect-train ablate`: the paper's comparisons as Markdown tables (Tables 4–9), on a synthetic
 //! dataset rendered in memory (the faces `affect-train synth` writes), labelled like Aff-Wild with
 //! the per-frame mean of several simulated annotators.
+//!
+//! Every finished run leaves `OUT/<variant>/seed-<s>/result.json`; `--resume` continues an
+//! interrupted ablation (Ctrl-C checkpoints the current run and exits non-zero, saying how).
+//! `--plan` trains nothing: it prints what every run costs and how long the whole study takes
+//! at a given throughput ([`ablate::budget`]), optionally after timing training steps here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use affect_shared::synth::SynthConfig;
-use affect_trainer::ablate;
+use affect_trainer::ablate::{self, AblateError, Provenance, budget};
 use affect_trainer::train::config::parse_set;
 use affect_trainer::train::memory::{render_synthetic, render_synthetic_annotated};
 
 use super::bad_input;
+
+/// Sustained training throughput assumed for the CUDA-workstation estimate, TFLOP/s: one A100
+/// 80 GB training ResNet-50 v1.5 in TF32 (libtorch's default for cuDNN convolutions) reaches 938
+/// images/s in NVIDIA's published benchmark (DeepLearningExamples, PyTorch 21.03 container), i.e.
+/// 938 × 6 × 4.1 G multiply-adds ≈ 23 TFLOP/s.
+const GPU_TFLOPS: f64 = 23.0;
+
+/// Variants timed by `--measure` unless `--measure-variant` says otherwise: the VGG-16 CNN-GRU
+/// and the ResNet-50 CNN (the two backbones, and a recurrent and a per-frame network).
+const MEASURED: [&str; 2] = ["gru-128x2-lm", "cnn-resnet50-lm"];
 
 /// Flags of `affect-train ablate`.
 #[derive(clap::Args)]
@@ -53,10 +69,39 @@ pub struct Args {
     /// VGG-Face weights: adds the VGG-Face rows (same architecture as VGG-16, other weights).
     #[arg(long)]
     vgg_face_weights: Option<PathBuf>,
+    /// Continue the ablation in `--out` (the same command as before plus `--resume`): runs with
+    /// `result.json` are reused, interrupted ones resume from their checkpoint, missing ones
+    /// start. Without it an `--out` that holds runs is refused.
+    #[arg(long)]
+    resume: bool,
+    /// Train nothing: print every variant's parameters, FLOPs per frame and per step, steps,
+    /// estimated memory, and the time of the whole study (all seeds) at `--gpu-tflops`.
+    #[arg(long)]
+    plan: bool,
+    /// With `--plan`: first time this many training steps (after 2 untimed ones) of each
+    /// `--measure-variant` on this CPU at its planned size with `--measure-frames` frames per
+    /// step, and print the FLOP/s achieved.
+    #[arg(long, value_name = "STEPS", default_value_t = 0, requires = "plan")]
+    measure: usize,
+    /// Frames per timed step of `--measure`.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..))]
+    measure_frames: u32,
+    /// Variant timed by `--measure` (repeatable; default: gru-128x2-lm and cnn-resnet50-lm).
+    #[arg(long)]
+    measure_variant: Vec<String>,
+    /// Intra-op threads of `--measure`.
+    #[arg(long, default_value_t = 2)]
+    measure_threads: u32,
+    /// Sustained training throughput of the machine the plan's time is estimated for, TFLOP/s
+    /// (2 FLOPs per multiply-add). Default 23: one A100 80 GB, from NVIDIA's published ResNet-50
+    /// TF32 training rate (see README, "A full-size run plan").
+    #[arg(long, default_value_t = GPU_TFLOPS)]
+    gpu_tflops: f64,
 }
 
 /// Trains every variant with every seed and writes `OUT/ablation.md` (tables, findings) and
-/// `OUT/ablation.json` (every run, the per-variant statistics and the findings).
+/// `OUT/ablation.json` (every run, the per-variant statistics and the findings); with `--plan`,
+/// prints the plan's cost instead.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut base = if args.quick {
         ablate::quick_base()
@@ -89,6 +134,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Err(bad_input(anyhow::anyhow!(
             "no variant to train (check --only against the ids in the module documentation)"
         )));
+    }
+    let seeds: Vec<u64> = (0..args.seeds).map(|k| args.seed + k).collect();
+    if args.plan {
+        return print_plan(&args, &base, &plan, &seeds);
+    }
+    // Bad configurations and a used --out are refused before minutes of rendering.
+    for v in &plan {
+        let config = ablate::variant_config(&base, v).map_err(bad_input)?;
+        if !args.quick {
+            ablate::check_checkpoints(&v.id, &config).map_err(bad_input)?;
+        }
+    }
+    if !args.resume
+        && let Some(first) = ablate::existing_runs(&args.out)
+            .map_err(bad_input)?
+            .into_iter()
+            .next()
+    {
+        return Err(bad_input(AblateError::Exists {
+            out: args.out.clone(),
+            run: first,
+        }));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
     }
     // Preprocessing depends only on size and landmark use; render each split once, with
     // landmarks (variants without them ignore that input).
@@ -132,32 +203,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         train_set.data.size
     );
     std::fs::create_dir_all(&args.out)?;
-    let seeds: Vec<u64> = (0..args.seeds).map(|k| args.seed + k).collect();
+    let options = ablate::RunOptions {
+        resume: args.resume,
+        require_checkpoints: !args.quick,
+        stop,
+    };
+    let data = ablate::InMemory {
+        train: &train_set,
+        validation: &validation,
+    };
     let results = ablate::run(
         &base,
         &plan,
         &seeds,
-        &train_set,
-        &validation,
+        &data,
         &args.out,
-        |r| match &r.best {
-            Some(v) => eprintln!(
-                "{:<22} seed {:<3} CCC V {:.3} A {:.3}  MSE V {:.4} A {:.4}  ({:.0} s){}",
-                r.id,
-                r.seed,
-                v.valence.ccc,
-                v.arousal.ccc,
-                v.valence.mse,
-                v.arousal.mse,
-                r.seconds,
-                if r.collapsed { "  COLLAPSED" } else { "" }
-            ),
-            None => eprintln!(
-                "{:<22} seed {:<3} no validation score ({:.0} s)",
-                r.id, r.seed, r.seconds
-            ),
+        &options,
+        |r, how| {
+            let how = match how {
+                Provenance::Trained => String::new(),
+                Provenance::Resumed { from } => format!("  (resumed from step {from})"),
+                Provenance::Reused => "  (reused: result.json)".to_owned(),
+            };
+            match &r.best {
+                Some(v) => eprintln!(
+                    "{:<26} seed {:<3} CCC V {:.3} A {:.3}  MSE V {:.4} A {:.4}  ({:.0} s){}{how}",
+                    r.id,
+                    r.seed,
+                    v.valence.ccc,
+                    v.arousal.ccc,
+                    v.valence.mse,
+                    v.arousal.mse,
+                    r.seconds,
+                    if r.collapsed { "  COLLAPSED" } else { "" }
+                ),
+                None => eprintln!(
+                    "{:<26} seed {:<3} no validation score ({:.0} s){how}",
+                    r.id, r.seed, r.seconds
+                ),
+            }
         },
-    )?;
+    )
+    .map_err(|e| match e {
+        AblateError::Interrupted { .. } => {
+            anyhow::Error::new(e).context(format!("continue with: {}", resume_command()))
+        }
+        AblateError::Train { .. } | AblateError::Io { .. } => e.into(),
+        other => bad_input(other),
+    })?;
     let findings = ablate::findings(&results);
     let labels = match args.annotators {
         0 => "one noisy annotation per frame".to_owned(),
@@ -178,10 +271,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         md.push_str(&line);
     }
-    std::fs::write(args.out.join("ablation.md"), &md)?;
+    ablate::write_atomic(&args.out.join("ablation.md"), md.as_bytes())?;
     let combined = ablate::with_separate(&results);
-    std::fs::write(
-        args.out.join("ablation.json"),
+    ablate::write_atomic(
+        &args.out.join("ablation.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "seeds": seeds,
             "runs": results,
@@ -193,11 +286,122 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .filter_map(|id| ablate::stats(&combined, id))
                 .collect::<Vec<_>>(),
             "findings": findings,
-        }))?,
+        }))?
+        .as_bytes(),
     )?;
     println!("{md}");
     match check {
         Some(Err(text)) => anyhow::bail!("quick check failed: {text}"),
         _ => Ok(()),
     }
+}
+
+/// This process's command line with `--resume` (added when missing), shell-quoted where needed.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    args.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `--plan`: the cost of every variant at the chosen base, optionally a measured step on this
+/// CPU, and the time of the whole study at `--gpu-tflops`.
+fn print_plan(
+    args: &Args,
+    base: &[(String, toml::Value)],
+    plan: &[ablate::Variant],
+    seeds: &[u64],
+) -> anyhow::Result<()> {
+    if !(args.gpu_tflops.is_finite() && args.gpu_tflops > 0.0) {
+        return Err(bad_input(anyhow::anyhow!(
+            "--gpu-tflops must be a positive number, got {}",
+            args.gpu_tflops
+        )));
+    }
+    let validation_frames = (args.videos / 4).max(1) * args.frames as u64;
+    let mut costs = Vec::new();
+    let mut configs = Vec::new();
+    for v in plan {
+        let config = ablate::variant_config(base, v).map_err(bad_input)?;
+        costs.push(budget::VariantCost::of(&v.id, &config, validation_frames));
+        configs.push((v.id.clone(), config));
+    }
+    let size = if args.quick {
+        "the --quick base"
+    } else {
+        "full size (the paper's setting)"
+    };
+    println!(
+        "## Ablation plan: {} variants at {size}, seeds {seeds:?}\n",
+        plan.len(),
+    );
+    println!(
+        "Counted from the network configurations (multiply-adds of convolutions, fully connected \
+         and recurrent layers; FLOPs = 2 per multiply-add; a training step ≈ 3 forward passes); \
+         validation: {validation_frames} frames every `schedule.validate_every` steps.\n"
+    );
+    if args.measure > 0 {
+        let wanted: Vec<String> = if args.measure_variant.is_empty() {
+            MEASURED.iter().map(|s| s.to_string()).collect()
+        } else {
+            args.measure_variant.clone()
+        };
+        let mut measured = Vec::new();
+        for id in &wanted {
+            let Some((_, config)) = configs.iter().find(|(v, _)| v == id) else {
+                return Err(bad_input(anyhow::anyhow!(
+                    "--measure-variant {id}: not a variant of this plan"
+                )));
+            };
+            eprintln!(
+                "timing {} steps of {id} ({} frames per step, {} threads)…",
+                args.measure, args.measure_frames, args.measure_threads
+            );
+            measured.push(budget::measure(
+                id,
+                config,
+                args.measure_frames,
+                args.measure,
+                args.measure_threads,
+            )?);
+        }
+        print!("{}", budget::measurement_table(&measured, load_average()));
+    }
+    let machine = format!(
+        "a machine sustaining {} TFLOP/s{}",
+        args.gpu_tflops,
+        if args.gpu_tflops == GPU_TFLOPS {
+            " (assumed: one A100 80 GB, TF32; set --gpu-tflops for yours)"
+        } else {
+            " (--gpu-tflops)"
+        }
+    );
+    println!(
+        "{}",
+        budget::plan_table(&costs, args.seeds, args.gpu_tflops * 1e12, &machine)
+    );
+    Ok(())
+}
+
+/// The 1-minute load average (`/proc/loadavg`), to judge how shared the CPU was.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
