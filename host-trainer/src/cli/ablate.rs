@@ -246,7 +246,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )
     .map_err(|e| match e {
         AblateError::Interrupted { .. } => {
-            anyhow::Error::new(e).context(format!("continue with: {}", resume_command()))
+            anyhow::anyhow!("{e}.\nContinue with: {}", resume_command())
         }
         AblateError::Train { .. } | AblateError::Io { .. } => e.into(),
         other => bad_input(other),
