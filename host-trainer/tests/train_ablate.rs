@@ -515,7 +515,7 @@ impl AblationData for StopMidRun<'_> {
         &self,
         id: &str,
         config: &TrainConfig,
-    ) -> Result<Option<&dyn VideoSource>, AblateError> {
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError> {
         self.inner.validation(id, config)
     }
 }
@@ -684,4 +684,94 @@ fn the_plan_prices_every_variant_without_training() {
     assert!(stdout.contains("the --quick base"), "{stdout}");
     assert!(stdout.contains("at 1 TFLOP/s"), "{stdout}");
     assert!(stdout.contains("= 17 runs"), "{stdout}");
+}
+
+#[test]
+fn ablate_trains_on_a_dataset_directory_with_the_streaming_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("affwild");
+    let synth = affect_train(&[
+        "synth",
+        "--layout",
+        "affwild",
+        "--annotators",
+        "2",
+        "--videos",
+        "4",
+        "--frames",
+        "30",
+        "--size",
+        "64",
+        "--val-fraction",
+        "0.25",
+        "--jobs",
+        "1",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        synth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synth.stderr)
+    );
+    let out = dir.path().join("ablation");
+    let ablate = |extra: &[&str]| {
+        let mut args = vec![
+            "ablate",
+            "--quick",
+            "--seeds",
+            "1",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--only",
+            "gru-128x2-lm",
+            "--only",
+            ONE_ANNOTATOR,
+        ];
+        for set in [
+            "threads=1",
+            "data.workers=1",
+            "network.input_size=32",
+            "batch.sequences=2",
+            "batch.sequence_length=6",
+            "schedule.steps=3",
+            "schedule.validate_every=3",
+            "schedule.log_every=1",
+        ] {
+            args.extend(["--set", set]);
+        }
+        args.extend(extra);
+        affect_train(&args)
+    };
+    let first = ablate(&[]);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    // The quick check's thresholds are not the point here (3 steps): only that both ran.
+    for id in ["gru-128x2-lm", ONE_ANNOTATOR] {
+        let record: RunRecord = serde_json::from_slice(
+            &std::fs::read(run_dir(&out, id, 0).join(RESULT_FILE))
+                .unwrap_or_else(|e| panic!("{id}: {e}\n{stderr}")),
+        )
+        .unwrap();
+        assert!(
+            record.result.best.is_some(),
+            "{id} validated on Validation_Set"
+        );
+        let root = record.config["data"]["root"].as_str().unwrap();
+        assert_eq!(Path::new(root), std::fs::canonicalize(&data).unwrap());
+    }
+    let record: RunRecord = serde_json::from_slice(
+        &std::fs::read(run_dir(&out, ONE_ANNOTATOR, 0).join(RESULT_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record.config["data"]["annotation"], "annotator-1");
+    // Resuming reuses both runs.
+    let again = ablate(&["--resume"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(
+        stderr.matches("(reused: result.json)").count(),
+        2,
+        "{stderr}"
+    );
 }

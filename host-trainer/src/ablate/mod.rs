@@ -225,6 +225,14 @@ pub enum AblateError {
         /// The annotators it has, in words.
         present: String,
     },
+    /// A variant's dataset split cannot be read.
+    #[error("variant {id}: {source}")]
+    Data {
+        /// Variant id.
+        id: String,
+        /// Cause.
+        source: crate::data::DataError,
+    },
     /// `--resume` was not given but the output directory already holds runs.
     #[error(
         "{} already holds ablation runs (e.g. {}); pass --resume to continue them (finished runs \
@@ -333,7 +341,7 @@ pub trait AblationData {
         &self,
         id: &str,
         config: &TrainConfig,
-    ) -> Result<Option<&dyn VideoSource>, AblateError>;
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError>;
 }
 
 /// Data rendered in memory: a [`TrainingSet`] and a validation set.
@@ -383,8 +391,54 @@ impl AblationData for InMemory<'_> {
         &self,
         _id: &str,
         _config: &TrainConfig,
-    ) -> Result<Option<&dyn VideoSource>, AblateError> {
-        Ok(Some(self.validation))
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError> {
+        Ok(Some(Box::new(self.validation)))
+    }
+}
+
+/// A dataset directory in a layout `affect-train train --data` reads (Aff-Wild, Aff-Wild2):
+/// every run streams `data.train_split` through the loader, labelled with its
+/// `data.annotation`, and validates on `data.validation_split` against the mean, preprocessed as
+/// its configuration says — exactly as `train --data` does.
+#[derive(Debug, Clone)]
+pub struct DatasetDir {
+    /// The dataset's root directory.
+    pub root: PathBuf,
+}
+
+impl AblationData for DatasetDir {
+    fn training(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Box<dyn BatchSource>, AblateError> {
+        crate::train::dataset::training_batches(&self.root, config).map_err(|source| {
+            AblateError::Data {
+                id: id.to_owned(),
+                source,
+            }
+        })
+    }
+
+    fn validation(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError> {
+        if config.data.validation_split.is_empty() {
+            return Ok(None);
+        }
+        crate::train::dataset::videos(
+            &self.root,
+            &config.data.validation_split,
+            &Annotation::Mean,
+            config,
+        )
+        .map(|videos| Some(videos as Box<dyn VideoSource>))
+        .map_err(|source| AblateError::Data {
+            id: id.to_owned(),
+            source,
+        })
     }
 }
 
@@ -686,7 +740,7 @@ pub fn run(
                 &config,
                 &dir,
                 source.as_mut(),
-                validation,
+                validation.as_deref(),
                 &TrainOptions {
                     resume: resume_from.is_some(),
                     progress: false,

@@ -13,8 +13,8 @@ use std::sync::atomic::AtomicBool;
 
 use affect_shared::synth::SynthConfig;
 use affect_trainer::ablate::{self, AblateError, Provenance, budget};
-use affect_trainer::train::config::parse_set;
-use affect_trainer::train::memory::{render_synthetic, render_synthetic_annotated};
+use affect_trainer::train::config::{TrainConfig, parse_set};
+use affect_trainer::train::memory::{MemoryDataset, render_synthetic, render_synthetic_annotated};
 
 use super::bad_input;
 
@@ -31,6 +31,12 @@ const MEASURED: [&str; 2] = ["gru-128x2-lm", "cnn-resnet50-lm"];
 /// Flags of `affect-train ablate`.
 #[derive(clap::Args)]
 pub struct Args {
+    /// Train and validate on this dataset directory (a layout `affect-train train --data` reads:
+    /// Aff-Wild or Aff-Wild2) instead of the synthetic set: every run streams
+    /// `data.train_split` through the loader and validates on `data.validation_split`. The
+    /// one-annotator variant runs only when the training split has `annotator-1`'s files.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
     /// Synthetic videos rendered in memory for training (validation gets a quarter as many).
     #[arg(long, default_value_t = 24)]
     videos: u64,
@@ -111,6 +117,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for s in &args.sets {
         base.push(parse_set(s).map_err(bad_input)?);
     }
+    let root = match &args.data {
+        Some(dir) => {
+            let absolute = std::fs::canonicalize(dir)
+                .map_err(|e| bad_input(anyhow::anyhow!("dataset {}: {e}", dir.display())))?;
+            // Recorded in every run's configuration, so a resume checks it too.
+            base.push((
+                "data.root".into(),
+                toml::Value::String(absolute.display().to_string()),
+            ));
+            Some(absolute)
+        }
+        None => None,
+    };
     let mut plan = ablate::plan(args.vgg_face_weights.is_some());
     if let Some(weights) = &args.vgg_face_weights {
         for v in plan.iter_mut().filter(|v| v.id.contains("vgg_face")) {
@@ -123,12 +142,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.only.is_empty() {
         plan.retain(|v| args.only.contains(&v.id));
     }
-    if args.annotators == 0 && plan.iter().any(|v| v.id == ablate::ONE_ANNOTATOR) {
-        eprintln!(
-            "--annotators 0: leaving out {} (Table 6 needs annotators)",
-            ablate::ONE_ANNOTATOR
-        );
-        plan.retain(|v| v.id != ablate::ONE_ANNOTATOR);
+    if plan.iter().any(|v| v.id == ablate::ONE_ANNOTATOR) {
+        let missing = match &root {
+            None => (args.annotators == 0).then(|| "--annotators 0".to_owned()),
+            Some(root) => {
+                let split = TrainConfig::from_overrides(&base)
+                    .map_err(bad_input)?
+                    .data
+                    .train_split;
+                let names =
+                    affect_trainer::data::affwild::annotators(root, &split).map_err(bad_input)?;
+                (!names.iter().any(|n| n == "annotator-1"))
+                    .then(|| format!("{}: no annotator-1 files in {split}", root.display()))
+            }
+        };
+        if let Some(why) = missing {
+            eprintln!(
+                "{why}: leaving out {} (Table 6 needs annotators)",
+                ablate::ONE_ANNOTATOR
+            );
+            plan.retain(|v| v.id != ablate::ONE_ANNOTATOR);
+        }
     }
     if plan.is_empty() {
         return Err(bad_input(anyhow::anyhow!(
@@ -161,89 +195,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    // Preprocessing depends only on size and landmark use; render each split once, with
-    // landmarks (variants without them ignore that input).
-    let reference = ablate::variant_config(&base, &plan[0]).map_err(bad_input)?;
-    let mut with_landmarks = reference.clone();
-    with_landmarks.network.landmarks = true;
-    with_landmarks.data.preprocess = None;
-    let preprocess = with_landmarks.preprocess();
-    let synth = SynthConfig {
-        size: affect_shared::synth::render_size(preprocess.size),
-        frames: args.frames,
-        annotators: args.annotators,
-        ..SynthConfig::default()
+    let rendered;
+    let in_memory;
+    let directory;
+    let data: &dyn ablate::AblationData = match &root {
+        Some(root) => {
+            eprintln!("{} variants on the dataset {}", plan.len(), root.display());
+            directory = ablate::DatasetDir { root: root.clone() };
+            &directory
+        }
+        None => {
+            rendered = render(&args, &base, &plan)?;
+            in_memory = ablate::InMemory {
+                train: &rendered.0,
+                validation: &rendered.1,
+            };
+            &in_memory
+        }
     };
-    let validation_videos = (args.videos / 4).max(1);
-    let started = std::time::Instant::now();
-    let (train_data, annotators) =
-        render_synthetic_annotated(&synth, args.seed, 0..args.videos, &preprocess)?;
-    let train_set = ablate::TrainingSet {
-        data: Arc::new(train_data),
-        annotators: annotators.into_iter().map(Arc::new).collect(),
-    };
-    let validation = render_synthetic(
-        &synth,
-        args.seed,
-        args.videos..args.videos + validation_videos,
-        &preprocess,
-    )?;
-    eprintln!(
-        "rendered {} + {} synthetic videos of {} frames in {:.1} s",
-        args.videos,
-        validation_videos,
-        args.frames,
-        started.elapsed().as_secs_f64()
-    );
-    eprintln!(
-        "{} variants; {} training and {} validation videos at {} px",
-        plan.len(),
-        train_set.data.videos.len(),
-        validation.videos.len(),
-        train_set.data.size
-    );
     std::fs::create_dir_all(&args.out)?;
     let options = ablate::RunOptions {
         resume: args.resume,
         require_checkpoints: !args.quick,
         stop,
     };
-    let data = ablate::InMemory {
-        train: &train_set,
-        validation: &validation,
-    };
-    let results = ablate::run(
-        &base,
-        &plan,
-        &seeds,
-        &data,
-        &args.out,
-        &options,
-        |r, how| {
-            let how = match how {
-                Provenance::Trained => String::new(),
-                Provenance::Resumed { from } => format!("  (resumed from step {from})"),
-                Provenance::Reused => "  (reused: result.json)".to_owned(),
-            };
-            match &r.best {
-                Some(v) => eprintln!(
-                    "{:<26} seed {:<3} CCC V {:.3} A {:.3}  MSE V {:.4} A {:.4}  ({:.0} s){}{how}",
-                    r.id,
-                    r.seed,
-                    v.valence.ccc,
-                    v.arousal.ccc,
-                    v.valence.mse,
-                    v.arousal.mse,
-                    r.seconds,
-                    if r.collapsed { "  COLLAPSED" } else { "" }
-                ),
-                None => eprintln!(
-                    "{:<26} seed {:<3} no validation score ({:.0} s){how}",
-                    r.id, r.seed, r.seconds
-                ),
-            }
-        },
-    )
+    let results = ablate::run(&base, &plan, &seeds, data, &args.out, &options, |r, how| {
+        let how = match how {
+            Provenance::Trained => String::new(),
+            Provenance::Resumed { from } => format!("  (resumed from step {from})"),
+            Provenance::Reused => "  (reused: result.json)".to_owned(),
+        };
+        match &r.best {
+            Some(v) => eprintln!(
+                "{:<26} seed {:<3} CCC V {:.3} A {:.3}  MSE V {:.4} A {:.4}  ({:.0} s){}{how}",
+                r.id,
+                r.seed,
+                v.valence.ccc,
+                v.arousal.ccc,
+                v.valence.mse,
+                v.arousal.mse,
+                r.seconds,
+                if r.collapsed { "  COLLAPSED" } else { "" }
+            ),
+            None => eprintln!(
+                "{:<26} seed {:<3} no validation score ({:.0} s){how}",
+                r.id, r.seed, r.seconds
+            ),
+        }
+    })
     .map_err(|e| match e {
         AblateError::Interrupted { .. } => {
             anyhow::anyhow!("{e}.\nContinue with: {}", resume_command())
@@ -252,9 +251,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         other => bad_input(other),
     })?;
     let findings = ablate::findings(&results);
-    let labels = match args.annotators {
-        0 => "one noisy annotation per frame".to_owned(),
-        n => format!("the per-frame mean of {n} simulated annotators"),
+    let labels = match (&root, args.annotators) {
+        (Some(root), _) => format!("the annotation of the dataset {}", root.display()),
+        (None, 0) => "one noisy annotation per frame".to_owned(),
+        (None, n) => format!("the per-frame mean of {n} simulated annotators"),
     };
     let mut md = format!(
         "## Ablation: {} variant(s) × seeds {seeds:?}\n\nLabels: {labels} (validation \
@@ -404,4 +404,55 @@ fn load_average() -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The synthetic training set (with each simulated annotator's labels) and validation set,
+/// rendered in memory at the plan's preprocessing. Preprocessing depends only on size and
+/// landmark use; each split is rendered once, with landmarks (variants without them ignore that
+/// input).
+fn render(
+    args: &Args,
+    base: &[(String, toml::Value)],
+    plan: &[ablate::Variant],
+) -> anyhow::Result<(ablate::TrainingSet, MemoryDataset)> {
+    let reference = ablate::variant_config(base, &plan[0]).map_err(bad_input)?;
+    let mut with_landmarks = reference.clone();
+    with_landmarks.network.landmarks = true;
+    with_landmarks.data.preprocess = None;
+    let preprocess = with_landmarks.preprocess();
+    let synth = SynthConfig {
+        size: affect_shared::synth::render_size(preprocess.size),
+        frames: args.frames,
+        annotators: args.annotators,
+        ..SynthConfig::default()
+    };
+    let validation_videos = (args.videos / 4).max(1);
+    let started = std::time::Instant::now();
+    let (train_data, annotators) =
+        render_synthetic_annotated(&synth, args.seed, 0..args.videos, &preprocess)?;
+    let train_set = ablate::TrainingSet {
+        data: Arc::new(train_data),
+        annotators: annotators.into_iter().map(Arc::new).collect(),
+    };
+    let validation = render_synthetic(
+        &synth,
+        args.seed,
+        args.videos..args.videos + validation_videos,
+        &preprocess,
+    )?;
+    eprintln!(
+        "rendered {} + {} synthetic videos of {} frames in {:.1} s",
+        args.videos,
+        validation_videos,
+        args.frames,
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "{} variants; {} training and {} validation videos at {} px",
+        plan.len(),
+        train_set.data.videos.len(),
+        validation.videos.len(),
+        train_set.data.size
+    );
+    Ok((train_set, validation))
 }
