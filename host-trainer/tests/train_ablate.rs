@@ -774,4 +774,13 @@ fn ablate_trains_on_a_dataset_directory_with_the_streaming_loader() {
         2,
         "{stderr}"
     );
+    // The plan prices validation on the dataset's own split: 1 video of 30 frames.
+    let plan = ablate(&["--plan"]);
+    let stdout = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(stdout.contains("validation: 30 frames"), "{stdout}");
 }

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::model::flops;
-use crate::train::bench::training_step_rate;
+use crate::train::bench::StepTimer;
 use crate::train::config::TrainConfig;
 use crate::train::estimate;
 use crate::train::{TrainError, config::DeviceChoice};
@@ -87,61 +87,88 @@ impl VariantCost {
     }
 }
 
-/// A training step timed on this CPU.
+/// Training steps of one variant timed on this CPU.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepMeasurement {
     /// Variant id.
     pub id: String,
     /// Frames per timed step.
     pub frames: u64,
-    /// Timed steps.
-    pub steps: usize,
     /// Intra-op threads.
     pub threads: u32,
-    /// Mean wall-clock seconds per step.
-    pub seconds_per_step: f64,
+    /// Wall-clock seconds of each timed step.
+    pub seconds: Vec<f64>,
     /// The counted training FLOPs of one such step ([`VariantCost::step_flops`]).
     pub step_flops: f64,
 }
 
 impl StepMeasurement {
-    /// Achieved FLOP/s: counted FLOPs over measured time.
+    /// The fastest step: the one least slowed by other work on a shared CPU.
+    pub fn best_seconds(&self) -> f64 {
+        self.seconds.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    /// The median step.
+    pub fn median_seconds(&self) -> f64 {
+        let mut s = self.seconds.clone();
+        s.sort_by(f64::total_cmp);
+        match s.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => s[n / 2],
+            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+        }
+    }
+
+    /// Achieved FLOP/s of the fastest step: counted FLOPs over measured time.
     pub fn flops_per_second(&self) -> f64 {
-        self.step_flops / self.seconds_per_step
+        self.step_flops / self.best_seconds()
     }
 }
 
-/// Times `steps` training steps (forward, loss, backward, Adam; after 2 untimed ones) of
-/// `config`'s network on a random batch of `frames` frames on the CPU with `threads` threads:
-/// one clip of `frames` frames for a CNN-RNN, `frames` single frames for a CNN. The network is
-/// randomly initialised (no pretrained file needed) and dropout is off.
+/// Times `steps` training steps (forward, loss, backward, Adam) of each `(id, config)` network
+/// on a random batch of `frames` frames on the CPU with `threads` threads — one clip of `frames`
+/// frames for a CNN-RNN, `frames` single frames for a CNN — after 2 untimed steps each. The
+/// networks take turns step by step, so a load that comes and goes on a shared CPU slows them
+/// alike. Networks are randomly initialised (no pretrained file needed), dropout is off.
 pub fn measure(
-    id: &str,
-    config: &TrainConfig,
+    variants: &[(String, TrainConfig)],
     frames: u32,
     steps: usize,
     threads: u32,
-) -> Result<StepMeasurement, TrainError> {
-    let mut small = config.clone();
-    small.device = DeviceChoice::Cpu;
-    small.network.pretrained = None;
-    small.network.freeze_conv = false;
-    if small.network.is_recurrent() {
-        small.batch.sequences = 1;
-        small.batch.sequence_length = frames;
-    } else {
-        small.batch.frames = frames;
+) -> Result<Vec<StepMeasurement>, TrainError> {
+    let mut timers = Vec::new();
+    let mut out = Vec::new();
+    for (id, config) in variants {
+        let mut small = config.clone();
+        small.device = DeviceChoice::Cpu;
+        small.network.pretrained = None;
+        small.network.freeze_conv = false;
+        if small.network.is_recurrent() {
+            small.batch.sequences = 1;
+            small.batch.sequence_length = frames;
+        } else {
+            small.batch.frames = frames;
+        }
+        let mut timer = StepTimer::new(&small, threads)?;
+        for _ in 0..2 {
+            timer.step()?;
+        }
+        timers.push(timer);
+        out.push(StepMeasurement {
+            id: id.clone(),
+            frames: u64::from(frames),
+            threads,
+            seconds: Vec::new(),
+            step_flops: VariantCost::of(id, &small, 0).step_flops(),
+        });
     }
-    let rate = training_step_rate(&small, steps, 1, threads)?;
-    let cost = VariantCost::of(id, &small, 0);
-    Ok(StepMeasurement {
-        id: id.to_owned(),
-        frames: u64::from(frames),
-        steps,
-        threads,
-        seconds_per_step: f64::from(frames) / rate.frames_per_second,
-        step_flops: cost.step_flops(),
-    })
+    for _ in 0..steps {
+        for (timer, m) in timers.iter_mut().zip(&mut out) {
+            let (_, seconds) = timer.step()?;
+            m.seconds.push(seconds);
+        }
+    }
+    Ok(out)
 }
 
 /// The measurements as a Markdown table: each step's counted FLOPs, measured time and achieved
@@ -151,7 +178,7 @@ pub fn measure(
 pub fn measurement_table(measured: &[StepMeasurement], load: Option<f64>) -> String {
     let mut md = String::from(
         "### Training steps timed on this CPU\n\n| variant | frames/step | threads | s/step \
-         (measured) | GFLOP/step (counted) | GFLOP/s achieved | s/step predicted from the \
+         fastest (median) | GFLOP/step (counted) | GFLOP/s achieved | s/step predicted from the \
          others' GFLOP/s | error |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (k, m) in measured.iter().enumerate() {
@@ -168,22 +195,23 @@ pub fn measurement_table(measured: &[StepMeasurement], load: Option<f64>) -> Str
             let p = m.step_flops / rate;
             (
                 format!("{p:.2}"),
-                format!("{:+.0} %", (p / m.seconds_per_step - 1.0) * 100.0),
+                format!("{:+.0} %", (p / m.best_seconds() - 1.0) * 100.0),
             )
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {predicted} | {error} |",
+            "| {} | {} | {} | {:.2} ({:.2}) | {:.1} | {:.1} | {predicted} | {error} |",
             m.id,
             m.frames,
             m.threads,
-            m.seconds_per_step,
+            m.best_seconds(),
+            m.median_seconds(),
             m.step_flops / 1e9,
             m.flops_per_second() / 1e9,
         );
     }
     if let Some(load) = load {
-        let _ = writeln!(md, "\n1-minute load average while measuring: {load:.2}.");
+        let _ = writeln!(md, "\n1-minute load average after measuring: {load:.2}.");
     }
     md.push('\n');
     md
@@ -284,25 +312,26 @@ mod tests {
 
     #[test]
     fn each_measurement_is_predicted_from_the_others_rate() {
-        let m = |id: &str, seconds: f64, gflop: f64| StepMeasurement {
+        let m = |id: &str, seconds: &[f64], gflop: f64| StepMeasurement {
             id: id.into(),
             frames: 4,
-            steps: 3,
             threads: 2,
-            seconds_per_step: seconds,
+            seconds: seconds.to_vec(),
             step_flops: gflop * 1e9,
         };
-        // 100 and 50 GFLOP/s: each predicted from the other's rate.
-        let md = measurement_table(&[m("a", 2.0, 200.0), m("b", 1.0, 50.0)], Some(1.5));
+        // Fastest steps at 100 and 50 GFLOP/s: each predicted from the other's rate.
+        let a = m("a", &[3.0, 2.0, 2.5], 200.0);
+        assert_eq!((a.best_seconds(), a.median_seconds()), (2.0, 2.5));
+        let md = measurement_table(&[a, m("b", &[1.0, 1.5], 50.0)], Some(1.5));
         assert!(
-            md.contains("| a | 4 | 2 | 2.00 | 200.0 | 100.0 | 4.00 | +100 % |"),
+            md.contains("| a | 4 | 2 | 2.00 (2.50) | 200.0 | 100.0 | 4.00 | +100 % |"),
             "{md}"
         );
         assert!(
-            md.contains("| b | 4 | 2 | 1.00 | 50.0 | 50.0 | 0.50 | -50 % |"),
+            md.contains("| b | 4 | 2 | 1.00 (1.25) | 50.0 | 50.0 | 0.50 | -50 % |"),
             "{md}"
         );
-        assert!(md.contains("load average while measuring: 1.50"), "{md}");
+        assert!(md.contains("load average after measuring: 1.50"), "{md}");
     }
 
     #[test]

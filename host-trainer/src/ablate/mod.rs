@@ -18,6 +18,19 @@
 //! CNN-RNN batch: `sequences × sequence_length`), validated on the same split, once per seed.
 //! Tables give mean ± standard deviation over the seeds, and [`findings`] states whether each
 //! of the paper's conclusions holds on this data, given that spread.
+//!
+//! # Output directory (resumable)
+//! ```text
+//! OUT/<id>/seed-<s>/            one training run (crate::train's run directory: config.toml,
+//!                               metrics.jsonl, checkpoint/, best/)
+//! OUT/<id>/seed-<s>/result.json its VariantResult and full configuration ([`RunRecord`]),
+//!                               written atomically once the run finished
+//! OUT/ablation.md, ablation.json the tables and findings over every result
+//! ```
+//! [`run`] with [`RunOptions::resume`] reuses finished runs, continues interrupted ones from
+//! their checkpoint and starts the missing ones; without it a used `OUT` is refused. The data
+//! come through [`AblationData`]: rendered in memory ([`InMemory`]) or read from a dataset
+//! directory ([`DatasetDir`]). [`budget`] prices a plan before it runs.
 
 pub mod budget;
 
@@ -711,14 +724,10 @@ pub fn run(
             let resume_from = match run.checkpoint().current() {
                 Some(checkpoint) => {
                     let saved = run.config();
-                    let stored =
-                        TrainConfig::read(&saved).map_err(|source| AblateError::Config {
-                            id: v.id.clone(),
-                            source: crate::model::ConfigError::new(
-                                saved.display().to_string(),
-                                source.to_string(),
-                            ),
-                        })?;
+                    let stored = TrainConfig::read(&saved).map_err(|e| AblateError::Record {
+                        path: saved.clone(),
+                        message: e.to_string(),
+                    })?;
                     check_same(&dir, &saved, &config_json(&stored), &config)?;
                     Some(checkpoint_step(&checkpoint.join("state.json"))?)
                 }

@@ -1,6 +1,7 @@
 //! `affect-train ablate`: the paper's comparisons as Markdown tables (Tables 4–9), on a synthetic
 //! dataset rendered in memory (the faces `affect-train synth` writes), labelled like Aff-Wild with
-//! the per-frame mean of several simulated annotators.
+//! the per-frame mean of several simulated annotators — or, with `--data DIR`, on a dataset
+//! directory read like `affect-train train --data` does.
 //!
 //! Every finished run leaves `OUT/<variant>/seed-<s>/result.json`; `--resume` continues an
 //! interrupted ablation (Ctrl-C checkpoints the current run and exits non-zero, saying how).
@@ -13,7 +14,9 @@ use std::sync::atomic::AtomicBool;
 
 use affect_shared::synth::SynthConfig;
 use affect_trainer::ablate::{self, AblateError, Provenance, budget};
+use affect_trainer::data::Annotation;
 use affect_trainer::train::config::{TrainConfig, parse_set};
+use affect_trainer::train::dataset;
 use affect_trainer::train::memory::{MemoryDataset, render_synthetic, render_synthetic_annotated};
 
 use super::bad_input;
@@ -86,7 +89,8 @@ pub struct Args {
     plan: bool,
     /// With `--plan`: first time this many training steps (after 2 untimed ones) of each
     /// `--measure-variant` on this CPU at its planned size with `--measure-frames` frames per
-    /// step, and print the FLOP/s achieved.
+    /// step, the variants taking turns step by step, and print the fastest and median step, the
+    /// FLOP/s achieved, and each variant's time predicted from the others' FLOP/s.
     #[arg(long, value_name = "STEPS", default_value_t = 0, requires = "plan")]
     measure: usize,
     /// Frames per timed step of `--measure`.
@@ -171,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let seeds: Vec<u64> = (0..args.seeds).map(|k| args.seed + k).collect();
     if args.plan {
-        return print_plan(&args, &base, &plan, &seeds);
+        return print_plan(&args, &base, &plan, &seeds, root.as_deref());
     }
     // Bad configurations and a used --out are refused before minutes of rendering.
     for v in &plan {
@@ -324,6 +328,7 @@ fn print_plan(
     base: &[(String, toml::Value)],
     plan: &[ablate::Variant],
     seeds: &[u64],
+    root: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     if !(args.gpu_tflops.is_finite() && args.gpu_tflops > 0.0) {
         return Err(bad_input(anyhow::anyhow!(
@@ -331,9 +336,25 @@ fn print_plan(
             args.gpu_tflops
         )));
     }
-    let validation_frames = (args.videos / 4).max(1) * args.frames as u64;
+    let mut validation_frames = (args.videos / 4).max(1) * args.frames as u64;
     let mut costs = Vec::new();
     let mut configs = Vec::new();
+    if let Some(root) = root {
+        // The dataset's own validation split (frames do not depend on preprocessing).
+        let config = ablate::variant_config(base, &plan[0]).map_err(bad_input)?;
+        let split = &config.data.validation_split;
+        validation_frames = 0;
+        if !split.is_empty() {
+            let videos =
+                dataset::videos(root, split, &Annotation::Mean, &config).map_err(bad_input)?;
+            for name in videos.videos() {
+                let frames = videos
+                    .frames(&name)
+                    .map_err(|e| bad_input(anyhow::anyhow!("{split}/{name}: {e}")))?;
+                validation_frames += frames as u64;
+            }
+        }
+    }
     for v in plan {
         let config = ablate::variant_config(base, v).map_err(bad_input)?;
         costs.push(budget::VariantCost::of(&v.id, &config, validation_frames));
@@ -359,25 +380,28 @@ fn print_plan(
         } else {
             args.measure_variant.clone()
         };
-        let mut measured = Vec::new();
+        let mut chosen = Vec::new();
         for id in &wanted {
-            let Some((_, config)) = configs.iter().find(|(v, _)| v == id) else {
+            let Some(found) = configs.iter().find(|(v, _)| v == id) else {
                 return Err(bad_input(anyhow::anyhow!(
                     "--measure-variant {id}: not a variant of this plan"
                 )));
             };
-            eprintln!(
-                "timing {} steps of {id} ({} frames per step, {} threads)…",
-                args.measure, args.measure_frames, args.measure_threads
-            );
-            measured.push(budget::measure(
-                id,
-                config,
-                args.measure_frames,
-                args.measure,
-                args.measure_threads,
-            )?);
+            chosen.push(found.clone());
         }
+        eprintln!(
+            "timing {} steps each of {} (taking turns; {} frames per step, {} threads)…",
+            args.measure,
+            wanted.join(", "),
+            args.measure_frames,
+            args.measure_threads
+        );
+        let measured = budget::measure(
+            &chosen,
+            args.measure_frames,
+            args.measure,
+            args.measure_threads,
+        )?;
         print!("{}", budget::measurement_table(&measured, load_average()));
     }
     let machine = format!(
