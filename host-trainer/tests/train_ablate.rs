@@ -1,5 +1,7 @@
 //! The ablation plan forms valid, equal-budget configurations, and its tables and quick check
-//! read the results correctly.
+//! read the results correctly; an interrupted ablation resumes without retraining finished runs,
+//! refuses a changed configuration and never deletes a used output directory; `--plan` prices
+//! every variant without training.
 #![cfg(feature = "torch")]
 
 use affect_shared::metadata::{DimensionScore, Validation};
@@ -274,4 +276,511 @@ fn separate_networks_combine_per_seed_and_table_6_and_both_findings_are_judged()
         .cloned()
         .collect();
     assert!(!tables(&joint).contains("Table 6"));
+}
+
+// ---- Resumable layout -------------------------------------------------------------------------
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use affect_shared::synth::{SynthConfig, render_size};
+use affect_trainer::ablate::{
+    AblateError, AblationData, InMemory, Provenance, RESULT_FILE, RunOptions, RunRecord,
+    TrainingSet, run, run_dir,
+};
+use affect_trainer::data::Batch;
+use affect_trainer::train::config::TrainConfig;
+use affect_trainer::train::memory::{MemoryDataset, render_synthetic, render_synthetic_annotated};
+use affect_trainer::train::source::{BatchSource, SourceError, VideoSource};
+
+/// libtorch's random generator is process-global and `train` seeds it per step: trainings in one
+/// process must not overlap (cargo runs tests on parallel threads).
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The quick base shrunk to seconds: 32 px, 2 clips of 6 frames, 4 steps, checkpoints every 2.
+fn tiny_base(extra: &[(&str, toml::Value)]) -> Vec<(String, toml::Value)> {
+    let mut base = quick_base();
+    for (k, v) in [
+        ("threads", toml::Value::Integer(1)),
+        ("network.input_size", toml::Value::Integer(32)),
+        ("batch.sequences", toml::Value::Integer(2)),
+        ("batch.sequence_length", toml::Value::Integer(6)),
+        ("schedule.steps", toml::Value::Integer(4)),
+        ("schedule.validate_every", toml::Value::Integer(2)),
+        ("schedule.checkpoint_every", toml::Value::Integer(2)),
+        ("schedule.log_every", toml::Value::Integer(1)),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    {
+        base.push((k.to_owned(), v));
+    }
+    base
+}
+
+/// Two tiny synthetic splits at the base's preprocessing (with landmarks).
+fn tiny_data(base: &[(String, toml::Value)]) -> (TrainingSet, MemoryDataset) {
+    let mut config = TrainConfig::from_overrides(base).unwrap();
+    config.network.landmarks = true;
+    let preprocess = config.preprocess();
+    let synth = SynthConfig {
+        size: render_size(preprocess.size),
+        frames: 40,
+        annotators: 2,
+        ..SynthConfig::default()
+    };
+    let (train, annotators) = render_synthetic_annotated(&synth, 3, 0..2, &preprocess).unwrap();
+    let validation = render_synthetic(&synth, 3, 2..3, &preprocess).unwrap();
+    (
+        TrainingSet {
+            data: Arc::new(train),
+            annotators: annotators.into_iter().map(Arc::new).collect(),
+        },
+        validation,
+    )
+}
+
+fn variants(ids: &[&str]) -> Vec<affect_trainer::ablate::Variant> {
+    plan(false)
+        .into_iter()
+        .filter(|v| ids.contains(&v.id.as_str()))
+        .collect()
+}
+
+/// Content and modification time of a file: equal before and after means untouched.
+fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    (
+        std::fs::read(path).unwrap(),
+        std::fs::metadata(path).unwrap().modified().unwrap(),
+    )
+}
+
+#[test]
+fn an_interrupted_ablation_resumes_without_retraining_finished_runs() {
+    let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = tiny_base(&[]);
+    let (train_set, validation) = tiny_data(&base);
+    let data = InMemory {
+        train: &train_set,
+        validation: &validation,
+    };
+    let plan = variants(&["cnn-vgg16-lm", "gru-128x2-lm"]);
+    let seeds = [0, 1];
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().join("ablation");
+
+    // Ctrl-C right after the first run finished: the next one does not start.
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = RunOptions {
+        stop: stop.clone(),
+        ..RunOptions::default()
+    };
+    let mut done = Vec::new();
+    let err = run(&base, &plan, &seeds, &data, &out, &options, |r, how| {
+        done.push((r.id.clone(), r.seed, how));
+        stop.store(true, Ordering::SeqCst);
+    })
+    .unwrap_err();
+    assert_eq!(done, [("cnn-vgg16-lm".to_owned(), 0, Provenance::Trained)]);
+    match &err {
+        AblateError::Interrupted { id, seed, step, .. } => {
+            assert_eq!((id.as_str(), *seed, *step), ("cnn-vgg16-lm", 1, None));
+        }
+        other => panic!("expected Interrupted, got {other}"),
+    }
+    let first = run_dir(&out, "cnn-vgg16-lm", 0);
+    let record: RunRecord =
+        serde_json::from_slice(&std::fs::read(first.join(RESULT_FILE)).unwrap()).unwrap();
+    assert_eq!(
+        (record.result.id.as_str(), record.result.seed),
+        ("cnn-vgg16-lm", 0)
+    );
+    assert_eq!(
+        record.config["schedule"]["steps"], 4,
+        "the full configuration is stored"
+    );
+    assert!(!run_dir(&out, "cnn-vgg16-lm", 1).exists());
+    let result_before = fingerprint(&first.join(RESULT_FILE));
+    let metrics_before = fingerprint(&first.join("metrics.jsonl"));
+
+    // Without --resume a used OUT is refused, and nothing in it is deleted.
+    let err = run(
+        &base,
+        &plan,
+        &seeds,
+        &data,
+        &out,
+        &RunOptions::default(),
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, AblateError::Exists { .. }), "{err}");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    assert_eq!(fingerprint(&first.join(RESULT_FILE)), result_before);
+
+    // A changed `--set` is refused, naming the run and the key.
+    let changed = tiny_base(&[("optim.lr", toml::Value::Float(1e-4))]);
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let err = run(&changed, &plan, &seeds, &data, &out, &resume, |_, _| {}).unwrap_err();
+    match &err {
+        AblateError::Changed { dir, key, .. } => {
+            assert_eq!(dir, &first);
+            assert_eq!(key, "optim.lr");
+        }
+        other => panic!("expected Changed, got {other}"),
+    }
+    assert!(err.to_string().contains("`optim.lr`"), "{err}");
+
+    // --resume with the same configuration completes the rest and reuses the finished run.
+    let mut done = Vec::new();
+    let results = run(&base, &plan, &seeds, &data, &out, &resume, |r, how| {
+        done.push((r.id.clone(), r.seed, how));
+    })
+    .unwrap();
+    assert_eq!(
+        done,
+        [
+            ("cnn-vgg16-lm".to_owned(), 0, Provenance::Reused),
+            ("cnn-vgg16-lm".to_owned(), 1, Provenance::Trained),
+            ("gru-128x2-lm".to_owned(), 0, Provenance::Trained),
+            ("gru-128x2-lm".to_owned(), 1, Provenance::Trained),
+        ]
+    );
+    assert_eq!(results[0], record.result);
+    assert_eq!(fingerprint(&first.join(RESULT_FILE)), result_before);
+    assert_eq!(fingerprint(&first.join("metrics.jsonl")), metrics_before);
+    for r in &results {
+        assert!(run_dir(&out, &r.id, r.seed).join(RESULT_FILE).exists());
+    }
+    assert!(tables(&results).contains("| CNN-GRU 128 × 2 |"));
+}
+
+/// Data whose training source raises the stop flag once `after` batches were drawn (Ctrl-C in
+/// the middle of a run), the first time only.
+struct StopMidRun<'a> {
+    inner: InMemory<'a>,
+    stop: Arc<AtomicBool>,
+    after: u64,
+    armed: AtomicBool,
+}
+
+struct StopAfter {
+    inner: Box<dyn BatchSource>,
+    after: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl BatchSource for StopAfter {
+    fn next_batch(&mut self) -> Result<Batch, SourceError> {
+        let b = self.inner.next_batch()?;
+        if self.inner.position() >= self.after {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        Ok(b)
+    }
+    fn position(&self) -> u64 {
+        self.inner.position()
+    }
+    /// The trainer reads ahead for the landmark statistics and rewinds: only batches drawn
+    /// after the rewind are steps.
+    fn seek(&mut self, position: u64) -> Result<(), SourceError> {
+        self.stop.store(false, Ordering::SeqCst);
+        self.inner.seek(position)
+    }
+}
+
+impl AblationData for StopMidRun<'_> {
+    fn training(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Box<dyn BatchSource>, AblateError> {
+        let inner = self.inner.training(id, config)?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            Ok(Box::new(StopAfter {
+                inner,
+                after: self.after,
+                stop: self.stop.clone(),
+            }))
+        } else {
+            Ok(inner)
+        }
+    }
+    fn validation(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError> {
+        self.inner.validation(id, config)
+    }
+}
+
+#[test]
+fn a_run_interrupted_mid_way_resumes_from_its_checkpoint_to_the_same_result() {
+    let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = tiny_base(&[]);
+    let (train_set, validation) = tiny_data(&base);
+    let data = InMemory {
+        train: &train_set,
+        validation: &validation,
+    };
+    let plan = variants(&["gru-128x2-lm"]);
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    let expected = run(
+        &base,
+        &plan,
+        &[5],
+        &data,
+        &straight,
+        &RunOptions::default(),
+        |_, _| {},
+    )
+    .unwrap();
+
+    let out = dir.path().join("interrupted");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = StopMidRun {
+        inner: data,
+        stop: stop.clone(),
+        after: 3,
+        armed: AtomicBool::new(true),
+    };
+    let options = RunOptions {
+        stop: stop.clone(),
+        ..RunOptions::default()
+    };
+    let err = run(&base, &plan, &[5], &stopping, &out, &options, |_, _| {}).unwrap_err();
+    match &err {
+        AblateError::Interrupted { step, dir, .. } => {
+            assert_eq!(*step, Some(3));
+            assert!(dir.join("checkpoint/state.json").exists());
+            assert!(!dir.join(RESULT_FILE).exists());
+        }
+        other => panic!("expected Interrupted, got {other}"),
+    }
+    assert!(err.to_string().contains("at step 3"), "{err}");
+
+    stop.store(false, Ordering::SeqCst);
+    let options = RunOptions {
+        resume: true,
+        stop,
+        ..RunOptions::default()
+    };
+    let mut how = Vec::new();
+    let resumed = run(&base, &plan, &[5], &stopping, &out, &options, |_, h| {
+        how.push(h)
+    })
+    .unwrap();
+    assert_eq!(how, [Provenance::Resumed { from: 3 }]);
+    // Bit for bit what the uninterrupted run reached (only the wall-clock time differs).
+    let strip = |r: &VariantResult| VariantResult {
+        seconds: 0.0,
+        ..r.clone()
+    };
+    assert_eq!(strip(&resumed[0]), strip(&expected[0]));
+}
+
+#[test]
+fn a_full_size_ablation_must_checkpoint() {
+    let base = tiny_base(&[("schedule.checkpoint_every", toml::Value::Integer(0))]);
+    let config = variant_config(&base, &variants(&["gru-128x2-lm"])[0]).unwrap();
+    let err = affect_trainer::ablate::check_checkpoints("gru-128x2-lm", &config).unwrap_err();
+    assert!(
+        err.to_string().contains("schedule.checkpoint_every"),
+        "{err}"
+    );
+    // The full-size default checkpoints.
+    let full = variant_config(&[], &variants(&["gru-128x2-lm"])[0]).unwrap();
+    assert!(full.schedule.checkpoint_every > 0);
+}
+
+fn affect_train(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_affect-train"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_refuses_a_used_out_without_resume_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ablation");
+    let run = out.join("gru-128x2-lm").join("seed-0");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
+    let output = affect_train(&["ablate", "--quick", "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--resume") && stderr.contains("--out"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("seed-0"), "names a run: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(),
+        "{\"step\":1}\n"
+    );
+    // A full-size ablation without checkpoints is refused, naming the key.
+    let output = affect_train(&[
+        "ablate",
+        "--out",
+        dir.path().join("other").to_str().unwrap(),
+        "--set",
+        "schedule.checkpoint_every=0",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("schedule.checkpoint_every"), "{stderr}");
+}
+
+#[test]
+fn the_plan_prices_every_variant_without_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    let output = affect_train(&["ablate", "--plan", "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for v in plan(false) {
+        assert!(
+            stdout.contains(&format!("| {} |", v.id)),
+            "{} missing:\n{stdout}",
+            v.id
+        );
+    }
+    // Full size: VGG-16 at 224 px is ≈ 15.4 G multiply-adds per frame, 400 frames per step.
+    assert!(
+        stdout.contains("| gru-128x2-lm | 119.") || stdout.contains("| gru-128x2-lm | 12"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| 15.4"), "{stdout}");
+    assert!(
+        stdout.contains("17 variants × 3 seeds = 51 runs"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not a measurement"), "{stdout}");
+    assert!(!out.exists(), "--plan writes nothing");
+    // --gpu-tflops scales the time; --quick prices the quick base.
+    let quick = affect_train(&[
+        "ablate",
+        "--plan",
+        "--quick",
+        "--seeds",
+        "1",
+        "--gpu-tflops",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&quick.stdout);
+    assert!(quick.status.success());
+    assert!(stdout.contains("the --quick base"), "{stdout}");
+    assert!(stdout.contains("at 1 TFLOP/s"), "{stdout}");
+    assert!(stdout.contains("= 17 runs"), "{stdout}");
+}
+
+#[test]
+fn ablate_trains_on_a_dataset_directory_with_the_streaming_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("affwild");
+    let synth = affect_train(&[
+        "synth",
+        "--layout",
+        "affwild",
+        "--annotators",
+        "2",
+        "--videos",
+        "4",
+        "--frames",
+        "30",
+        "--size",
+        "64",
+        "--val-fraction",
+        "0.25",
+        "--jobs",
+        "1",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        synth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synth.stderr)
+    );
+    let out = dir.path().join("ablation");
+    let ablate = |extra: &[&str]| {
+        let mut args = vec![
+            "ablate",
+            "--quick",
+            "--seeds",
+            "1",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--only",
+            "gru-128x2-lm",
+            "--only",
+            ONE_ANNOTATOR,
+        ];
+        for set in [
+            "threads=1",
+            "data.workers=1",
+            "network.input_size=32",
+            "batch.sequences=2",
+            "batch.sequence_length=6",
+            "schedule.steps=3",
+            "schedule.validate_every=3",
+            "schedule.log_every=1",
+        ] {
+            args.extend(["--set", set]);
+        }
+        args.extend(extra);
+        affect_train(&args)
+    };
+    let first = ablate(&[]);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    // The quick check's thresholds are not the point here (3 steps): only that both ran.
+    for id in ["gru-128x2-lm", ONE_ANNOTATOR] {
+        let record: RunRecord = serde_json::from_slice(
+            &std::fs::read(run_dir(&out, id, 0).join(RESULT_FILE))
+                .unwrap_or_else(|e| panic!("{id}: {e}\n{stderr}")),
+        )
+        .unwrap();
+        assert!(
+            record.result.best.is_some(),
+            "{id} validated on Validation_Set"
+        );
+        let root = record.config["data"]["root"].as_str().unwrap();
+        assert_eq!(Path::new(root), std::fs::canonicalize(&data).unwrap());
+    }
+    let record: RunRecord = serde_json::from_slice(
+        &std::fs::read(run_dir(&out, ONE_ANNOTATOR, 0).join(RESULT_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record.config["data"]["annotation"], "annotator-1");
+    // Resuming reuses both runs.
+    let again = ablate(&["--resume"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(
+        stderr.matches("(reused: result.json)").count(),
+        2,
+        "{stderr}"
+    );
+    // The plan prices validation on the dataset's own split: 1 video of 30 frames.
+    let plan = ablate(&["--plan"]);
+    let stdout = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(stdout.contains("validation: 30 frames"), "{stdout}");
 }

@@ -18,18 +18,36 @@
 //! CNN-RNN batch: `sequences × sequence_length`), validated on the same split, once per seed.
 //! Tables give mean ± standard deviation over the seeds, and [`findings`] states whether each
 //! of the paper's conclusions holds on this data, given that spread.
+//!
+//! # Output directory (resumable)
+//! ```text
+//! OUT/<id>/seed-<s>/            one training run (crate::train's run directory: config.toml,
+//!                               metrics.jsonl, checkpoint/, best/)
+//! OUT/<id>/seed-<s>/result.json its VariantResult and full configuration ([`RunRecord`]),
+//!                               written atomically once the run finished
+//! OUT/ablation.md, ablation.json the tables and findings over every result
+//! ```
+//! [`run`] with [`RunOptions::resume`] reuses finished runs, continues interrupted ones from
+//! their checkpoint and starts the missing ones; without it a used `OUT` is refused. The data
+//! come through [`AblationData`]: rendered in memory ([`InMemory`]) or read from a dataset
+//! directory ([`DatasetDir`]). [`budget`] prices a plan before it runs.
 
+pub mod budget;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use affect_shared::metadata::Validation;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::Annotation;
 use crate::train::config::TrainConfig;
 use crate::train::memory::{MemoryBatches, MemoryDataset, MemoryLabels};
-use crate::train::{TrainError, TrainOptions, train};
+use crate::train::source::{BatchSource, VideoSource};
+use crate::train::{Outcome, RunDir, TrainError, TrainOptions, train};
 
 /// One configuration to train.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,7 +189,7 @@ pub fn quick_base() -> Vec<(String, toml::Value)> {
 }
 
 /// Outcome of one variant trained with one seed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariantResult {
     /// Variant id.
     pub id: String,
@@ -183,7 +201,8 @@ pub struct VariantResult {
     pub best_step: Option<u64>,
     /// Whether the run's last validation looked collapsed ([`crate::train::collapse`]).
     pub collapsed: bool,
-    /// Wall-clock seconds.
+    /// Wall-clock seconds of training in the call that finished the run (for a resumed run:
+    /// since the resume).
     pub seconds: f64,
 }
 
@@ -219,6 +238,81 @@ pub enum AblateError {
         /// The annotators it has, in words.
         present: String,
     },
+    /// A variant's dataset split cannot be read.
+    #[error("variant {id}: {source}")]
+    Data {
+        /// Variant id.
+        id: String,
+        /// Cause.
+        source: crate::data::DataError,
+    },
+    /// `--resume` was not given but the output directory already holds runs.
+    #[error(
+        "{} already holds ablation runs (e.g. {}); pass --resume to continue them (finished runs \
+         are kept, interrupted ones resume from their checkpoint) or choose a new --out",
+        out.display(),
+        run.display()
+    )]
+    Exists {
+        /// The output directory.
+        out: PathBuf,
+        /// One of the runs in it.
+        run: PathBuf,
+    },
+    /// A run to reuse or resume ran with another configuration than it would now.
+    #[error(
+        "{}: ran with `{key}` = {was} ({}), this command gives {now}; resume with the command \
+         that started it, or choose a new --out",
+        dir.display(),
+        file.display()
+    )]
+    Changed {
+        /// The run directory.
+        dir: PathBuf,
+        /// The file its configuration was read from (`result.json` or `config.toml`).
+        file: PathBuf,
+        /// The first differing key (dotted).
+        key: String,
+        /// Its stored value.
+        was: String,
+        /// Its value now.
+        now: String,
+    },
+    /// A `result.json` or checkpoint state that cannot be used.
+    #[error("{}: {message}", path.display())]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading or writing the output directory failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stop flag was raised: the current run saved a checkpoint (when it had started).
+    #[error(
+        "interrupted during {id} seed {seed}{}; finished runs keep their result.json",
+        match step {
+            Some(step) => format!(" at step {step} (checkpoint saved in {})", dir.display()),
+            None => " before it started".to_owned(),
+        }
+    )]
+    Interrupted {
+        /// Variant id.
+        id: String,
+        /// Seed.
+        seed: u64,
+        /// Its run directory.
+        dir: PathBuf,
+        /// The step its checkpoint holds (`None`: stopped before the run started).
+        step: Option<u64>,
+    },
 }
 
 /// The full configuration of `variant` on top of `base`; CNN batches get the CNN-RNN batch's
@@ -250,84 +344,470 @@ pub struct TrainingSet {
     pub annotators: Vec<Arc<MemoryLabels>>,
 }
 
-/// Trains every variant once per seed in `out/<id>/seed-<seed>` and returns the results in plan
-/// order (a variant's seeds together). The seed sets `seed` of the training configuration:
-/// initialisation, dropout and batch order; the data stay the same. A variant whose
-/// `data.annotation` names an annotator trains on that annotator's labels of `train_set`
-/// instead of the mean; all validate on `validation`'s labels.
+/// Where every run of an ablation gets its training batches and validation videos.
+pub trait AblationData {
+    /// The training batches of variant `id` trained with `config` (its seed orders them).
+    fn training(&self, id: &str, config: &TrainConfig)
+    -> Result<Box<dyn BatchSource>, AblateError>;
+    /// The videos variant `id` validates on (`None`: no validation).
+    fn validation(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError>;
+}
+
+/// Data rendered in memory: a [`TrainingSet`] and a validation set.
+#[derive(Debug, Clone, Copy)]
+pub struct InMemory<'a> {
+    /// Training frames and, per annotator, their labels.
+    pub train: &'a TrainingSet,
+    /// Validation frames, labelled with the annotators' mean.
+    pub validation: &'a MemoryDataset,
+}
+
+impl AblationData for InMemory<'_> {
+    /// Batches of the training frames; a variant whose `data.annotation` names an annotator
+    /// gets that annotator's labels instead of the mean.
+    fn training(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Box<dyn BatchSource>, AblateError> {
+        let (sequences, steps) = config.batch_shape();
+        let source_err = |e: crate::train::memory::MemoryError| AblateError::Train {
+            id: id.to_owned(),
+            source: TrainError::Source(Box::new(e)),
+        };
+        let mut source = MemoryBatches::new(self.train.data.clone(), config.seed, sequences, steps)
+            .map_err(source_err)?;
+        if let Annotation::Annotator(name) = &config.data.annotation {
+            let annotators = &self.train.annotators;
+            let labels = annotators.iter().find(|l| &l.name == name).ok_or_else(|| {
+                AblateError::Annotation {
+                    id: id.to_owned(),
+                    name: name.clone(),
+                    present: if annotators.is_empty() {
+                        "no per-annotator labels".into()
+                    } else {
+                        let names: Vec<&str> = annotators.iter().map(|l| l.name.as_str()).collect();
+                        format!("annotators {}", names.join(", "))
+                    },
+                }
+            })?;
+            source = source.with_labels(labels.clone()).map_err(source_err)?;
+        }
+        Ok(Box::new(source))
+    }
+
+    fn validation(
+        &self,
+        _id: &str,
+        _config: &TrainConfig,
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError> {
+        Ok(Some(Box::new(self.validation)))
+    }
+}
+
+/// A dataset directory in a layout `affect-train train --data` reads (Aff-Wild, Aff-Wild2):
+/// every run streams `data.train_split` through the loader, labelled with its
+/// `data.annotation`, and validates on `data.validation_split` against the mean, preprocessed as
+/// its configuration says — exactly as `train --data` does.
+#[derive(Debug, Clone)]
+pub struct DatasetDir {
+    /// The dataset's root directory.
+    pub root: PathBuf,
+}
+
+impl AblationData for DatasetDir {
+    fn training(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Box<dyn BatchSource>, AblateError> {
+        crate::train::dataset::training_batches(&self.root, config).map_err(|source| {
+            AblateError::Data {
+                id: id.to_owned(),
+                source,
+            }
+        })
+    }
+
+    fn validation(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError> {
+        if config.data.validation_split.is_empty() {
+            return Ok(None);
+        }
+        crate::train::dataset::videos(
+            &self.root,
+            &config.data.validation_split,
+            &Annotation::Mean,
+            config,
+        )
+        .map(|videos| Some(videos as Box<dyn VideoSource>))
+        .map_err(|source| AblateError::Data {
+            id: id.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Run-time switches of [`run`].
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Continue an ablation in `out`: reuse every run that has `result.json` (after checking it
+    /// ran with the configuration it would run with now), resume every run that has a
+    /// checkpoint, start the others. Without it, an `out` that holds any run is refused.
+    pub resume: bool,
+    /// Refuse a configuration with `schedule.checkpoint_every = 0` (full-size runs: an
+    /// interruption must not cost more than a checkpoint interval).
+    pub require_checkpoints: bool,
+    /// Raised (e.g. by a SIGINT handler) to checkpoint the current run and stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// How a run's result was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// Trained from scratch by this call.
+    Trained,
+    /// Continued from its checkpoint at this step.
+    Resumed {
+        /// Step of the checkpoint.
+        from: u64,
+    },
+    /// Read from its `result.json`: not trained again.
+    Reused,
+}
+
+/// `OUT/<id>/seed-<s>/result.json`: a finished run's result and the configuration it ran with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The result.
+    pub result: VariantResult,
+    /// The full training configuration (as JSON: every key, defaults included).
+    pub config: serde_json::Value,
+}
+
+/// The file holding a finished run's [`RunRecord`].
+pub const RESULT_FILE: &str = "result.json";
+
+/// The directory of variant `id` trained with `seed` under `out`.
+pub fn run_dir(out: &Path, id: &str, seed: u64) -> PathBuf {
+    out.join(id).join(format!("seed-{seed}"))
+}
+
+/// The run directories (`OUT/<id>/seed-<s>`) already in `out`, sorted; none when `out` does not
+/// exist.
+pub fn existing_runs(out: &Path) -> Result<Vec<PathBuf>, AblateError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| AblateError::Io { path, source }
+    };
+    let entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(out)(e)),
+    };
+    let mut runs = Vec::new();
+    for entry in entries {
+        let variant = entry.map_err(io(out))?.path();
+        if !variant.is_dir() {
+            continue;
+        }
+        for seed in std::fs::read_dir(&variant).map_err(io(&variant))? {
+            let seed = seed.map_err(io(&variant))?.path();
+            let is_run = seed
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seed-"));
+            if is_run && seed.is_dir() {
+                runs.push(seed);
+            }
+        }
+    }
+    runs.sort();
+    Ok(runs)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
+/// temporary file beside it, flushed to disk, renamed over `path`, then the directory synced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    // Make the rename itself durable (not possible on every platform: best effort there).
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Dotted leaves of a JSON value: `{"a":{"b":1}}` → `[("a.b", 1)]`.
+fn json_leaves(
+    prefix: &str,
+    value: &serde_json::Value,
+    out: &mut BTreeMap<String, serde_json::Value>,
+) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                json_leaves(&key, v, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned(), value.clone());
+        }
+    }
+}
+
+/// The first dotted key (in sorted order) whose value differs between two configurations, with
+/// both values as text (`absent` where a side lacks the key); `None` when they are equal.
+pub fn first_difference(
+    stored: &serde_json::Value,
+    now: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    json_leaves("", stored, &mut a);
+    json_leaves("", now, &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let text = |v: Option<&serde_json::Value>| v.map_or("absent".to_owned(), |v| v.to_string());
+    keys.into_iter().find_map(|k| {
+        let (x, y) = (a.get(k), b.get(k));
+        (x != y).then(|| (k.clone(), text(x), text(y)))
+    })
+}
+
+fn config_json(config: &TrainConfig) -> serde_json::Value {
+    serde_json::to_value(config).expect("a TrainConfig always serialises to JSON")
+}
+
+/// Checks that the run in `dir` (described by `file`) ran with `config`.
+fn check_same(
+    dir: &Path,
+    file: &Path,
+    stored: &serde_json::Value,
+    config: &TrainConfig,
+) -> Result<(), AblateError> {
+    match first_difference(stored, &config_json(config)) {
+        None => Ok(()),
+        Some((key, was, now)) => Err(AblateError::Changed {
+            dir: dir.to_owned(),
+            file: file.to_owned(),
+            key,
+            was,
+            now,
+        }),
+    }
+}
+
+/// A full-size run must checkpoint (`schedule.checkpoint_every > 0`) so an interruption costs
+/// at most one checkpoint interval; the error names the key.
+pub fn check_checkpoints(id: &str, config: &TrainConfig) -> Result<(), AblateError> {
+    if config.schedule.checkpoint_every > 0 {
+        return Ok(());
+    }
+    Err(AblateError::Config {
+        id: id.to_owned(),
+        source: crate::model::ConfigError::new(
+            "schedule.checkpoint_every",
+            "must be at least 1 for a full-size ablation, so an interrupted run resumes from its \
+             last checkpoint (e.g. --set schedule.checkpoint_every=400)",
+        ),
+    })
+}
+
+/// Whether `metrics.jsonl` records a collapse at `step` (a run finished before an interruption
+/// and resumed only to record its result gets its verdict from there).
+fn logged_collapse(metrics: &Path, step: u64) -> bool {
+    std::fs::read_to_string(metrics).is_ok_and(|text| {
+        text.lines().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| {
+                v.get("collapse").is_some()
+                    && v.get("step").and_then(serde_json::Value::as_u64) == Some(step)
+            })
+        })
+    })
+}
+
+/// Trains every variant once per seed in `out/<id>/seed-<seed>` ([`run_dir`]) and returns the
+/// results in plan order (a variant's seeds together); `on_done` hears of each as it is known.
+/// The seed sets `seed` of the training configuration: initialisation, dropout and batch order;
+/// the data stay the same. `data` gives every run its batches and validation videos.
+///
+/// Every finished run writes [`RESULT_FILE`] ([`RunRecord`]) atomically into its directory. With
+/// `options.resume` a run with that file is not trained again (its stored configuration must
+/// equal the one it would run with now: else [`AblateError::Changed`] names the first differing
+/// key), a run with a checkpoint continues from it (its `config.toml` checked the same way), and
+/// a run directory with neither (killed before its first checkpoint, e.g. with
+/// `schedule.checkpoint_every = 0`) is trained again from scratch — with the same seed it
+/// repeats the lost steps exactly. Without `options.resume`, an `out` holding any run is refused
+/// ([`AblateError::Exists`]) before anything is trained or deleted. When `options.stop` is raised
+/// the current run checkpoints and [`AblateError::Interrupted`] is returned.
 pub fn run(
     base: &[(String, toml::Value)],
     variants: &[Variant],
     seeds: &[u64],
-    train_set: &TrainingSet,
-    validation: &MemoryDataset,
+    data: &dyn AblationData,
     out: &Path,
-    mut on_done: impl FnMut(&VariantResult),
+    options: &RunOptions,
+    mut on_done: impl FnMut(&VariantResult, Provenance),
 ) -> Result<Vec<VariantResult>, AblateError> {
+    if !options.resume
+        && let Some(first) = existing_runs(out)?.into_iter().next()
+    {
+        return Err(AblateError::Exists {
+            out: out.to_owned(),
+            run: first,
+        });
+    }
     let mut results = Vec::new();
     for v in variants {
         for &seed in seeds {
             let mut seeded = base.to_vec();
             seeded.push(("seed".into(), i(seed as i64)));
             let config = variant_config(&seeded, v)?;
-            let (sequences, steps) = config.batch_shape();
+            if options.require_checkpoints {
+                check_checkpoints(&v.id, &config)?;
+            }
+            let dir = run_dir(out, &v.id, seed);
+            let io = |path: &Path| {
+                let path = path.to_owned();
+                move |source| AblateError::Io { path, source }
+            };
+            let result_path = dir.join(RESULT_FILE);
+            if result_path.exists() {
+                let text = std::fs::read_to_string(&result_path).map_err(io(&result_path))?;
+                let record: RunRecord =
+                    serde_json::from_str(&text).map_err(|e| AblateError::Record {
+                        path: result_path.clone(),
+                        message: e.to_string(),
+                    })?;
+                check_same(&dir, &result_path, &record.config, &config)?;
+                if record.result.id != v.id || record.result.seed != seed {
+                    return Err(AblateError::Record {
+                        path: result_path,
+                        message: format!(
+                            "holds the result of {} seed {}, not of {} seed {seed}",
+                            record.result.id, record.result.seed, v.id
+                        ),
+                    });
+                }
+                on_done(&record.result, Provenance::Reused);
+                results.push(record.result);
+                continue;
+            }
+            if options.stop.load(Ordering::SeqCst) {
+                return Err(AblateError::Interrupted {
+                    id: v.id.clone(),
+                    seed,
+                    dir,
+                    step: None,
+                });
+            }
             let train_err = |source| AblateError::Train {
                 id: v.id.clone(),
                 source,
             };
-            let mut source =
-                MemoryBatches::new(train_set.data.clone(), config.seed, sequences, steps)
-                    .map_err(|e| train_err(TrainError::Source(Box::new(e))))?;
-            if let Annotation::Annotator(name) = &config.data.annotation {
-                let annotators = &train_set.annotators;
-                let labels = annotators.iter().find(|l| &l.name == name).ok_or_else(|| {
-                    AblateError::Annotation {
-                        id: v.id.clone(),
-                        name: name.clone(),
-                        present: if annotators.is_empty() {
-                            "no per-annotator labels".into()
-                        } else {
-                            let names: Vec<&str> =
-                                annotators.iter().map(|l| l.name.as_str()).collect();
-                            format!("annotators {}", names.join(", "))
-                        },
-                    }
-                })?;
-                source = source
-                    .with_labels(labels.clone())
-                    .map_err(|e| train_err(TrainError::Source(Box::new(e))))?;
+            let run = RunDir::new(&dir);
+            let resume_from = match run.checkpoint().current() {
+                Some(checkpoint) => {
+                    let saved = run.config();
+                    let stored = TrainConfig::read(&saved).map_err(|e| AblateError::Record {
+                        path: saved.clone(),
+                        message: e.to_string(),
+                    })?;
+                    check_same(&dir, &saved, &config_json(&stored), &config)?;
+                    Some(checkpoint_step(&checkpoint.join("state.json"))?)
+                }
+                None => None,
+            };
+            if resume_from.is_none() && dir.exists() {
+                tracing::warn!(
+                    "{}: no checkpoint (schedule.checkpoint_every = {}); training this run again \
+                     from the start",
+                    dir.display(),
+                    config.schedule.checkpoint_every
+                );
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
             }
-            let dir = out.join(&v.id).join(format!("seed-{seed}"));
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|source| {
-                    train_err(TrainError::Io {
-                        path: dir.clone(),
-                        source,
-                    })
-                })?;
-            }
+            let mut source = data.training(&v.id, &config)?;
+            let validation = data.validation(&v.id, &config)?;
             let started = std::time::Instant::now();
             let summary = train(
                 &config,
                 &dir,
-                &mut source,
-                Some(validation),
-                &TrainOptions::default(),
+                source.as_mut(),
+                validation.as_deref(),
+                &TrainOptions {
+                    resume: resume_from.is_some(),
+                    progress: false,
+                    stop: options.stop.clone(),
+                },
             )
             .map_err(train_err)?;
+            if let Outcome::Interrupted { step } = summary.outcome {
+                return Err(AblateError::Interrupted {
+                    id: v.id.clone(),
+                    seed,
+                    dir,
+                    step: Some(step),
+                });
+            }
+            let collapsed = summary.collapse.is_some()
+                || (resume_from == Some(config.schedule.steps)
+                    && logged_collapse(&run.metrics(), config.schedule.steps));
             let result = VariantResult {
                 id: v.id.clone(),
                 seed,
                 best: summary.best.map(|b| b.validation),
                 best_step: summary.best.map(|b| b.step),
-                collapsed: summary.collapse.is_some(),
+                collapsed,
                 seconds: started.elapsed().as_secs_f64(),
             };
-            on_done(&result);
+            let record = RunRecord {
+                result: result.clone(),
+                config: config_json(&config),
+            };
+            let text = serde_json::to_string_pretty(&record).expect("plain data serialises");
+            write_atomic(&result_path, text.as_bytes()).map_err(io(&result_path))?;
+            on_done(
+                &result,
+                match resume_from {
+                    Some(from) => Provenance::Resumed { from },
+                    None => Provenance::Trained,
+                },
+            );
             results.push(result);
         }
     }
     Ok(results)
+}
+
+/// The step recorded in a checkpoint's `state.json`.
+fn checkpoint_step(path: &Path) -> Result<u64, AblateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AblateError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+        .ok_or_else(|| AblateError::Record {
+            path: path.to_owned(),
+            message: "no `step` in the checkpoint state".into(),
+        })
 }
 
 /// `results` plus, for every seed where both [`VALENCE_ONLY`] and [`AROUSAL_ONLY`] ran, one

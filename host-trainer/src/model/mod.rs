@@ -50,6 +50,7 @@
 //! [`Model::forward`] on the whole sequence.
 
 pub mod backbone;
+pub mod flops;
 pub mod pretrained;
 pub mod rnn;
 

@@ -68,8 +68,7 @@ pub fn bench_train(
             "bench-train compares joint-output networks with random initialisation",
         )));
     }
-    let (config, model) = bench_model(config, threads)?;
-    let batch = random_batch(&config);
+    let mut timer = StepTimer::new(config, threads)?;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| TrainError::Io { path, source }
@@ -77,7 +76,8 @@ pub fn bench_train(
     std::fs::create_dir_all(work).map_err(io(work))?;
     let weights = work.join("weights.safetensors");
     let batch_file = work.join("batch.safetensors");
-    model.save(&weights)?;
+    timer.model.save(&weights)?;
+    let batch = &timer.batch;
     Tensor::write_safetensors(
         &[
             ("faces", &batch.faces),
@@ -88,7 +88,8 @@ pub fn bench_train(
         &batch_file,
     )?;
 
-    let tch = time_steps(&config, &model, &batch, steps, warmup)?;
+    let tch = time_steps(&mut timer, steps, warmup)?;
+    let config = &timer.config;
     let (b, t) = config.batch_shape();
     let frames_per_step = b * t;
 
@@ -174,8 +175,51 @@ pub fn training_step_rate(
     warmup: usize,
     threads: u32,
 ) -> Result<StepRate, TrainError> {
-    let (config, model) = bench_model(config, threads)?;
-    time_steps(&config, &model, &random_batch(&config), steps, warmup)
+    time_steps(&mut StepTimer::new(config, threads)?, steps, warmup)
+}
+
+/// A network, its optimiser and a random batch of its configuration's shape on the CPU, ready
+/// to time single training steps (forward, loss, backward, Adam at the first step's learning
+/// rate). Several timers can take turns, so contention on a shared CPU hits them alike.
+#[derive(Debug)]
+pub struct StepTimer {
+    config: TrainConfig,
+    model: Model,
+    batch: BatchTensors,
+    adam: Adam,
+    lr: f64,
+}
+
+impl StepTimer {
+    /// Builds `config`'s network without dropout, seeded, with `threads` intra-op threads.
+    pub fn new(config: &TrainConfig, threads: u32) -> Result<Self, TrainError> {
+        let (config, model) = bench_model(config, threads)?;
+        let batch = random_batch(&config);
+        let adam = Adam::new(model.trainable_parameters(), &config.optim);
+        let lr = learning_rate(&config.optim, 0);
+        Ok(Self {
+            config,
+            model,
+            batch,
+            adam,
+            lr,
+        })
+    }
+
+    /// One training step: its loss and wall-clock seconds.
+    pub fn step(&mut self) -> Result<(f64, f64), TrainError> {
+        let started = Instant::now();
+        let b = &self.batch;
+        let (pred, _) =
+            self.model
+                .forward(&b.faces, Some(&b.landmarks), Some(&b.present), None, true)?;
+        let loss = loss_value(&self.config, &pred, b);
+        self.adam.zero_grad();
+        loss.backward();
+        self.adam.step(self.lr);
+        let value = loss.double_value(&[]);
+        Ok((value, started.elapsed().as_secs_f64()))
+    }
 }
 
 /// `config` without dropout (so runs are comparable), validated, and its network seeded on the
@@ -206,41 +250,21 @@ fn random_batch(config: &TrainConfig) -> BatchTensors {
 }
 
 /// One untimed step, `warmup` more, then `steps` timed ones.
-fn time_steps(
-    config: &TrainConfig,
-    model: &Model,
-    batch: &BatchTensors,
-    steps: usize,
-    warmup: usize,
-) -> Result<StepRate, TrainError> {
-    let mut adam = Adam::new(model.trainable_parameters(), &config.optim);
-    let lr = learning_rate(&config.optim, 0);
-    let mut step = || -> Result<f64, TrainError> {
-        let (pred, _) = model.forward(
-            &batch.faces,
-            Some(&batch.landmarks),
-            Some(&batch.present),
-            None,
-            true,
-        )?;
-        let loss = loss_value(config, &pred, batch);
-        adam.zero_grad();
-        loss.backward();
-        adam.step(lr);
-        Ok(loss.double_value(&[]))
-    };
-    let first_loss = step()?;
+fn time_steps(timer: &mut StepTimer, steps: usize, warmup: usize) -> Result<StepRate, TrainError> {
+    let (first_loss, _) = timer.step()?;
     for _ in 0..warmup {
-        step()?;
+        timer.step()?;
     }
-    let started = Instant::now();
     let mut last_loss = first_loss;
+    let mut seconds = 0.0;
     for _ in 0..steps {
-        last_loss = step()?;
+        let (loss, s) = timer.step()?;
+        last_loss = loss;
+        seconds += s;
     }
-    let (b, t) = config.batch_shape();
+    let (b, t) = timer.config.batch_shape();
     Ok(StepRate {
-        frames_per_second: (b * t * steps) as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        frames_per_second: (b * t * steps) as f64 / seconds.max(1e-9),
         first_loss,
         last_loss,
     })

@@ -31,6 +31,19 @@ pub trait VideoSource {
     fn clip(&self, video: &str, first: usize, count: usize) -> Result<Batch, SourceError>;
 }
 
+/// A borrowed video source is one too (e.g. to hand out a shared validation set).
+impl<T: VideoSource + ?Sized> VideoSource for &T {
+    fn videos(&self) -> Vec<String> {
+        (**self).videos()
+    }
+    fn frames(&self, video: &str) -> Result<usize, SourceError> {
+        (**self).frames(video)
+    }
+    fn clip(&self, video: &str, first: usize, count: usize) -> Result<Batch, SourceError> {
+        (**self).clip(video, first, count)
+    }
+}
+
 /// A [`Batch`] as tensors on `device`: faces `[B, T, 3, S, S]`, landmarks `[B, T, 136]`,
 /// labels `[B, T, 2]`, mask `[B, T]`, face presence `[B, T]`.
 #[derive(Debug)]
