@@ -272,6 +272,8 @@ impl Pipeline {
                 bbox: [face.bbox.x, face.bbox.y, face.bbox.w, face.bbox.h],
                 score: face.score,
                 flags: StatusFlags(flags),
+                // Measured by whoever hands the report over (the runner), not here.
+                latency_ms: None,
             };
             self.last_reports.insert(a.track, report);
             reports.push(report);

@@ -32,6 +32,7 @@ fn report(frame: u32) -> Report {
         bbox: [10.0, 20.0, 64.0, 64.0],
         score: 0.9,
         flags: StatusFlags(0),
+        latency_ms: (!frame.is_multiple_of(5)).then_some(frame * 7),
     }
 }
 

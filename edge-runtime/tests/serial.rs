@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{Report, Reporter, SerialConfig, SerialMode, SerialReporter};
-use affect_shared::wire::StatusFlags;
+use affect_shared::wire::{LATENCY_MAX_MS, StatusFlags};
 use serial_peers::{PtyPair, Reader, oracle_decode};
 
 fn report(frame: u32) -> Report {
@@ -29,6 +29,8 @@ fn report(frame: u32) -> Report {
         } else {
             StatusFlags::SMOOTHED
         }),
+        // Unknown now and then, and beyond what the frame carries from frame 219 on.
+        latency_ms: (!frame.is_multiple_of(7)).then_some(frame * 300),
     }
 }
 
@@ -40,6 +42,8 @@ fn assert_same(decoded: &serde_json::Value, sent: &Report) {
     assert_eq!(decoded["timestamp_ms"], sent.timestamp_ms);
     assert_eq!(decoded["track"], sent.track);
     assert_eq!(decoded["flags"], sent.flags.0);
+    let latency = sent.latency_ms.map(|ms| ms.min(u32::from(LATENCY_MAX_MS)));
+    assert_eq!(decoded["latency_ms"].as_u64(), latency.map(u64::from));
     assert!((f("valence") - f64::from(sent.valence)).abs() <= 0.5e-4 + 1e-9);
     assert!((f("arousal") - f64::from(sent.arousal)).abs() <= 0.5e-4 + 1e-9);
     assert!((f("score") - f64::from(sent.score)).abs() <= 0.5e-4 + 1e-9);

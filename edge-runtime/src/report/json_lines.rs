@@ -112,6 +112,7 @@ mod tests {
             bbox: [10.0, 20.0, 64.0, 64.0],
             score: 0.75,
             flags: StatusFlags(StatusFlags::NEW_TRACK),
+            latency_ms: Some(35),
         };
         let mut reporter = JsonLinesReporter::new(Vec::new(), "buffer");
         reporter.report(&report).unwrap();
@@ -176,6 +177,7 @@ mod tests {
             bbox: [0.0; 4],
             score: 1.0,
             flags: StatusFlags(0),
+            latency_ms: None,
         };
         let err = JsonLinesReporter::new(Broken, "pipe:viewer")
             .report(&report)

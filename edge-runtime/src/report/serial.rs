@@ -425,6 +425,7 @@ mod tests {
             bbox: [120.0, 80.0, 96.0, 96.0],
             score: 0.9876,
             flags: wire::StatusFlags(wire::StatusFlags::NEW_TRACK),
+            latency_ms: Some(35),
         }
     }
 
@@ -441,7 +442,7 @@ mod tests {
         reporter.drain(Duration::ZERO).unwrap();
         let written = bytes.borrow().clone();
         // docs/wire-format.md example 1, preceded by the lone resync delimiter.
-        let example = "08017b68e5cf8b0101022a0101020106c40978ec780250026002600694260197bb00";
+        let example = "08027b68e5cf8b0101022a0101020106c40978ec78025002600260059426012303d68900";
         let hex: String = written.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, format!("00{example}"));
         let mut decoder = FrameDecoder::new();
@@ -450,8 +451,8 @@ mod tests {
             .filter_map(|b| decoder.push(*b))
             .map(Result::unwrap)
             .collect();
-        assert_eq!(decoded.len(), 1);
-        assert_eq!(decoded[0].frame, 42);
+        assert_eq!(decoded, [report(42)]);
+        assert_eq!(decoded[0].latency_ms, Some(35));
     }
 
     #[test]
