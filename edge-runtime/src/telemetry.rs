@@ -100,7 +100,8 @@ pub struct FrameRecord {
     pub model: Duration,
     /// Reporters.
     pub report: Duration,
-    /// From the frame's capture to its reports handed to the reporters (frames with reports).
+    /// From the frame's capture to its reports handed to the reporters (frames with reports):
+    /// the latency those reports carry.
     pub capture_to_report: Option<Duration>,
 }
 

@@ -234,6 +234,11 @@ fn the_binary_reports_over_a_serial_target() {
     let mut expected: Vec<(u64, bool)> = (0..10).map(|f| (f, false)).collect();
     expected.push((9, true));
     assert_eq!(frames, expected);
+    // Every report, final one included, carries the latency the runner measured.
+    assert!(
+        decoded.iter().all(|d| d["latency_ms"].is_u64()),
+        "{decoded:?}"
+    );
 }
 
 /// A crash while the adapter is unplugged loses nothing: the reports queued on disk before
