@@ -189,6 +189,10 @@ fn text_mode_is_readable_lines() {
             line.contains(" valence=") && line.contains(" flags="),
             "{line}"
         );
+        let latency = report(frame as u32)
+            .latency_ms
+            .map_or_else(|| "-".to_owned(), |ms| ms.to_string());
+        assert!(line.ends_with(&format!(" latency_ms={latency}")), "{line}");
     }
     pty.stop();
 }

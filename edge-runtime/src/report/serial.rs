@@ -101,12 +101,14 @@ impl SerialConfig {
 }
 
 /// One report as a readable line (with `\n`), e.g.
-/// `ts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 box=120,80,96,96 score=0.9876 flags=new-track`.
+/// `ts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 box=120,80,96,96 score=0.9876 flags=new-track latency_ms=35`;
+/// the capture-to-report latency comes last (appended after the fields of the first release, so
+/// readers of those keep working), `latency_ms=-` when unknown.
 pub fn to_text_line(report: &Report) -> String {
     let flags: Vec<&str> = report.flags.names().collect();
     let [x, y, w, h] = report.bbox;
     format!(
-        "ts={}.{:03} frame={} track={} valence={:+.4} arousal={:+.4} box={:.0},{:.0},{:.0},{:.0} score={:.4} flags={}\n",
+        "ts={}.{:03} frame={} track={} valence={:+.4} arousal={:+.4} box={:.0},{:.0},{:.0},{:.0} score={:.4} flags={} latency_ms={}\n",
         report.timestamp_ms / 1000,
         report.timestamp_ms % 1000,
         report.frame,
@@ -122,7 +124,10 @@ pub fn to_text_line(report: &Report) -> String {
             "-".to_owned()
         } else {
             flags.join(",")
-        }
+        },
+        report
+            .latency_ms
+            .map_or_else(|| "-".to_owned(), |ms| ms.to_string())
     )
 }
 
@@ -469,7 +474,19 @@ mod tests {
         assert_eq!(
             text,
             "\nts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 \
-             box=120,80,96,96 score=0.9876 flags=new-track\n"
+             box=120,80,96,96 score=0.9876 flags=new-track latency_ms=35\n"
+        );
+        bytes.borrow_mut().clear();
+        reporter
+            .report(&Report {
+                latency_ms: None,
+                ..report(43)
+            })
+            .unwrap();
+        let text = String::from_utf8(bytes.borrow().clone()).unwrap();
+        assert!(
+            text.ends_with(" flags=new-track latency_ms=-\n"),
+            "{text:?}"
         );
     }
 
