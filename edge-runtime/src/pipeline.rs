@@ -194,7 +194,9 @@ impl Pipeline {
     }
 
     /// Processes one frame; returns one report per tracked face, preceded by a `FACE_LOST`
-    /// report for each track that ended on this frame.
+    /// report for each track that ended on this frame. All carry the frame's timestamp and no
+    /// latency (`latency_ms: None`): the caller measures it when it hands them over
+    /// ([`crate::runner`]).
     pub fn process(&mut self, frame: &Frame) -> Result<Vec<Report>, PipelineError> {
         let started = Instant::now();
         let faces = match &mut self.faces {
@@ -272,6 +274,8 @@ impl Pipeline {
                 bbox: [face.bbox.x, face.bbox.y, face.bbox.w, face.bbox.h],
                 score: face.score,
                 flags: StatusFlags(flags),
+                // Measured by whoever hands the report over (the runner), not here.
+                latency_ms: None,
             };
             self.last_reports.insert(a.track, report);
             reports.push(report);
@@ -399,7 +403,7 @@ impl Pipeline {
     }
 
     /// Ends every live track (the run is stopping): one `FACE_LOST` report each, stamped with
-    /// the newest report's time and frame.
+    /// the newest report's time and frame, and no latency (the caller measures it).
     pub fn finish(&mut self) -> Vec<Report> {
         let newest = self
             .last_reports
@@ -424,6 +428,7 @@ impl Pipeline {
                 flags: StatusFlags(
                     (last.flags.0 & StatusFlags::LOW_CONFIDENCE) | StatusFlags::FACE_LOST,
                 ),
+                latency_ms: None,
                 ..last
             });
         }

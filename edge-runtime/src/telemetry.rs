@@ -100,7 +100,8 @@ pub struct FrameRecord {
     pub model: Duration,
     /// Reporters.
     pub report: Duration,
-    /// From the frame's capture to its reports handed to the reporters (frames with reports).
+    /// From the frame's capture to its reports handed to the reporters (frames with reports):
+    /// the latency those reports carry.
     pub capture_to_report: Option<Duration>,
 }
 
@@ -805,6 +806,7 @@ mod tests {
             bbox: [0.0; 4],
             score: 1.0,
             flags: StatusFlags(flags),
+            latency_ms: Some(20),
         }
     }
 

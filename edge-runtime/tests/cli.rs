@@ -34,10 +34,22 @@ fn check_report(line: &str) -> Line {
     let v: serde_json::Value =
         serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
     for key in [
-        "ts", "frame", "track", "valence", "arousal", "box", "score", "flags",
+        "ts",
+        "frame",
+        "track",
+        "valence",
+        "arousal",
+        "box",
+        "score",
+        "flags",
+        "latency_ms",
     ] {
         assert!(v.get(key).is_some(), "{line}: no {key}");
     }
+    // The runner measures every report's latency (the synthetic clip's timestamps may run
+    // ahead of the clock: then 0); a minute would mean a wrong clock.
+    let latency = v["latency_ms"].as_u64();
+    assert!(latency.is_some_and(|ms| ms < 60_000), "{line}: latency");
     for key in ["valence", "arousal"] {
         let x = v[key].as_f64().unwrap();
         assert!((-1.0..=1.0).contains(&x), "{line}: {key} {x}");

@@ -32,6 +32,7 @@ fn report(frame: u32) -> Report {
         bbox: [10.0, 20.0, 64.0, 64.0],
         score: 0.9,
         flags: StatusFlags(0),
+        latency_ms: (!frame.is_multiple_of(5)).then_some(frame * 7),
     }
 }
 
@@ -90,10 +91,19 @@ fn every_report_arrives_as_json_and_the_status_follows_the_device() {
         assert_eq!(
             keys,
             [
-                "arousal", "box", "flags", "frame", "score", "track", "ts", "valence"
+                "arousal",
+                "box",
+                "flags",
+                "frame",
+                "latency_ms",
+                "score",
+                "track",
+                "ts",
+                "valence"
             ]
         );
         assert_eq!(v["frame"], sent.frame);
+        assert_eq!(v["latency_ms"].as_u64(), sent.latency_ms.map(u64::from));
         assert_eq!(v["track"], sent.track);
         assert!((v["valence"].as_f64().unwrap() - f64::from(sent.valence)).abs() < 1e-6);
         assert_eq!(v["ts"].as_f64().unwrap(), sent.timestamp_ms as f64 / 1000.0);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::report::{Report, Reporter, SerialConfig, SerialMode, SerialReporter};
-use affect_shared::wire::StatusFlags;
+use affect_shared::wire::{LATENCY_MAX_MS, StatusFlags};
 use serial_peers::{PtyPair, Reader, oracle_decode};
 
 fn report(frame: u32) -> Report {
@@ -29,6 +29,8 @@ fn report(frame: u32) -> Report {
         } else {
             StatusFlags::SMOOTHED
         }),
+        // Unknown now and then, and beyond what the frame carries from frame 219 on.
+        latency_ms: (!frame.is_multiple_of(7)).then_some(frame * 300),
     }
 }
 
@@ -40,6 +42,8 @@ fn assert_same(decoded: &serde_json::Value, sent: &Report) {
     assert_eq!(decoded["timestamp_ms"], sent.timestamp_ms);
     assert_eq!(decoded["track"], sent.track);
     assert_eq!(decoded["flags"], sent.flags.0);
+    let latency = sent.latency_ms.map(|ms| ms.min(u32::from(LATENCY_MAX_MS)));
+    assert_eq!(decoded["latency_ms"].as_u64(), latency.map(u64::from));
     assert!((f("valence") - f64::from(sent.valence)).abs() <= 0.5e-4 + 1e-9);
     assert!((f("arousal") - f64::from(sent.arousal)).abs() <= 0.5e-4 + 1e-9);
     assert!((f("score") - f64::from(sent.score)).abs() <= 0.5e-4 + 1e-9);
@@ -185,6 +189,10 @@ fn text_mode_is_readable_lines() {
             line.contains(" valence=") && line.contains(" flags="),
             "{line}"
         );
+        let latency = report(frame as u32)
+            .latency_ms
+            .map_or_else(|| "-".to_owned(), |ms| ms.to_string());
+        assert!(line.ends_with(&format!(" latency_ms={latency}")), "{line}");
     }
     pty.stop();
 }
@@ -230,6 +238,11 @@ fn the_binary_reports_over_a_serial_target() {
     let mut expected: Vec<(u64, bool)> = (0..10).map(|f| (f, false)).collect();
     expected.push((9, true));
     assert_eq!(frames, expected);
+    // Every report, final one included, carries the latency the runner measured.
+    assert!(
+        decoded.iter().all(|d| d["latency_ms"].is_u64()),
+        "{decoded:?}"
+    );
 }
 
 /// A crash while the adapter is unplugged loses nothing: the reports queued on disk before

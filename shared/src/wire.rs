@@ -13,9 +13,12 @@
 //! | 19 | 8 | box x, y, w, h as u16 pixels, rounded, clamped to [0, 65 535] |
 //! | 27 | 2 | score u16, value × 10 000, clamped to [0, 1] (decoder rejects others) |
 //! | 29 | 1 | flags |
+//! | 30 | 2 | `latency_ms` u16: capture to report, ms, at most [`LATENCY_MAX_MS`]; [`LATENCY_UNKNOWN`] when unknown |
 //!
-//! The 30-byte payload is followed by its CRC-16/CCITT-FALSE (`crc::CRC_16_IBM_3740`, poly
-//! 0x1021, init 0xFFFF) little-endian, COBS-encoded, and terminated by one 0x00 byte.
+//! The 32-byte payload is followed by its CRC-16/CCITT-FALSE (`crc::CRC_16_IBM_3740`, poly
+//! 0x1021, init 0xFFFF) little-endian, COBS-encoded, and terminated by one 0x00 byte. The
+//! decoder also reads version-1 frames (the first 30 bytes alone, [`V1_PAYLOAD_LEN`]), written
+//! before the latency was carried: their reports decode with `latency_ms: None`.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +41,11 @@ pub struct Report {
     pub score: f32,
     /// Status bits, see [`StatusFlags`].
     pub flags: StatusFlags,
+    /// Capture-to-report latency, milliseconds: from the capture of the frame `timestamp_ms`
+    /// names to the moment the device handed this report to its reporters (time spent queued
+    /// for a link that is down comes on top). `None` when unknown: a version-1 serial frame, or
+    /// a report not (yet) handed over. The serial frame carries at most [`LATENCY_MAX_MS`].
+    pub latency_ms: Option<u32>,
 }
 
 /// Status bits carried with each report.
@@ -76,10 +84,16 @@ impl StatusFlags {
     }
 }
 
-/// Payload format version written by [`encode_frame`] and accepted by [`FrameDecoder`].
-pub const VERSION: u8 = 1;
-/// Payload bytes before the CRC.
-pub const PAYLOAD_LEN: usize = 30;
+/// Payload format version written by [`encode_frame`]; [`FrameDecoder`] accepts it and version 1.
+pub const VERSION: u8 = 2;
+/// Payload bytes before the CRC ([`VERSION`] 2).
+pub const PAYLOAD_LEN: usize = 32;
+/// Payload bytes before the CRC of a version-1 frame: the version-2 payload without the latency.
+pub const V1_PAYLOAD_LEN: usize = 30;
+/// Largest latency a frame carries, ms (about 65.5 s): longer latencies are sent as this.
+pub const LATENCY_MAX_MS: u16 = u16::MAX - 1;
+/// The latency field's value for an unknown latency (`latency_ms: None`).
+pub const LATENCY_UNKNOWN: u16 = u16::MAX;
 /// CRC-16/CCITT-FALSE as used on the wire.
 pub const CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_IBM_3740);
 /// Largest encoded frame: COBS of payload + CRC (one overhead byte per 254), plus the 0x00.
@@ -115,8 +129,12 @@ pub enum WireError {
     /// The bytes between two delimiters are not valid COBS.
     #[error("invalid COBS encoding")]
     Cobs,
-    /// The decoded frame has the wrong length.
-    #[error("frame has {0} bytes after COBS decoding, expected {expected}", expected = PAYLOAD_LEN + 2)]
+    /// The decoded frame has the length of no payload version.
+    #[error(
+        "frame has {0} bytes after COBS decoding, expected {v2} (version 2) or {v1} (version 1)",
+        v2 = PAYLOAD_LEN + 2,
+        v1 = V1_PAYLOAD_LEN + 2
+    )]
     Length(usize),
     /// The checksum does not match.
     #[error("CRC mismatch: frame says {expected:#06x}, payload gives {computed:#06x}")]
@@ -127,8 +145,18 @@ pub enum WireError {
         computed: u16,
     },
     /// Unknown payload version.
-    #[error("unsupported payload version {0} (this decoder reads version 1)")]
+    #[error("unsupported payload version {0} (this decoder reads versions 1 and 2)")]
     Version(u8),
+    /// The version byte names a known version whose payload has another length.
+    #[error("a version-{version} payload has {expected} bytes, this frame has {len}")]
+    VersionLength {
+        /// The version byte.
+        version: u8,
+        /// That version's payload length.
+        expected: usize,
+        /// Payload bytes in the frame.
+        len: usize,
+    },
     /// A fixed-point field holds a value the encoder never writes (valence or arousal outside
     /// ±10 000, i.e. [-1, 1]; score above 10 000, i.e. 1), so it would not re-encode to the
     /// same bytes.
@@ -186,6 +214,10 @@ fn payload(report: &Report) -> Result<[u8; PAYLOAD_LEN + 2], WireError> {
     let score = quantise(report.score, 0.0, 1.0, FIXED_POINT, "score")? as u16;
     p[27..29].copy_from_slice(&score.to_le_bytes());
     p[29] = report.flags.0;
+    let latency = report.latency_ms.map_or(LATENCY_UNKNOWN, |ms| {
+        u16::try_from(ms).map_or(LATENCY_MAX_MS, |ms| ms.min(LATENCY_MAX_MS))
+    });
+    p[30..32].copy_from_slice(&latency.to_le_bytes());
     let crc = CRC.checksum(&p[..PAYLOAD_LEN]);
     p[PAYLOAD_LEN..].copy_from_slice(&crc.to_le_bytes());
     Ok(p)
@@ -273,25 +305,43 @@ fn cobs_decode(data: &[u8], out: &mut [u8]) -> Option<usize> {
     Some(w)
 }
 
-/// Decodes the bytes of one frame without its 0x00 delimiter.
+/// Decodes the bytes of one frame without its 0x00 delimiter: a version-2 frame, or a
+/// version-1 frame (whose report has `latency_ms: None`).
 pub fn decode_frame(frame: &[u8]) -> Result<Report, WireError> {
     let mut raw = [0u8; MAX_FRAME_LEN];
     let n = cobs_decode(frame, &mut raw).ok_or(WireError::Cobs)?;
-    if n != PAYLOAD_LEN + 2 {
+    if n != PAYLOAD_LEN + 2 && n != V1_PAYLOAD_LEN + 2 {
         return Err(WireError::Length(n));
     }
-    let expected = u16::from_le_bytes([raw[PAYLOAD_LEN], raw[PAYLOAD_LEN + 1]]);
-    let computed = CRC.checksum(&raw[..PAYLOAD_LEN]);
+    let len = n - 2;
+    let expected = u16::from_le_bytes([raw[len], raw[len + 1]]);
+    let computed = CRC.checksum(&raw[..len]);
     if expected != computed {
         return Err(WireError::Crc { expected, computed });
     }
-    if raw[0] != VERSION {
-        return Err(WireError::Version(raw[0]));
+    let version = raw[0];
+    let version_len = match version {
+        1 => V1_PAYLOAD_LEN,
+        VERSION => PAYLOAD_LEN,
+        _ => return Err(WireError::Version(version)),
+    };
+    if len != version_len {
+        return Err(WireError::VersionLength {
+            version,
+            expected: version_len,
+            len,
+        });
     }
     let u16_at = |i: usize| u16::from_le_bytes([raw[i], raw[i + 1]]);
     let i16_at = |i: usize| i16::from_le_bytes([raw[i], raw[i + 1]]);
     let mut ts = [0u8; 8];
     ts.copy_from_slice(&raw[1..9]);
+    let latency_ms = match version {
+        1 => None,
+        _ => Some(u16_at(30))
+            .filter(|&ms| ms != LATENCY_UNKNOWN)
+            .map(u32::from),
+    };
     Ok(Report {
         timestamp_ms: u64::from_le_bytes(ts),
         frame: u32::from_le_bytes([raw[9], raw[10], raw[11], raw[12]]),
@@ -301,6 +351,7 @@ pub fn decode_frame(frame: &[u8]) -> Result<Report, WireError> {
         bbox: [19, 21, 23, 25].map(|i| f32::from(u16_at(i))),
         score: from_fixed(u16_at(27).into(), 0, "score")?,
         flags: StatusFlags(raw[29]),
+        latency_ms,
     })
 }
 

@@ -2,8 +2,8 @@
 //! implementation (`tests/oracles/wire_oracle.py`).
 
 use affect_shared::wire::{
-    FrameDecoder, MAX_FRAME_LEN, Report, StatusFlags, WireError, decode_frame, encode_frame,
-    encode_frame_vec,
+    FrameDecoder, LATENCY_MAX_MS, MAX_FRAME_LEN, Report, StatusFlags, V1_PAYLOAD_LEN, WireError,
+    decode_frame, encode_frame, encode_frame_vec,
 };
 use proptest::prelude::*;
 
@@ -21,6 +21,15 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The text of docs/wire-format.md, whose examples the tests check byte for byte.
+fn spec() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/wire-format.md"
+    ))
+    .expect("docs/wire-format.md")
+}
+
 /// The examples of docs/wire-format.md: (report as sent, report as decoded, frame hex).
 fn spec_examples() -> Vec<(Report, Report, &'static str)> {
     let one = Report {
@@ -32,6 +41,7 @@ fn spec_examples() -> Vec<(Report, Report, &'static str)> {
         bbox: [120.0, 80.0, 96.0, 96.0],
         score: 0.9876,
         flags: StatusFlags(StatusFlags::NEW_TRACK),
+        latency_ms: Some(35),
     };
     let zero = Report {
         timestamp_ms: 0,
@@ -42,6 +52,7 @@ fn spec_examples() -> Vec<(Report, Report, &'static str)> {
         bbox: [0.0; 4],
         score: 0.0,
         flags: StatusFlags(0),
+        latency_ms: Some(0),
     };
     let three = Report {
         timestamp_ms: 1_764_000_000_000,
@@ -52,37 +63,35 @@ fn spec_examples() -> Vec<(Report, Report, &'static str)> {
         bbox: [1919.6, 2.4, 640.0, 480.0],
         score: 1.0,
         flags: StatusFlags(StatusFlags::SMOOTHED | StatusFlags::FACE_LOST),
+        latency_ms: Some(100_000),
     };
     let three_decoded = Report {
         bbox: [1920.0, 2.0, 640.0, 480.0],
+        latency_ms: Some(u32::from(LATENCY_MAX_MS)),
         ..three
     };
     vec![
         (
             one,
             one,
-            "08017b68e5cf8b0101022a0101020106c40978ec780250026002600694260197bb00",
+            "08027b68e5cf8b0101022a0101020106c40978ec78025002600260059426012303d68900",
         ),
         (
             zero,
             zero,
-            "020101010101010101010101010101010101010101010101010101010101035a2300",
+            "020201010101010101010101010101010101010101010101010101010101010103c04300",
         ),
         (
             three,
             three_decoded,
-            "020106e897b69a0101010102010a0102f0d810278007020a8002e00110270ad47800",
+            "020206e897b69a0101010102010a0102f0d810278007020c8002e00110270afefffdcf00",
         ),
     ]
 }
 
 #[test]
 fn spec_examples_encode_and_decode_byte_exactly() {
-    let spec = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/wire-format.md"
-    ))
-    .expect("docs/wire-format.md");
+    let spec = spec();
     for (sent, decoded, frame_hex) in spec_examples() {
         assert!(
             spec.contains(frame_hex),
@@ -95,9 +104,9 @@ fn spec_examples_encode_and_decode_byte_exactly() {
     }
 }
 
-/// A report with the given fixed-point valence, arousal and score (the boundary examples of
-/// docs/wire-format.md).
-fn boundary_report(valence: f32, arousal: f32, score: f32) -> Report {
+/// A report with the given fixed-point valence, arousal, score and latency (the boundary
+/// examples of docs/wire-format.md).
+fn boundary_report(valence: f32, arousal: f32, score: f32, latency_ms: Option<u32>) -> Report {
     Report {
         timestamp_ms: 7,
         frame: 3,
@@ -107,24 +116,21 @@ fn boundary_report(valence: f32, arousal: f32, score: f32) -> Report {
         bbox: [10.0, 20.0, 30.0, 40.0],
         score,
         flags: StatusFlags(0),
+        latency_ms,
     }
 }
 
 #[test]
 fn boundary_values_encode_and_decode_byte_exactly() {
-    let spec = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/wire-format.md"
-    ))
-    .expect("docs/wire-format.md");
+    let spec = spec();
     for (report, frame_hex) in [
         (
-            boundary_report(1.0, -1.0, 1.0),
-            "030107010101010101020301010202061027f0d80a0214021e022803102703f7ac00",
+            boundary_report(1.0, -1.0, 1.0, Some(u32::from(LATENCY_MAX_MS))),
+            "030207010101010101020301010202061027f0d80a0214021e022803102705feff1f0200",
         ),
         (
-            boundary_report(-1.0, 1.0, 0.0),
-            "03010701010101010102030101020206f0d810270a0214021e02280101010394d000",
+            boundary_report(-1.0, 1.0, 0.0, None),
+            "03020701010101010102030101020206f0d810270a0214021e022801010105ffffdf2000",
         ),
     ] {
         assert!(
@@ -143,37 +149,33 @@ const OUT_OF_RANGE_FRAMES: [(&str, i32, &str); 5] = [
     (
         "valence",
         10_001,
-        "03010701010101010102030101020203112701020a0214021e022801010103ac5100",
+        "03020701010101010102030101020203112701020a0214021e0228010101020c034fe700",
     ),
     (
         "valence",
         -32_768,
-        "03010701010101010102030101020201028001020a0214021e0228010101036d0b00",
+        "03020701010101010102030101020201028001020a0214021e0228010101020c0356cf00",
     ),
     (
         "arousal",
         -10_001,
-        "030107010101010101020301010202010104efd80a0214021e022801010103400400",
+        "030207010101010101020301010202010104efd80a0214021e0228010101020c03a72a00",
     ),
     (
         "score",
         10_001,
-        "03010701010101010102030101020201010101020a0214021e02280311270331b700",
+        "03020701010101010102030101020201010101020a0214021e0228031127020c034f0f00",
     ),
     (
         "score",
         65_535,
-        "03010701010101010102030101020201010101020a0214021e022803ffff038f9000",
+        "03020701010101010102030101020201010101020a0214021e022803ffff020c032bd600",
     ),
 ];
 
 #[test]
 fn decoder_rejects_values_the_encoder_cannot_produce() {
-    let spec = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/wire-format.md"
-    ))
-    .expect("docs/wire-format.md");
+    let spec = spec();
     for (field, raw, frame_hex) in OUT_OF_RANGE_FRAMES {
         assert!(
             spec.contains(frame_hex),
@@ -188,6 +190,74 @@ fn decoder_rejects_values_the_encoder_cannot_produce() {
         );
         let message = result.unwrap_err().to_string();
         assert!(message.contains(field), "{message}");
+    }
+}
+
+/// Example 1 of docs/wire-format.md as version 1 wrote it (no latency).
+const V1_EXAMPLE: &str = "08017b68e5cf8b0101022a0101020106c40978ec780250026002600694260197bb00";
+
+#[test]
+fn version_1_frames_still_decode_with_the_latency_unknown() {
+    assert!(spec().contains(V1_EXAMPLE), "example {V1_EXAMPLE} missing");
+    let (one, _, _) = spec_examples()[0];
+    let v1 = Report {
+        latency_ms: None,
+        ..one
+    };
+    let bytes = unhex(V1_EXAMPLE);
+    assert_eq!(
+        bytes.len(),
+        V1_PAYLOAD_LEN + 2 + 2,
+        "COBS code byte, payload, CRC, 0x00"
+    );
+    assert_eq!(decode_frame(&bytes[..bytes.len() - 1]), Ok(v1));
+    // The streaming decoder takes both versions on one line (an old queue drained, then new
+    // reports), and a relayed version-1 report goes out as version 2 with the latency unknown.
+    let v2 = encode_frame_vec(&one).unwrap();
+    let unknown = encode_frame_vec(&v1).unwrap();
+    let mut stream = bytes.clone();
+    stream.extend_from_slice(&v2);
+    stream.extend_from_slice(&unknown);
+    let mut decoder = FrameDecoder::new();
+    let out: Vec<_> = stream.iter().filter_map(|&b| decoder.push(b)).collect();
+    assert_eq!(out, [Ok(v1), Ok(one), Ok(v1)]);
+    assert_eq!(unknown.len(), v2.len());
+}
+
+#[test]
+fn frames_whose_version_and_length_disagree_are_rejected() {
+    let spec = spec();
+    for (frame_hex, expected) in [
+        (
+            "03020701010101010102030101020201010101020a0214021e022801010103324700",
+            WireError::VersionLength {
+                version: 2,
+                expected: 32,
+                len: 30,
+            },
+        ),
+        (
+            "03010701010101010102030101020201010101020a0214021e0228010101020c03ed2c00",
+            WireError::VersionLength {
+                version: 1,
+                expected: 30,
+                len: 32,
+            },
+        ),
+        (
+            "03030701010101010102030101020201010101020a0214021e0228010101020c03619e00",
+            WireError::Version(3),
+        ),
+    ] {
+        assert!(
+            spec.contains(frame_hex),
+            "example {frame_hex} missing from the spec"
+        );
+        let bytes = unhex(frame_hex);
+        let result = decode_frame(&bytes[..bytes.len() - 1]);
+        assert_eq!(result, Err(expected), "{frame_hex}");
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("version"), "{message}");
     }
 }
 
@@ -249,17 +319,25 @@ fn arb_report() -> impl Strategy<Value = Report> {
         prop::array::uniform4(-10f32..70000.0),
         -0.1f32..1.1,
         any::<u8>(),
+        prop_oneof![
+            Just(None),
+            (0u32..70_000).prop_map(Some),
+            any::<u32>().prop_map(Some),
+        ],
     )
         .prop_map(
-            |(timestamp_ms, frame, track, valence, arousal, bbox, score, flags)| Report {
-                timestamp_ms,
-                frame,
-                track,
-                valence,
-                arousal,
-                bbox,
-                score,
-                flags: StatusFlags(flags),
+            |(timestamp_ms, frame, track, valence, arousal, bbox, score, flags, latency_ms)| {
+                Report {
+                    timestamp_ms,
+                    frame,
+                    track,
+                    valence,
+                    arousal,
+                    bbox,
+                    score,
+                    flags: StatusFlags(flags),
+                    latency_ms,
+                }
             },
         )
 }
@@ -273,6 +351,11 @@ proptest! {
         let back = decode_frame(&frame[..frame.len() - 1]).unwrap();
         prop_assert_eq!(back.timestamp_ms, report.timestamp_ms);
         prop_assert_eq!((back.frame, back.track, back.flags), (report.frame, report.track, report.flags));
+        // Latency saturates at LATENCY_MAX_MS; unknown stays unknown.
+        prop_assert_eq!(
+            back.latency_ms,
+            report.latency_ms.map(|ms| ms.min(u32::from(LATENCY_MAX_MS)))
+        );
         prop_assert!((back.valence - report.valence.clamp(-1.0, 1.0)).abs() <= 0.5e-4 + 1e-6);
         prop_assert!((back.arousal - report.arousal.clamp(-1.0, 1.0)).abs() <= 0.5e-4 + 1e-6);
         prop_assert!((back.score - report.score.clamp(0.0, 1.0)).abs() <= 0.5e-4 + 1e-6);
@@ -335,7 +418,7 @@ fn independent_python_implementation_agrees_both_ways() {
         .map(|r| {
             format!(
                 "{{\"timestamp_ms\":{},\"frame\":{},\"track\":{},\"valence\":{:?},\"arousal\":{:?},\
-                 \"bbox\":[{:?},{:?},{:?},{:?}],\"score\":{:?},\"flags\":{}}}\n",
+                 \"bbox\":[{:?},{:?},{:?},{:?}],\"score\":{:?},\"flags\":{},\"latency_ms\":{}}}\n",
                 r.timestamp_ms,
                 r.frame,
                 r.track,
@@ -346,7 +429,9 @@ fn independent_python_implementation_agrees_both_ways() {
                 r.bbox[2],
                 r.bbox[3],
                 r.score,
-                r.flags.0
+                r.flags.0,
+                r.latency_ms
+                    .map_or_else(|| "null".to_owned(), |ms| ms.to_string())
             )
         })
         .collect();
@@ -367,6 +452,10 @@ fn independent_python_implementation_agrees_both_ways() {
         assert_eq!(theirs["frame"].as_u64(), Some(u64::from(ours.frame)));
         assert_eq!(theirs["track"].as_u64(), Some(u64::from(ours.track)));
         assert_eq!(theirs["flags"].as_u64(), Some(u64::from(ours.flags.0)));
+        assert_eq!(
+            theirs["latency_ms"].as_u64(),
+            ours.latency_ms.map(u64::from)
+        );
         for (key, value) in [
             ("valence", ours.valence),
             ("arousal", ours.arousal),
@@ -381,4 +470,9 @@ fn independent_python_implementation_agrees_both_ways() {
             assert_eq!(theirs["bbox"][i].as_f64(), Some(f64::from(ours.bbox[i])));
         }
     }
+    // Python reads version 1 too, with the latency unknown.
+    let v1: serde_json::Value =
+        serde_json::from_str(&run("decode", V1_EXAMPLE.to_owned())[0]).unwrap();
+    assert_eq!(v1["frame"], 42);
+    assert!(v1["latency_ms"].is_null(), "{v1}");
 }

@@ -60,31 +60,49 @@ def quantise(v: float, lo: float, hi: float, scale: float) -> int:
     return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
 
 
+# Version 2 appends the latency (u16 ms) to version 1's 30-byte payload.
+V1 = "<BQIHhh4HHB"
+V2 = V1 + "H"
+LATENCY_UNKNOWN = 0xFFFF
+LATENCY_MAX_MS = 0xFFFE
+
+
 def encode(r: dict) -> bytes:
+    """A version-2 frame; `latency_ms` null (or absent) is unknown."""
+    latency = r.get("latency_ms")
     payload = struct.pack(
-        "<BQIHhh4HHB", 1, r["timestamp_ms"], r["frame"], r["track"],
+        V2, 2, r["timestamp_ms"], r["frame"], r["track"],
         quantise(r["valence"], -1, 1, 10000), quantise(r["arousal"], -1, 1, 10000),
         *(quantise(b, 0, 65535, 1) for b in r["bbox"]),
-        quantise(r["score"], 0, 1, 10000), r["flags"])
-    assert len(payload) == 30
+        quantise(r["score"], 0, 1, 10000), r["flags"],
+        LATENCY_UNKNOWN if latency is None else min(latency, LATENCY_MAX_MS))
+    assert len(payload) == 32
     return cobs_encode(payload + struct.pack("<H", crc16_ccitt_false(payload))) + b"\x00"
 
 
 def decode(frame: bytes) -> dict:
+    """A version-2 or version-1 frame; `latency_ms` is null when unknown (always for version 1)."""
     raw = cobs_decode(frame.rstrip(b"\x00"))
-    if len(raw) != 32:
+    if len(raw) not in (32, 34):
         raise ValueError(f"length {len(raw)}")
-    payload, (crc,) = raw[:30], struct.unpack("<H", raw[30:])
+    payload, (crc,) = raw[:-2], struct.unpack("<H", raw[-2:])
     if crc != crc16_ccitt_false(payload):
         raise ValueError("crc")
-    v, ts, frame_no, track, val, aro, x, y, w, h, score, flags = struct.unpack("<BQIHhh4HHB", payload)
-    if v != 1:
-        raise ValueError(f"version {v}")
+    version = payload[0]
+    if version not in (1, 2):
+        raise ValueError(f"version {version}")
+    layout = V1 if version == 1 else V2
+    if len(payload) != struct.calcsize(layout):
+        raise ValueError(f"version {version} with {len(payload)} payload bytes")
+    _, ts, frame_no, track, val, aro, x, y, w, h, score, flags, *latency = struct.unpack(
+        layout, payload)
     for name, value, lo in (("valence", val, -10000), ("arousal", aro, -10000), ("score", score, 0)):
         if not lo <= value <= 10000:
             raise ValueError(f"{name} {value} out of range")
+    latency_ms = latency[0] if latency and latency[0] != LATENCY_UNKNOWN else None
     return {"timestamp_ms": ts, "frame": frame_no, "track": track, "valence": val / 10000,
-            "arousal": aro / 10000, "bbox": [x, y, w, h], "score": score / 10000, "flags": flags}
+            "arousal": aro / 10000, "bbox": [x, y, w, h], "score": score / 10000, "flags": flags,
+            "latency_ms": latency_ms}
 
 
 def main() -> None:

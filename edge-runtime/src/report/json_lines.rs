@@ -1,5 +1,5 @@
 //! One JSON object per face per frame (DESIGN.md §6):
-//! `{"ts":…,"frame":…,"track":…,"valence":…,"arousal":…,"box":[x,y,w,h],"score":…,"flags":[…]}`.
+//! `{"ts":…,"frame":…,"track":…,"valence":…,"arousal":…,"box":[x,y,w,h],"score":…,"flags":[…],"latency_ms":…}`.
 
 use std::io::Write;
 
@@ -8,7 +8,8 @@ use super::{Report, ReportError, Reporter, ReporterHealth};
 /// The JSON line for one report (no trailing newline). `ts` is seconds since the Unix epoch
 /// with millisecond resolution; `box` is in source-frame pixels; `flags` names the set
 /// [`StatusFlags`](affect_shared::wire::StatusFlags) (`"new-track"`, `"smoothed"`,
-/// `"low-confidence"`, `"face-lost"`: the track's final report).
+/// `"low-confidence"`, `"face-lost"`: the track's final report); `latency_ms` is the
+/// capture-to-report latency in whole milliseconds ([`Report::latency_ms`]), `null` when unknown.
 pub fn to_json_line(report: &Report) -> String {
     serde_json::json!({
         "ts": report.timestamp_ms as f64 / 1000.0,
@@ -19,6 +20,7 @@ pub fn to_json_line(report: &Report) -> String {
         "box": report.bbox,
         "score": report.score,
         "flags": report.flags.names().collect::<Vec<_>>(),
+        "latency_ms": report.latency_ms,
     })
     .to_string()
 }
@@ -112,6 +114,7 @@ mod tests {
             bbox: [10.0, 20.0, 64.0, 64.0],
             score: 0.75,
             flags: StatusFlags(StatusFlags::NEW_TRACK),
+            latency_ms: Some(35),
         };
         let mut reporter = JsonLinesReporter::new(Vec::new(), "buffer");
         reporter.report(&report).unwrap();
@@ -120,6 +123,7 @@ mod tests {
             .report(&Report {
                 frame: 8,
                 flags: lost,
+                latency_ms: None,
                 ..report
             })
             .unwrap();
@@ -136,7 +140,15 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "arousal", "box", "flags", "frame", "score", "track", "ts", "valence"
+                "arousal",
+                "box",
+                "flags",
+                "frame",
+                "latency_ms",
+                "score",
+                "track",
+                "ts",
+                "valence"
             ]
         );
         assert_eq!(first["ts"], serde_json::json!(1_700_000_000.123));
@@ -146,11 +158,13 @@ mod tests {
             (Some(0.25), Some(-0.5))
         );
         assert_eq!(first["flags"], serde_json::json!(["new-track"]));
+        assert_eq!(first["latency_ms"], 35);
         assert_eq!(lines[1]["frame"], 8);
         assert_eq!(
             lines[1]["flags"],
             serde_json::json!(["smoothed", "face-lost"])
         );
+        assert!(lines[1]["latency_ms"].is_null(), "unknown is null, not 0");
     }
 
     #[test]
@@ -176,6 +190,7 @@ mod tests {
             bbox: [0.0; 4],
             score: 1.0,
             flags: StatusFlags(0),
+            latency_ms: None,
         };
         let err = JsonLinesReporter::new(Broken, "pipe:viewer")
             .report(&report)

@@ -281,6 +281,7 @@ mod tests {
                 bbox: [0.0; 4],
                 score: 1.0,
                 flags: StatusFlags(0),
+                latency_ms: Some(20),
             };
             reporter.report(&report).unwrap();
         }

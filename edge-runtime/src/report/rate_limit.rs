@@ -129,6 +129,7 @@ mod tests {
             bbox: [0.0; 4],
             score: 1.0,
             flags: StatusFlags(flags),
+            latency_ms: Some(20),
         }
     }
 

@@ -101,12 +101,14 @@ impl SerialConfig {
 }
 
 /// One report as a readable line (with `\n`), e.g.
-/// `ts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 box=120,80,96,96 score=0.9876 flags=new-track`.
+/// `ts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 box=120,80,96,96 score=0.9876 flags=new-track latency_ms=35`;
+/// the capture-to-report latency comes last (appended after the fields of the first release, so
+/// readers of those keep working), `latency_ms=-` when unknown.
 pub fn to_text_line(report: &Report) -> String {
     let flags: Vec<&str> = report.flags.names().collect();
     let [x, y, w, h] = report.bbox;
     format!(
-        "ts={}.{:03} frame={} track={} valence={:+.4} arousal={:+.4} box={:.0},{:.0},{:.0},{:.0} score={:.4} flags={}\n",
+        "ts={}.{:03} frame={} track={} valence={:+.4} arousal={:+.4} box={:.0},{:.0},{:.0},{:.0} score={:.4} flags={} latency_ms={}\n",
         report.timestamp_ms / 1000,
         report.timestamp_ms % 1000,
         report.frame,
@@ -122,7 +124,10 @@ pub fn to_text_line(report: &Report) -> String {
             "-".to_owned()
         } else {
             flags.join(",")
-        }
+        },
+        report
+            .latency_ms
+            .map_or_else(|| "-".to_owned(), |ms| ms.to_string())
     )
 }
 
@@ -425,6 +430,7 @@ mod tests {
             bbox: [120.0, 80.0, 96.0, 96.0],
             score: 0.9876,
             flags: wire::StatusFlags(wire::StatusFlags::NEW_TRACK),
+            latency_ms: Some(35),
         }
     }
 
@@ -441,7 +447,7 @@ mod tests {
         reporter.drain(Duration::ZERO).unwrap();
         let written = bytes.borrow().clone();
         // docs/wire-format.md example 1, preceded by the lone resync delimiter.
-        let example = "08017b68e5cf8b0101022a0101020106c40978ec780250026002600694260197bb00";
+        let example = "08027b68e5cf8b0101022a0101020106c40978ec78025002600260059426012303d68900";
         let hex: String = written.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, format!("00{example}"));
         let mut decoder = FrameDecoder::new();
@@ -450,8 +456,8 @@ mod tests {
             .filter_map(|b| decoder.push(*b))
             .map(Result::unwrap)
             .collect();
-        assert_eq!(decoded.len(), 1);
-        assert_eq!(decoded[0].frame, 42);
+        assert_eq!(decoded, [report(42)]);
+        assert_eq!(decoded[0].latency_ms, Some(35));
     }
 
     #[test]
@@ -468,7 +474,19 @@ mod tests {
         assert_eq!(
             text,
             "\nts=1700000000.123 frame=42 track=1 valence=+0.2500 arousal=-0.5000 \
-             box=120,80,96,96 score=0.9876 flags=new-track\n"
+             box=120,80,96,96 score=0.9876 flags=new-track latency_ms=35\n"
+        );
+        bytes.borrow_mut().clear();
+        reporter
+            .report(&Report {
+                latency_ms: None,
+                ..report(43)
+            })
+            .unwrap();
+        let text = String::from_utf8(bytes.borrow().clone()).unwrap();
+        assert!(
+            text.ends_with(" flags=new-track latency_ms=-\n"),
+            "{text:?}"
         );
     }
 
