@@ -4,8 +4,8 @@
 Usage: torch_bench_train.py SPEC.json
 
 SPEC.json (written by the Rust side) holds the network config (backbone, kind, landmarks, cell,
-hidden, layers, width, input_size, pool side, outputs), batch shape, threads, steps, warm-up,
-lr and weight decay, and paths to
+hidden, layers, width, input_size, pool side, outputs, feature_norm), the loss (kind, moment
+anchor and MSE weights), batch shape, threads, steps, warm-up, lr and weight decay, and paths to
   weights.safetensors  the Rust model's initial parameters and buffers (our names)
   batch.safetensors    faces [B,T,3,S,S], landmarks [B,T,136], labels [B,T,2], mask [B,T]
 The script builds the same network in PyTorch with the same parameter names, loads the weights
@@ -163,6 +163,7 @@ class Network(nn.Module):
         f = self.backbone.out_features
         self.head = nn.Module()
         self.fcs, self.landmarks_at = n["fcs"], n["landmarks_at"]
+        self.feature_norm = n["feature_norm"]
         if self.landmarks_at is not None:
             # Training-set landmark statistics (buffers), as in host-trainer/src/model/mod.rs.
             self.landmarks = nn.Module()
@@ -191,6 +192,9 @@ class Network(nn.Module):
             if self.landmarks_at == k:
                 x = torch.cat([x, lm], 1)
             x = torch.relu(getattr(self.head, f"fc{k + 1}")(x))
+        if self.feature_norm:
+            # host-trainer/src/model/mod.rs: LayerNorm without learnt parameters, eps 1e-5.
+            x = torch.nn.functional.layer_norm(x, [x.shape[1]], eps=1e-5)
         if self.landmarks_at == len(self.fcs):
             x = torch.cat([x, lm], 1)
         if self.rnn is None:
@@ -214,6 +218,41 @@ def ccc_loss(pred, truth, mask):
     return 1 - ccc.mean()
 
 
+def masked_moments(v, m, n):
+    mean = (v * m).sum(0) / n
+    d = (v - mean) * m
+    return mean, ((d * d).sum(0) / n + 1e-12).sqrt()
+
+
+def moment_anchor(pred, truth, mask):
+    """host-trainer/src/loss.rs: (mean_pred - mean_label)^2 + (sd_pred - sd_label)^2, averaged."""
+    m = mask.unsqueeze(-1).expand_as(pred).reshape(-1, 2)
+    n = mask.sum().clamp_min(1)
+    mx, sx = masked_moments(pred.reshape(-1, 2), m, n)
+    my, sy = masked_moments(truth.reshape(-1, 2), m, n)
+    return ((mx - my) ** 2 + (sx - sy) ** 2).mean()
+
+
+def mse_loss(pred, truth, mask):
+    m = mask.unsqueeze(-1).expand_as(pred)
+    return (((pred - truth) ** 2) * m).sum() / (m.sum().clamp_min(1))
+
+
+def loss_value(spec, pred, truth, mask):
+    """host-trainer/src/train/mod.rs `loss_value`."""
+    kind = spec["kind"]
+    def ccc():
+        c = ccc_loss(pred, truth, mask)
+        if spec["anchor_weight"] > 0:
+            c = c + moment_anchor(pred, truth, mask) * spec["anchor_weight"]
+        return c
+    if kind == "ccc":
+        return ccc()
+    if kind == "mse":
+        return mse_loss(pred, truth, mask)
+    return ccc() + mse_loss(pred, truth, mask) * spec["mse_weight"]
+
+
 def main():
     spec = json.load(open(sys.argv[1]))
     torch.set_num_threads(spec["threads"])
@@ -230,7 +269,8 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = ccc_loss(model(batch["faces"], batch["landmarks"]), batch["labels"], batch["mask"])
+        pred = model(batch["faces"], batch["landmarks"])
+        loss = loss_value(spec["loss"], pred, batch["labels"], batch["mask"])
         loss.backward()
         opt.step()
         return loss.item()

@@ -13,11 +13,15 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::config::TrainConfig;
+use super::config::{LossKind, TrainConfig};
 use super::optim::{Adam, learning_rate};
 use super::source::BatchTensors;
 use super::{TrainError, loss_value};
 use crate::model::{Architecture, Model, Outputs};
+
+/// Relative difference of the first-step losses above which the two sides are not the same
+/// network and loss (float rounding gives ~1e-7).
+const FIRST_LOSS_TOLERANCE: f64 = 1e-4;
 
 /// Result of one comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,10 +111,20 @@ pub fn bench_train(
             "fcs": plan.fcs,
             "landmarks_at": plan.landmarks_at,
             "outputs": plan.outputs,
+            "feature_norm": n.feature_norm && n.kind == Architecture::CnnRnn,
         },
         "threads": threads,
         "steps": steps,
         "warmup": warmup,
+        "loss": {
+            "kind": match config.loss.kind {
+                LossKind::Ccc => "ccc",
+                LossKind::Mse => "mse",
+                LossKind::Weighted => "weighted",
+            },
+            "anchor_weight": config.loss.anchor_weight,
+            "mse_weight": config.loss.mse_weight,
+        },
         "lr": learning_rate(&config.optim, 0),
         "weight_decay": config.optim.weight_decay,
         "weights": weights,
@@ -142,6 +156,18 @@ pub fn bench_train(
             path: script.to_owned(),
             message: format!("unexpected output: {stdout}"),
         })?;
+    if (tch.first_loss - torch.first_loss).abs()
+        > FIRST_LOSS_TOLERANCE * tch.first_loss.abs().max(1.0)
+    {
+        return Err(TrainError::Run {
+            path: script.to_owned(),
+            message: format!(
+                "the PyTorch twin's first loss {} differs from ours {}: it does not build the \
+                 same network or loss for this configuration, so its time would not be comparable",
+                torch.first_loss, tch.first_loss
+            ),
+        });
+    }
     Ok(BenchResult {
         frames_per_step,
         steps,
