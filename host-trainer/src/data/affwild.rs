@@ -43,10 +43,14 @@ pub fn split_name(split: &str) -> String {
 
 /// Split directories under `annotations/`, sorted.
 pub fn splits(root: &Path) -> Result<Vec<String>, DataError> {
-    let dir = root.join("annotations");
+    with_valence(&root.join("annotations"))
+}
+
+/// Names of the directories in `dir` that hold a `valence/` directory, sorted.
+fn with_valence(dir: &Path) -> Result<Vec<String>, DataError> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(DataError::io(&dir))? {
-        let entry = entry.map_err(DataError::io(&dir))?;
+    for entry in std::fs::read_dir(dir).map_err(DataError::io(dir))? {
+        let entry = entry.map_err(DataError::io(dir))?;
         if entry.path().join("valence").is_dir() {
             out.push(entry.file_name().to_string_lossy().into_owned());
         }
@@ -66,15 +70,7 @@ pub fn annotators(root: &Path, split: &str) -> Result<Vec<String>, DataError> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(DataError::io(&dir))? {
-        let entry = entry.map_err(DataError::io(&dir))?;
-        if entry.path().join("valence").is_dir() {
-            out.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    out.sort();
-    Ok(out)
+    with_valence(&dir)
 }
 
 /// The directory holding the `valence/` and `arousal/` files of `annotation` in `split`; an

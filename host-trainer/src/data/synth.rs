@@ -258,14 +258,7 @@ fn write_video(
         if let Some((image, points)) = frame.face {
             summary.faces += 1;
             let path = crops.join(format!("{number:05}.jpg"));
-            jpeg.clear();
-            JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), config.jpeg_quality)
-                .encode_image(&image)
-                .map_err(|source| DataError::Image {
-                    path: path.clone(),
-                    source,
-                })?;
-            std::fs::write(&path, &jpeg).map_err(DataError::io(&path))?;
+            write_jpeg(&path, &image, config.jpeg_quality, &mut jpeg)?;
             landmarks.push_str(&landmark_row(number, &points));
             landmarks.push('\n');
         }
@@ -276,6 +269,24 @@ fn write_video(
         &landmarks,
     )?;
     Ok(summary)
+}
+
+/// Encodes `image` as a JPEG of `quality` into `buffer` (reused between frames) and writes it
+/// to `path`.
+fn write_jpeg(
+    path: &Path,
+    image: &image::RgbImage,
+    quality: u8,
+    buffer: &mut Vec<u8>,
+) -> Result<(), DataError> {
+    buffer.clear();
+    JpegEncoder::new_with_quality(&mut Cursor::new(&mut *buffer), quality)
+        .encode_image(image)
+        .map_err(|source| DataError::Image {
+            path: path.to_owned(),
+            source,
+        })?;
+    std::fs::write(path, &buffer).map_err(DataError::io(path))
 }
 
 /// One value per line (`-5` for an unannotated frame), 3 decimals: an Aff-Wild annotation file.
@@ -332,14 +343,7 @@ fn write_video_affwild(
         if let Some((image, points)) = frame.face {
             summary.faces += 1;
             let path = frames.join(format!("{number:05}.jpg"));
-            jpeg.clear();
-            JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), config.jpeg_quality)
-                .encode_image(&image)
-                .map_err(|source| DataError::Image {
-                    path: path.clone(),
-                    source,
-                })?;
-            std::fs::write(&path, &jpeg).map_err(DataError::io(&path))?;
+            write_jpeg(&path, &image, config.jpeg_quality, &mut jpeg)?;
             let (w, h) = image.dimensions();
             let b = FaceBox::whole_crop(w, h, margin);
             files::write_text(
