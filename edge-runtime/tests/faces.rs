@@ -381,6 +381,7 @@ fn the_face_models_run_on_onnx_runtime_like_on_tract() {
 
 /// The engines the face models run on here: tract, and ONNX Runtime when built in and found.
 fn engines() -> Vec<(&'static str, EngineConfig)> {
+    #[cfg_attr(not(feature = "onnxruntime"), allow(unused_mut))]
     let mut engines = vec![("tract", EngineConfig::tract())];
     #[cfg(feature = "onnxruntime")]
     if common::oracle_env("ORT_DYLIB_PATH", "the Rust ONNX Runtime backend").is_some() {
