@@ -4,6 +4,8 @@
 //! every variant without training.
 #![cfg(feature = "torch")]
 
+mod common;
+
 use affect_shared::metadata::{DimensionScore, Validation};
 use affect_trainer::ablate::{
     AROUSAL_ONLY, ONE_ANNOTATOR, SEPARATE, VALENCE_ONLY, VariantResult, Verdict, findings,
@@ -290,10 +292,10 @@ use affect_trainer::ablate::{
     AblateError, AblationData, InMemory, Provenance, RESULT_FILE, RunOptions, RunRecord,
     TrainingSet, run, run_dir,
 };
-use affect_trainer::data::Batch;
 use affect_trainer::train::config::TrainConfig;
 use affect_trainer::train::memory::{MemoryDataset, render_synthetic, render_synthetic_annotated};
-use affect_trainer::train::source::{BatchSource, SourceError, VideoSource};
+use affect_trainer::train::source::{BatchSource, VideoSource};
+use common::StopAfter;
 
 /// libtorch's random generator is process-global and `train` seeds it per step: trainings in one
 /// process must not overlap (cargo runs tests on parallel threads).
@@ -467,31 +469,6 @@ struct StopMidRun<'a> {
     stop: Arc<AtomicBool>,
     after: u64,
     armed: AtomicBool,
-}
-
-struct StopAfter {
-    inner: Box<dyn BatchSource>,
-    after: u64,
-    stop: Arc<AtomicBool>,
-}
-
-impl BatchSource for StopAfter {
-    fn next_batch(&mut self) -> Result<Batch, SourceError> {
-        let b = self.inner.next_batch()?;
-        if self.inner.position() >= self.after {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-        Ok(b)
-    }
-    fn position(&self) -> u64 {
-        self.inner.position()
-    }
-    /// The trainer reads ahead for the landmark statistics and rewinds: only batches drawn
-    /// after the rewind are steps.
-    fn seek(&mut self, position: u64) -> Result<(), SourceError> {
-        self.stop.store(false, Ordering::SeqCst);
-        self.inner.seek(position)
-    }
 }
 
 impl AblationData for StopMidRun<'_> {

@@ -3,14 +3,15 @@
 //! errors name the key.
 #![cfg(feature = "torch")]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod common;
 
-use affect_trainer::data::Batch;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use affect_trainer::train::config::TrainConfig;
 use affect_trainer::train::memory::{MemoryBatches, MemoryDataset, MemoryVideo};
-use affect_trainer::train::source::{BatchSource, SourceError};
 use affect_trainer::train::{Outcome, TrainOptions, train};
+use common::StopAfter;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const SIZE: usize = 32;
@@ -100,32 +101,6 @@ fn tiny_config(extra: &[&str]) -> TrainConfig {
     TrainConfig::load(None, &sets).unwrap()
 }
 
-/// Raises the stop flag once `after` batches have been drawn (like Ctrl-C during a step).
-struct StopAfter {
-    inner: MemoryBatches,
-    after: u64,
-    stop: Arc<AtomicBool>,
-}
-
-impl BatchSource for StopAfter {
-    fn next_batch(&mut self) -> Result<Batch, SourceError> {
-        let b = self.inner.next_batch()?;
-        if self.inner.position() >= self.after {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-        Ok(b)
-    }
-    fn position(&self) -> u64 {
-        self.inner.position()
-    }
-    /// The trainer reads ahead for the landmark statistics and rewinds before the first step:
-    /// only batches drawn after the rewind are training steps.
-    fn seek(&mut self, position: u64) -> Result<(), SourceError> {
-        self.stop.store(false, Ordering::SeqCst);
-        self.inner.seek(position)
-    }
-}
-
 fn metrics_without_time(run: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
@@ -170,7 +145,7 @@ fn resume_case(config: &TrainConfig, stop_after: u64) {
     let resumed = dir.path().join("resumed");
     let stop = Arc::new(AtomicBool::new(false));
     let mut interrupted_source = StopAfter {
-        inner: MemoryBatches::new(train_set.clone(), 11, b, t).unwrap(),
+        inner: Box::new(MemoryBatches::new(train_set.clone(), 11, b, t).unwrap()),
         after: stop_after,
         stop: stop.clone(),
     };

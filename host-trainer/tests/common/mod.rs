@@ -3,9 +3,42 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use affect_shared::metadata::{METADATA_KEY, ModelMetadata};
+use affect_trainer::data::Batch;
+use affect_trainer::train::source::{BatchSource, SourceError};
 use tract_onnx::prelude::*;
+
+/// Raises `stop` once `after` batches have been drawn from `inner` (like Ctrl-C during a step).
+pub struct StopAfter {
+    /// The batches.
+    pub inner: Box<dyn BatchSource>,
+    /// Position at which to raise the flag.
+    pub after: u64,
+    /// The trainer's stop flag.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl BatchSource for StopAfter {
+    fn next_batch(&mut self) -> Result<Batch, SourceError> {
+        let b = self.inner.next_batch()?;
+        if self.inner.position() >= self.after {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        Ok(b)
+    }
+    fn position(&self) -> u64 {
+        self.inner.position()
+    }
+    /// The trainer reads ahead for the landmark statistics and rewinds before the first step:
+    /// only batches drawn after the rewind are training steps.
+    fn seek(&mut self, position: u64) -> Result<(), SourceError> {
+        self.stop.store(false, Ordering::SeqCst);
+        self.inner.seek(position)
+    }
+}
 
 /// Operator types of a graph's nodes, in order.
 pub fn op_types(model: &tract_onnx::pb::ModelProto) -> Vec<&str> {
