@@ -721,18 +721,15 @@ pub fn run(
                 source,
             };
             let run = RunDir::new(&dir);
-            let resume_from = match run.checkpoint().current() {
-                Some(checkpoint) => {
-                    let saved = run.config();
-                    let stored = TrainConfig::read(&saved).map_err(|e| AblateError::Record {
-                        path: saved.clone(),
-                        message: e.to_string(),
-                    })?;
-                    check_same(&dir, &saved, &config_json(&stored), &config)?;
-                    Some(checkpoint_step(&checkpoint.join("state.json"))?)
-                }
-                None => None,
-            };
+            let resume_from = crate::train::checkpoint_step(&run).map_err(train_err)?;
+            if resume_from.is_some() {
+                let saved = run.config();
+                let stored = TrainConfig::read(&saved).map_err(|e| AblateError::Record {
+                    path: saved.clone(),
+                    message: e.to_string(),
+                })?;
+                check_same(&dir, &saved, &config_json(&stored), &config)?;
+            }
             if resume_from.is_none() && dir.exists() {
                 tracing::warn!(
                     "{}: no checkpoint (schedule.checkpoint_every = {}); training this run again \
@@ -793,21 +790,6 @@ pub fn run(
         }
     }
     Ok(results)
-}
-
-/// The step recorded in a checkpoint's `state.json`.
-fn checkpoint_step(path: &Path) -> Result<u64, AblateError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AblateError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
-        .ok_or_else(|| AblateError::Record {
-            path: path.to_owned(),
-            message: "no `step` in the checkpoint state".into(),
-        })
 }
 
 /// `results` plus, for every seed where both [`VALENCE_ONLY`] and [`AROUSAL_ONLY`] ran, one

@@ -243,6 +243,25 @@ struct CheckpointState {
     best: Option<BestScore>,
 }
 
+/// Reads `state.json` of the checkpoint in `dir` (a copy of `run`'s checkpoint slot).
+fn read_checkpoint_state(run: &RunDir, dir: &Path) -> Result<CheckpointState, TrainError> {
+    let state_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Run {
+        path: run.root().to_owned(),
+        message: format!("{}: {e}", state_path.display()),
+    })
+}
+
+/// The step of `run`'s complete checkpoint, `None` without one (what `resume` would continue
+/// from).
+pub fn checkpoint_step(run: &RunDir) -> Result<Option<u64>, TrainError> {
+    run.checkpoint()
+        .current()
+        .map(|dir| read_checkpoint_state(run, &dir).map(|state| state.step))
+        .transpose()
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -507,10 +526,7 @@ pub fn train(
         let dir = run.checkpoint().current().ok_or_else(|| {
             run_error("no complete checkpoint to resume from (checkpoint/state.json)")
         })?;
-        let state_path = dir.join("state.json");
-        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
-        let state: CheckpointState = serde_json::from_str(&text)
-            .map_err(|e| run_error(&format!("{}: {e}", state_path.display())))?;
+        let state = read_checkpoint_state(&run, &dir)?;
         step = state.step;
         best = state.best;
         source
