@@ -7,6 +7,7 @@ use affect_shared::preprocess::Preprocess;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Annotation;
+use crate::train::augment::AugmentConfig;
 use crate::model::{Backbone, ConfigError, NetworkConfig};
 
 /// Which loss the optimiser minimises.
@@ -272,6 +273,8 @@ pub struct TrainConfig {
     pub schedule: ScheduleConfig,
     /// Dataset options.
     pub data: DataConfig,
+    /// Training-time augmentation ([`crate::train::augment`]).
+    pub augment: AugmentConfig,
 }
 
 impl Default for TrainConfig {
@@ -286,6 +289,7 @@ impl Default for TrainConfig {
             batch: BatchConfig::default(),
             schedule: ScheduleConfig::default(),
             data: DataConfig::default(),
+            augment: AugmentConfig::default(),
         }
     }
 }
@@ -398,12 +402,20 @@ impl TrainConfig {
     }
 
     /// Reads a run's saved `config.toml` (strict: every key must be known). A run saved before
-    /// `network.feature_norm` existed was trained without it, so its absence reads as `false`.
+    /// `network.feature_norm` existed was trained without it, so its absence reads as `false`;
+    /// likewise a run saved before `[augment]` existed was trained without augmentation.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         const FEATURE_NORM: &str = "network.feature_norm";
         let mut overrides = Self::file_overrides(path)?;
         if !overrides.iter().any(|(key, _)| key == FEATURE_NORM) {
             overrides.push((FEATURE_NORM.into(), toml::Value::Boolean(false)));
+        }
+        if !overrides.iter().any(|(key, _)| key.starts_with("augment.")) {
+            let none = toml::Value::try_from(AugmentConfig::none())
+                .map_err(|e| ConfigError::new("augment", e.to_string()))?;
+            let mut table = toml::Table::new();
+            table.insert("augment".into(), none);
+            leaves("", &table, &mut overrides);
         }
         Self::from_overrides(&overrides)
     }
@@ -473,6 +485,9 @@ impl TrainConfig {
         }
         if !(self.loss.anchor_weight.is_finite() && self.loss.anchor_weight >= 0.0) {
             return Err(ConfigError::new("loss.anchor_weight", "must be >= 0"));
+        }
+        if let Some((key, problem)) = self.augment.problem() {
+            return Err(ConfigError::new(key, problem));
         }
         let b = &self.batch;
         if self.network.is_recurrent() {
@@ -582,5 +597,30 @@ mod tests {
         assert!(!TrainConfig::read(&path).unwrap().network.feature_norm);
         // New runs and hand-written configs get the default.
         assert!(TrainConfig::default().network.feature_norm);
+    }
+
+    #[test]
+    fn a_saved_run_without_augment_reads_as_trained_without_augmentation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let saved = TrainConfig::default().to_toml();
+        std::fs::write(&path, &saved).unwrap();
+        assert_eq!(TrainConfig::read(&path).unwrap().augment, AugmentConfig::default());
+        let old = saved.split("[augment]").next().unwrap();
+        assert_ne!(old, saved, "the saved config has an [augment] table");
+        std::fs::write(&path, old).unwrap();
+        assert_eq!(TrainConfig::read(&path).unwrap().augment, AugmentConfig::none());
+        assert!(AugmentConfig::default().is_active(), "new runs augment");
+        // A partly written table keeps the defaults for the keys it leaves out.
+        std::fs::write(&path, format!("{old}[augment]\nmirror = false\n")).unwrap();
+        let partial = TrainConfig::read(&path).unwrap().augment;
+        assert!(!partial.mirror);
+        assert_eq!(partial.shift, AugmentConfig::default().shift);
+    }
+
+    #[test]
+    fn an_augment_strength_out_of_range_is_refused_naming_its_key() {
+        let err = TrainConfig::load(None, &["augment.rotation_degrees=-3".into()]).unwrap_err();
+        assert!(err.to_string().contains("augment.rotation_degrees"), "{err}");
     }
 }

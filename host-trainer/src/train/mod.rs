@@ -34,6 +34,7 @@
 //! weights, BatchNorm statistics and Adam state, a resumed CPU run continues bit for bit.
 //! libtorch's generator is process-global: run one training at a time per process.
 
+pub mod augment;
 pub mod bench;
 pub mod collapse;
 pub mod config;
@@ -515,6 +516,8 @@ pub fn train(
     };
     tch::manual_seed(config.seed as i64);
     let mut model = Model::new(&config.network, device)?;
+    let mut augmented = augment::Augmented::new(source, &config.augment, config.seed);
+    let source: &mut dyn BatchSource = &mut augmented;
     if config.network.landmarks && !options.resume {
         let (mean, std) = landmark_statistics(source, LANDMARK_STATISTICS_BATCHES)?;
         model.set_landmark_statistics(&mean, &std)?;
