@@ -40,12 +40,14 @@ pub struct Args {
     /// one-annotator variant runs only when the training split has `annotator-1`'s files.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// Synthetic videos rendered in memory for training (validation gets a quarter as many).
-    #[arg(long, default_value_t = 24)]
-    videos: u64,
-    /// Frames per synthetic video.
-    #[arg(long, default_value_t = 200)]
-    frames: usize,
+    /// Synthetic videos (one person each) rendered in memory for training; validation gets a
+    /// quarter as many. Default: 512 with `--quick` (a few dozen people are memorised rather
+    /// than read, README "Collapses"), else 24.
+    #[arg(long)]
+    videos: Option<u64>,
+    /// Frames per synthetic video. Default: 40 with `--quick`, else 200.
+    #[arg(long)]
+    frames: Option<usize>,
     /// Simulated annotators per video (lag, bias, scale, smooth noise each; see `affect-train
     /// synth`): every variant trains on their per-frame mean except the one-annotator variant of
     /// Table 6 (`gru-128x2-lm-annotator-1`), and all validate against the mean. 0: one noisy
@@ -107,6 +109,19 @@ pub struct Args {
     /// TF32 training rate (see README, "A full-size run plan").
     #[arg(long, default_value_t = GPU_TFLOPS)]
     gpu_tflops: f64,
+}
+
+impl Args {
+    /// Training videos and frames per video of the synthetic set: the flags, else the defaults
+    /// of the chosen base.
+    fn synthetic_shape(&self) -> (u64, usize) {
+        let (videos, frames) = if self.quick {
+            (ablate::QUICK_VIDEOS, ablate::QUICK_FRAMES)
+        } else {
+            (24, 200)
+        };
+        (self.videos.unwrap_or(videos), self.frames.unwrap_or(frames))
+    }
 }
 
 /// Trains every variant with every seed and writes `OUT/ablation.md` (tables, findings) and
@@ -336,7 +351,8 @@ fn print_plan(
             args.gpu_tflops
         )));
     }
-    let mut validation_frames = (args.videos / 4).max(1) * args.frames as u64;
+    let (videos, frames) = args.synthetic_shape();
+    let mut validation_frames = (videos / 4).max(1) * frames as u64;
     let mut costs = Vec::new();
     let mut configs = Vec::new();
     if let Some(root) = root {
@@ -444,16 +460,17 @@ fn render(
     with_landmarks.network.landmarks = true;
     with_landmarks.data.preprocess = None;
     let preprocess = with_landmarks.preprocess();
+    let (videos, frames) = args.synthetic_shape();
     let synth = SynthConfig {
         size: affect_shared::synth::render_size(preprocess.size),
-        frames: args.frames,
+        frames,
         annotators: args.annotators,
         ..SynthConfig::default()
     };
-    let validation_videos = (args.videos / 4).max(1);
+    let validation_videos = (videos / 4).max(1);
     let started = std::time::Instant::now();
     let (train_data, annotators) =
-        render_synthetic_annotated(&synth, args.seed, 0..args.videos, &preprocess)?;
+        render_synthetic_annotated(&synth, args.seed, 0..videos, &preprocess)?;
     let train_set = ablate::TrainingSet {
         data: Arc::new(train_data),
         annotators: annotators.into_iter().map(Arc::new).collect(),
@@ -461,14 +478,14 @@ fn render(
     let validation = render_synthetic(
         &synth,
         args.seed,
-        args.videos..args.videos + validation_videos,
+        videos..videos + validation_videos,
         &preprocess,
     )?;
     eprintln!(
         "rendered {} + {} synthetic videos of {} frames in {:.1} s",
-        args.videos,
+        videos,
         validation_videos,
-        args.frames,
+        frames,
         started.elapsed().as_secs_f64()
     );
     eprintln!(
