@@ -10,7 +10,7 @@
 //! One draw per clip: the frames of a clip keep one camera, as in a real video, so a recurrent
 //! network still sees a smooth sequence. The draw comes from a generator seeded by the run's seed
 //! and the batch's position, so a resumed run sees exactly the batches the first one would have.
-//! The pure parts ([`Camera::map_landmark`], [`warp_into`], [`recolour`]) are tested alone.
+//! The pure parts ([`Camera::map_landmarks`], [`warp_into`], [`recolour`]) are tested alone.
 
 use affect_shared::contract::{LANDMARK_POINTS, LANDMARK_VALUES};
 use rand::{Rng, SeedableRng};
