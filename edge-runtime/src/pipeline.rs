@@ -16,7 +16,7 @@ use affect_shared::preprocess::{FaceBox, Preprocess, PreprocessError};
 use affect_shared::wire::{Report, StatusFlags};
 
 use crate::backend::{AffectBackend, BackendError, ModelContract, TrackState};
-use crate::faces::{Face, FaceError, FaceFinder};
+use crate::faces::{Face, FaceError, FaceFinder, FinderStats};
 use crate::source::Frame;
 use crate::timing::Latency;
 use crate::tracker::{Tracker, TrackerConfig, iou};
@@ -186,6 +186,14 @@ impl Pipeline {
             trial: None,
             swap_event: None,
         })
+    }
+
+    /// The face finder's counts (detections against frames), when it keeps them.
+    pub fn finder_stats(&self) -> Option<FinderStats> {
+        match &self.faces {
+            FaceMode::Detect(finder) => finder.stats(),
+            FaceMode::WholeFrame => None,
+        }
     }
 
     /// The backend's name.
