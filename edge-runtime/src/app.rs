@@ -93,7 +93,10 @@ fn open_plain_source(
     })
 }
 
-/// The face finder for a mode, its networks on the engine `kind` (the affect model's).
+/// The face finder for a mode, its networks on the engine `kind` (the affect model's). The
+/// landmark net runs when the model needs landmarks, and also for landmark tracking
+/// (`face_models.redetect_every` > 1, unless `face_models.landmarks = false`): between
+/// detections it is what finds the faces.
 pub fn face_mode(
     config: &EdgeConfig,
     faces: FacesSpec,
@@ -103,8 +106,9 @@ pub fn face_mode(
     Ok(match faces {
         FacesSpec::None => FaceMode::WholeFrame,
         FacesSpec::Bundled => {
+            let tracking = config.face_models.landmarks && config.face_models.redetect_every > 1;
             let faces_config = FacesConfig {
-                landmarks: needs_landmarks,
+                landmarks: needs_landmarks || tracking,
                 ..config.face_models
             };
             let engine = EngineConfig {

@@ -26,7 +26,8 @@ pub const LANDMARKS_FILE: &str = "face-landmarks-68.onnx";
 pub struct FacesConfig {
     /// Detector thresholds, face limit and tiling.
     pub detector: DetectorConfig,
-    /// Whether to run the 68-landmark net on every face.
+    /// Whether to run the 68-landmark net on every face (`affect-edge` runs it when the model
+    /// needs landmarks or for tracking, see `redetect_every`; false turns tracking off).
     pub landmarks: bool,
     /// Margin of the landmark crop around the detector box (fraction of the box side).
     pub landmark_margin: f32,
@@ -34,7 +35,8 @@ pub struct FacesConfig {
     /// its landmarks of the previous frame and only the landmark net runs
     /// ([`super::follow`]). The detector also runs at once when there are no faces and when a
     /// followed face looks lost. 1 = detect on every frame; without landmarks every frame is
-    /// detected whatever this says.
+    /// detected whatever this says (`affect-edge` runs the landmark net for tracking even when
+    /// the affect model needs no landmarks, unless `landmarks` is false).
     pub redetect_every: u32,
 }
 
