@@ -14,6 +14,13 @@
 //! their spread, so the landmark crop and the affect model's crop keep the detector's
 //! convention (size and placement relative to the face) between detections. Rotation is not
 //! modelled: a head rolled since the detection keeps an upright box until the next one.
+//!
+//! **Limits.** A face that enters the picture between detections is found on the next one (at
+//! most `redetect_every - 1` frames late). A face that vanishes is dropped at the latest on the
+//! next detection, earlier when the sanity check fires (on a blank frame it does at once:
+//! `edge-runtime/tests/faces.rs`). A scene cut the source reports ends the tracks in the
+//! pipeline but does not force a detection here; the sanity check or the next detection
+//! catches it.
 
 use affect_shared::preprocess::{FaceBox, Landmarks68};
 

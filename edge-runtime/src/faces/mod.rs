@@ -29,10 +29,12 @@ pub use pipeline::{BundledFaces, FacesConfig};
 pub struct Face {
     /// Box in pixels of the frame.
     pub bbox: FaceBox,
-    /// Detector confidence in [0, 1].
+    /// Detector confidence in [0, 1]; for a face followed by its landmarks since the last
+    /// detection ([`follow`]), that detection's confidence.
     pub score: f32,
     /// Detector keypoints in frame pixels: right eye, left eye (image left to right: subject's
-    /// right eye first), nose tip, mouth centre, right ear, left ear.
+    /// right eye first), nose tip, mouth centre, right ear, left ear. For a face followed by its
+    /// landmarks, the last detection's keypoints moved and scaled with the landmarks.
     pub keypoints: [[f32; 2]; 6],
     /// 68 landmarks in frame pixels, when a landmark model ran.
     pub landmarks: Option<Landmarks68>,
