@@ -621,7 +621,7 @@ fn the_pipeline_keeps_the_track_id_across_landmark_tracked_frames() {
         PipelineConfig::default(),
     )
     .unwrap();
-    let mut ids = Vec::new();
+    let (mut ids, mut detected) = (Vec::new(), Vec::new());
     for k in 0..10 {
         let reports = pipeline
             .process(&Frame {
@@ -636,8 +636,11 @@ fn the_pipeline_keeps_the_track_id_across_landmark_tracked_frames() {
         assert_eq!(reports[0].flags.0 & StatusFlags::FACE_LOST, 0);
         assert!(reports[0].valence > 0.0, "the smile stays pleasant: {reports:?}");
         ids.push(reports[0].track);
+        detected.push(pipeline.last.detected);
     }
     assert!(ids.iter().all(|&id| id == ids[0]), "track ids {ids:?}");
+    let want: Vec<bool> = (0..10).map(|k| k % 4 == 0).collect();
+    assert_eq!(detected, want, "what telemetry counts as detections");
     let stats = pipeline.finder_stats().unwrap();
     assert_eq!((stats.frames, stats.detections), (10, 3), "frames 0, 4, 8");
 }
