@@ -93,7 +93,10 @@ fn open_plain_source(
     })
 }
 
-/// The face finder for a mode, its networks on the engine `kind` (the affect model's).
+/// The face finder for a mode, its networks on the engine `kind` (the affect model's). The
+/// landmark net runs when the model needs landmarks, and also for landmark tracking
+/// (`face_models.redetect_every` > 1, unless `face_models.landmarks = false`): between
+/// detections it is what finds the faces.
 pub fn face_mode(
     config: &EdgeConfig,
     faces: FacesSpec,
@@ -103,8 +106,9 @@ pub fn face_mode(
     Ok(match faces {
         FacesSpec::None => FaceMode::WholeFrame,
         FacesSpec::Bundled => {
+            let tracking = config.face_models.landmarks && config.face_models.redetect_every > 1;
             let faces_config = FacesConfig {
-                landmarks: needs_landmarks,
+                landmarks: needs_landmarks || tracking,
                 ..config.face_models
             };
             let engine = EngineConfig {
@@ -427,6 +431,8 @@ pub struct BenchArgs {
     pub frames: u64,
     /// Engine threads.
     pub threads: usize,
+    /// `face_models.redetect_every` (default: the configuration's default).
+    pub redetect_every: Option<u32>,
 }
 
 /// One timed (backend, source) run of `affect-edge bench`.
@@ -453,6 +459,12 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             images: affect_edge::source::ImageDirConfig {
                 repeat: true,
                 ..EdgeConfig::default().images
+            },
+            face_models: FacesConfig {
+                redetect_every: args
+                    .redetect_every
+                    .unwrap_or(FacesConfig::default().redetect_every),
+                ..FacesConfig::default()
             },
             ..EdgeConfig::default()
         };
@@ -544,6 +556,17 @@ fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, 
             ms(pipeline.times.preprocess.mean()),
             ms(s.report_times.mean())
         );
+        if let Some(f) = pipeline.finder_stats() {
+            println!(
+                "    detector runs per frame {:.3} ({} full detections in {} frames, {} early for \
+                 a lost face; redetect_every {})",
+                f.detections as f64 / f.frames.max(1) as f64,
+                f.detections,
+                f.frames,
+                f.lost,
+                config.face_models.redetect_every
+            );
+        }
         // A replayed clip carries the renderer's timestamps, not capture times.
         let capture = match config.source {
             SourceSpec::Synthetic(_) => "n/a (replayed clip)".to_owned(),

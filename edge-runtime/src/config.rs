@@ -465,6 +465,12 @@ impl EdgeConfig {
                 }
             }
         }
+        if self.face_models.redetect_every == 0 {
+            return Err(invalid(
+                "face_models.redetect_every",
+                "must be at least 1 (1 = run the detector on every frame)",
+            ));
+        }
         let t = &self.tracker;
         if !(0.0..=1.0).contains(&t.min_iou) || t.max_tracks == 0 {
             return Err(invalid(
@@ -617,5 +623,15 @@ mod tests {
         assert!(e.contains("source_outages") && e.contains("down_s"), "{e}");
         let e = EdgeConfig::from_toml("[source_outages]\nup_s = 60.0\n", "e").unwrap_err();
         assert!(e.to_string().contains("down_s"), "{e}");
+    }
+
+    #[test]
+    fn redetect_every_zero_is_refused_by_name() {
+        let c = EdgeConfig::from_toml("[face_models]\nredetect_every = 3\n", "edge.toml").unwrap();
+        assert_eq!(c.face_models.redetect_every, 3);
+        c.validate().unwrap();
+        let c = EdgeConfig::from_toml("[face_models]\nredetect_every = 0\n", "edge.toml").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("face_models.redetect_every"), "{e}");
     }
 }

@@ -178,6 +178,10 @@ struct BenchCli {
     /// Threads for each engine.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Full face detection every N frames, landmark tracking in between (1 = detect on every
+    /// frame; default: `face_models.redetect_every`'s default).
+    #[arg(long)]
+    redetect_every: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
             faces: args.faces,
             frames: args.frames,
             threads: args.threads,
+            redetect_every: args.redetect_every,
         }),
         Command::Deploy(args) => app::deploy(app::DeployArgs {
             model: args.model,

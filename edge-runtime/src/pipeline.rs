@@ -16,7 +16,7 @@ use affect_shared::preprocess::{FaceBox, Preprocess, PreprocessError};
 use affect_shared::wire::{Report, StatusFlags};
 
 use crate::backend::{AffectBackend, BackendError, ModelContract, TrackState};
-use crate::faces::{Face, FaceError, FaceFinder};
+use crate::faces::{Face, FaceError, FaceFinder, FinderStats};
 use crate::source::Frame;
 use crate::timing::Latency;
 use crate::tracker::{Tracker, TrackerConfig, iou};
@@ -64,6 +64,9 @@ pub struct StageTimes {
 pub struct LastFrame {
     /// Faces found.
     pub faces: usize,
+    /// The face detector ran (a finder that counts it: [`FaceFinder::stats`]); false on a
+    /// frame whose faces were followed by their landmarks.
+    pub detected: bool,
     /// Tracks alive after the frame.
     pub tracks: usize,
     /// Finding faces.
@@ -188,6 +191,14 @@ impl Pipeline {
         })
     }
 
+    /// The face finder's counts (detections against frames), when it keeps them.
+    pub fn finder_stats(&self) -> Option<FinderStats> {
+        match &self.faces {
+            FaceMode::Detect(finder) => finder.stats(),
+            FaceMode::WholeFrame => None,
+        }
+    }
+
     /// The backend's name.
     pub fn backend_name(&self) -> String {
         self.backend.name()
@@ -198,6 +209,7 @@ impl Pipeline {
     /// latency (`latency_ms: None`): the caller measures it when it hands them over
     /// ([`crate::runner`]).
     pub fn process(&mut self, frame: &Frame) -> Result<Vec<Report>, PipelineError> {
+        let detections_before = self.finder_stats().map(|s| s.detections);
         let started = Instant::now();
         let faces = match &mut self.faces {
             FaceMode::Detect(finder) => finder.find(&frame.image)?,
@@ -214,6 +226,7 @@ impl Pipeline {
         };
         let faces_time = started.elapsed();
         self.times.faces.record(faces_time);
+        let detected = self.finder_stats().map(|s| s.detections) > detections_before;
 
         if frame.cut {
             for id in self.tracker.end_all() {
@@ -282,6 +295,7 @@ impl Pipeline {
         }
         self.last = LastFrame {
             faces: faces.len(),
+            detected,
             tracks: self.states.len(),
             faces_time,
             preprocess_time,

@@ -217,6 +217,7 @@ pub fn run(
         telemetry.frame(
             &FrameRecord {
                 faces: last.faces,
+                detected: last.detected,
                 tracks: last.tracks,
                 reports: reports.len(),
                 source: source_time,

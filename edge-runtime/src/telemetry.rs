@@ -86,6 +86,8 @@ impl SkipCause {
 pub struct FrameRecord {
     /// Faces found.
     pub faces: usize,
+    /// The full face detection ran (not landmark tracking).
+    pub detected: bool,
     /// Tracks alive after the frame.
     pub tracks: usize,
     /// Reports produced (final reports of ended tracks included).
@@ -211,6 +213,7 @@ pub struct Telemetry {
     stages: Family<[(&'static str, &'static str); 1], Histogram>,
     capture_to_report: Histogram,
     faces: Gauge,
+    face_detections: Counter,
     tracks: Gauge,
     slow: Mutex<Slow>,
     history: Mutex<History>,
@@ -233,6 +236,7 @@ impl Telemetry {
         let stages = Family::new_with_constructor(stage_buckets as fn() -> Histogram);
         let capture_to_report = stage_buckets();
         let faces = Gauge::default();
+        let face_detections = Counter::default();
         let tracks = Gauge::default();
         let deploys = Family::default();
         registry.register("frames", "Frames processed", frames.clone());
@@ -257,6 +261,11 @@ impl Telemetry {
             stages.clone(),
         );
         registry.register("faces", "Faces found in the last frame", faces.clone());
+        registry.register(
+            "face_detections",
+            "Frames on which the face detector ran (the others followed faces by their landmarks)",
+            face_detections.clone(),
+        );
         registry.register(
             "tracks",
             "Face tracks alive after the last frame",
@@ -301,6 +310,7 @@ impl Telemetry {
             stages,
             capture_to_report,
             faces,
+            face_detections,
             tracks,
             slow: Mutex::new(Slow {
                 last_frame: None,
@@ -325,6 +335,9 @@ impl Telemetry {
         self.frames.inc();
         self.reports.inc_by(f.reports as u64);
         self.faces.set(f.faces as i64);
+        if f.detected {
+            self.face_detections.inc();
+        }
         self.tracks.set(f.tracks as i64);
         for (stage, d) in [
             (Stage::Source, f.source),
@@ -851,6 +864,7 @@ mod tests {
         t.frame(
             &FrameRecord {
                 faces: 2,
+                detected: true,
                 tracks: 2,
                 reports: 2,
                 model: Duration::from_millis(3),
@@ -872,6 +886,7 @@ mod tests {
             "affect_capture_to_report_seconds_bucket{le=\"0.032\"} 1",
             "affect_stage_seconds_bucket{le=\"0.004\",stage=\"model\"} 1",
             "affect_faces 2",
+            "affect_face_detections_total 1",
             "affect_reporter_connected{reporter=\"mqtt://127.0.0.1:1/t\"} 1",
             "affect_reporter_queue_bytes{reporter=\"mqtt://127.0.0.1:1/t\"} 0",
             "affect_reporter_queue_damaged_total{reporter=\"mqtt://127.0.0.1:1/t\"} 0",

@@ -145,6 +145,19 @@ fn bench_prints_stage_times_and_frame_rate() {
         text.contains("tract: frame time synthetic:2 / synthetic:1: "),
         "{text}"
     );
+    // Landmark tracking cannot detect on "every 0th" frame: refused by name.
+    assert_bad_input(
+        &[
+            "bench",
+            "--frames",
+            "1",
+            "--faces",
+            "bundled",
+            "--redetect-every",
+            "0",
+        ],
+        "redetect_every",
+    );
 }
 
 /// Exit code 2 and a message on stderr that contains `names`.

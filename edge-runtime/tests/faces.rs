@@ -20,11 +20,13 @@ use affect_edge::faces::decode::{self, Detection, INPUT_SIZE, Region, Tiling};
 use affect_edge::faces::landmarks::{DEFAULT_MARGIN, face_api_preprocess};
 use affect_edge::faces::pipeline::{DETECTOR_FILE, LANDMARKS_FILE};
 use affect_edge::faces::{
-    BlazeFace, BundledFaces, DetectorConfig, Face, FaceFinder, FacesConfig, LandmarkNet,
+    BlazeFace, BundledFaces, DetectorConfig, Face, FaceFinder, FacesConfig, FinderStats,
+    LandmarkNet,
 };
 use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig};
 use affect_edge::source::Frame;
 use affect_shared::metadata::{METADATA_KEY, ModelMetadata};
+use affect_shared::wire::StatusFlags;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
@@ -491,6 +493,157 @@ for node in graph.node:
 onnx.checker.check_model(model, full_check=True)
 onnx.save(model, sys.argv[2])
 "#;
+
+/// `frame` moved by `(dx, dy)` pixels (non-negative) on a grey background, same size.
+fn shifted(frame: &image::RgbImage, dx: u32, dy: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(frame.width(), frame.height(), |x, y| {
+        if x >= dx && y >= dy {
+            *frame.get_pixel(x - dx, y - dy)
+        } else {
+            image::Rgb([128, 128, 128])
+        }
+    })
+}
+
+/// The astronaut moving 3 px right and 2 px down per frame: frame `k` of the clip.
+fn moving_astronaut(base: &image::RgbImage, k: u32) -> image::RgbImage {
+    shifted(base, 3 * k, 2 * k)
+}
+
+/// Landmark-driven tracking on the real models: between detections (every 5th frame here) the
+/// boxes derived from the landmarks stay within a few pixels of what a fresh detection finds on
+/// the same frame (measured: centres within 3.6 px, sides within 6.4 px of a ~95 px face; the
+/// detector's own box jitters by 5.7 px from frame to frame on this clip; asserted: 5 and 8 px),
+/// the detector runs only on the
+/// expected frames, and a face that disappears is gone at the latest on the next detection
+/// frame.
+#[test]
+fn landmark_tracking_follows_a_moving_face_between_detections() {
+    let Some(python) = python() else { return };
+    let base = load_rgb(&astronaut(&python));
+    let load = |redetect_every| {
+        let config = FacesConfig {
+            redetect_every,
+            ..FacesConfig::default()
+        };
+        BundledFaces::load(Some(&models()), &config, &EngineConfig::tract()).unwrap()
+    };
+    let (mut tracked, mut fresh) = (load(5), load(1));
+    let clip = 12;
+    // Worst centre distance and side difference, tracked vs detected; and the detector's own
+    // jitter: how far its box on frame k is from its box on frame k - 1 moved by (3, 2).
+    let (mut centre_error, mut side_error, mut jitter): (f32, f32, f32) = (0.0, 0.0, 0.0);
+    let centre = |b: &Face| [b.bbox.x + b.bbox.w / 2.0, b.bbox.y + b.bbox.h / 2.0];
+    let mut detection_score = 0.0;
+    let mut previous: Option<Face> = None;
+    for k in 0..clip {
+        let frame = moving_astronaut(&base, k);
+        let (got, want) = (tracked.find(&frame).unwrap(), fresh.find(&frame).unwrap());
+        assert_eq!((got.len(), want.len()), (1, 1), "frame {k}");
+        let (g, w) = (&got[0], &want[0]);
+        let [gx, gy] = centre(g);
+        let [wx, wy] = centre(w);
+        centre_error = centre_error.max((gx - wx).hypot(gy - wy));
+        side_error = side_error.max((g.bbox.w - w.bbox.w).abs());
+        if let Some(p) = &previous {
+            let moved = [p.bbox.x + 3.0, p.bbox.y + 2.0, p.bbox.w, p.bbox.h];
+            jitter = jitter.max(max_abs_diff(&face_box(w), &moved));
+        }
+        previous = Some(w.clone());
+        eprintln!("frame {k}: tracked {:?} vs detected {:?}", g.bbox, w.bbox);
+        if k % 5 == 0 {
+            assert_eq!(g, w, "frame {k} is a detection frame");
+            detection_score = g.score;
+        } else {
+            assert_eq!(g.score, detection_score, "the last detection's score");
+            assert!(g.landmarks.is_some());
+        }
+    }
+    eprintln!(
+        "landmark-tracked boxes vs fresh detections: centres within {centre_error:.2} px, sides \
+         within {side_error:.2} px; the detector's own frame-to-frame jitter: {jitter:.2} px"
+    );
+    assert!(centre_error < 5.0, "a tracked centre is {centre_error} px off");
+    assert!(side_error < 8.0, "a tracked side is {side_error} px off");
+    let detected_frames = FinderStats {
+        frames: u64::from(clip),
+        detections: 3,
+        lost: 0,
+    };
+    assert_eq!(tracked.stats(), Some(detected_frames), "frames 0, 5, 10");
+    assert_eq!(
+        fresh.stats().map(|s| s.detections),
+        Some(u64::from(clip)),
+        "redetect_every = 1 detects on every frame"
+    );
+
+    // The face disappears (frame 12, followed since frame 10): gone at the latest on frame 15,
+    // the next detection; with nothing to follow, every blank frame is detected.
+    let grey = image::RgbImage::from_pixel(base.width(), base.height(), image::Rgb([128; 3]));
+    let mut gone = None;
+    for k in clip..clip + 6 {
+        let faces = tracked.find(&grey).unwrap();
+        if faces.is_empty() && gone.is_none() {
+            gone = Some(k);
+        }
+        if gone.is_some() {
+            assert!(faces.is_empty(), "frame {k}: a face came back: {faces:?}");
+        }
+    }
+    let stats = tracked.stats().unwrap();
+    eprintln!("blank frames from frame {clip}: no face from frame {gone:?}; {stats:?}");
+    assert!(gone.is_some_and(|k| k <= 15), "still a face on frame 15");
+    let blank_detections = stats.detections - detected_frames.detections;
+    assert_eq!(
+        blank_detections,
+        u64::from(clip + 6 - gone.unwrap()),
+        "one detection per frame once nothing is followed"
+    );
+    // It comes back: found at once.
+    assert_eq!(tracked.find(&base).unwrap().len(), 1);
+}
+
+/// The whole chain with landmark tracking: the tracker keeps one track id across detection and
+/// landmark-tracked frames, and the pipeline reports the finder's detector runs.
+#[test]
+fn the_pipeline_keeps_the_track_id_across_landmark_tracked_frames() {
+    let Some(python) = python() else { return };
+    let base = load_rgb(&astronaut(&python));
+    let config = FacesConfig {
+        redetect_every: 4,
+        ..FacesConfig::default()
+    };
+    let finder = BundledFaces::load(Some(&models()), &config, &EngineConfig::tract()).unwrap();
+    let backend = TractBackend::load(models().join("expression-va.onnx")).unwrap();
+    let mut pipeline = Pipeline::new(
+        FaceMode::Detect(Box::new(finder)),
+        Box::new(backend),
+        PipelineConfig::default(),
+    )
+    .unwrap();
+    let (mut ids, mut detected) = (Vec::new(), Vec::new());
+    for k in 0..10 {
+        let reports = pipeline
+            .process(&Frame {
+                index: u64::from(k),
+                timestamp_ms: 1_764_000_000_000 + 33 * u64::from(k),
+                image: moving_astronaut(&base, k),
+                truth: None,
+                cut: false,
+            })
+            .unwrap();
+        assert_eq!(reports.len(), 1, "frame {k}: {reports:?}");
+        assert_eq!(reports[0].flags.0 & StatusFlags::FACE_LOST, 0);
+        assert!(reports[0].valence > 0.0, "the smile stays pleasant: {reports:?}");
+        ids.push(reports[0].track);
+        detected.push(pipeline.last.detected);
+    }
+    assert!(ids.iter().all(|&id| id == ids[0]), "track ids {ids:?}");
+    let want: Vec<bool> = (0..10).map(|k| k % 4 == 0).collect();
+    assert_eq!(detected, want, "what telemetry counts as detections");
+    let stats = pipeline.finder_stats().unwrap();
+    assert_eq!((stats.frames, stats.detections), (10, 3), "frames 0, 4, 8");
+}
 
 #[test]
 fn models_match_their_checksums() {

@@ -173,6 +173,7 @@ print(json.dumps(out))
         "affect_frames_skipped|counter",
         "affect_stage_seconds|histogram",
         "affect_faces|gauge",
+        "affect_face_detections|counter",
         "affect_tracks|gauge",
         "affect_frames_per_second|gauge",
         "affect_reporter_delivered|counter",

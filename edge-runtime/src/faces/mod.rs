@@ -3,8 +3,8 @@
 //!
 //! [`BundledFaces`] is the [`FaceFinder`] the runtime uses: [`BlazeFace`] finds faces (optionally
 //! also on tiles of large frames), [`LandmarkNet`] adds 68 landmarks per face. The pure parts
-//! (letterboxing, anchors, decoding, suppression, landmark mapping) live in [`decode`] and
-//! [`landmarks`] and are tested without models.
+//! (letterboxing, anchors, decoding, suppression, landmark mapping, landmark-driven tracking)
+//! live in [`decode`], [`landmarks`] and [`follow`] and are tested without models.
 
 use crate::models::ModelFile;
 
@@ -14,6 +14,7 @@ use tract_onnx::prelude::*;
 
 pub mod blazeface;
 pub mod decode;
+pub mod follow;
 pub mod landmarks;
 mod net;
 pub mod pipeline;
@@ -28,10 +29,12 @@ pub use pipeline::{BundledFaces, FacesConfig};
 pub struct Face {
     /// Box in pixels of the frame.
     pub bbox: FaceBox,
-    /// Detector confidence in [0, 1].
+    /// Detector confidence in [0, 1]; for a face followed by its landmarks since the last
+    /// detection ([`follow`]), that detection's confidence.
     pub score: f32,
     /// Detector keypoints in frame pixels: right eye, left eye (image left to right: subject's
-    /// right eye first), nose tip, mouth centre, right ear, left ear.
+    /// right eye first), nose tip, mouth centre, right ear, left ear. For a face followed by its
+    /// landmarks, the last detection's keypoints moved and scaled with the landmarks.
     pub keypoints: [[f32; 2]; 6],
     /// 68 landmarks in frame pixels, when a landmark model ran.
     pub landmarks: Option<Landmarks68>,
@@ -63,6 +66,24 @@ pub enum FaceError {
 pub trait FaceFinder {
     /// All faces in `frame`, best first.
     fn find(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError>;
+
+    /// How often the detector ran so far, for finders that count it.
+    fn stats(&self) -> Option<FinderStats> {
+        None
+    }
+}
+
+/// Counts of a finder's work since it was made (fixed size, however long the run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinderStats {
+    /// Frames searched.
+    pub frames: u64,
+    /// Frames on which the full detection ran (the frame and all its tiles); the others had
+    /// their faces' boxes from the previous frame's landmarks.
+    pub detections: u64,
+    /// Detections run early because a followed face looked lost
+    /// ([`follow::looks_lost`]); included in `detections`.
+    pub lost: u64,
 }
 
 /// Reads an ONNX model with tract (not yet optimised). Errors name the file.

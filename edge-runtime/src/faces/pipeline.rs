@@ -10,8 +10,9 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::blazeface::{BlazeFace, DetectorConfig};
+use super::follow::{DEFAULT_REDETECT_EVERY, Follower};
 use super::landmarks::{DEFAULT_MARGIN, LandmarkNet};
-use super::{Face, FaceError, FaceFinder};
+use super::{Face, FaceError, FaceFinder, FinderStats};
 
 /// File name of the bundled detector (embedded, or in a models directory).
 pub const DETECTOR_FILE: &str = "blazeface.onnx";
@@ -25,10 +26,18 @@ pub const LANDMARKS_FILE: &str = "face-landmarks-68.onnx";
 pub struct FacesConfig {
     /// Detector thresholds, face limit and tiling.
     pub detector: DetectorConfig,
-    /// Whether to run the 68-landmark net on every face.
+    /// Whether to run the 68-landmark net on every face (`affect-edge` runs it when the model
+    /// needs landmarks or for tracking, see `redetect_every`; false turns tracking off).
     pub landmarks: bool,
     /// Margin of the landmark crop around the detector box (fraction of the box side).
     pub landmark_margin: f32,
+    /// Run the full detection on every this many frames; in between, each face's box comes from
+    /// its landmarks of the previous frame and only the landmark net runs
+    /// ([`super::follow`]). The detector also runs at once when there are no faces and when a
+    /// followed face looks lost. 1 = detect on every frame; without landmarks every frame is
+    /// detected whatever this says (`affect-edge` runs the landmark net for tracking even when
+    /// the affect model needs no landmarks, unless `landmarks` is false).
+    pub redetect_every: u32,
 }
 
 impl Default for FacesConfig {
@@ -37,24 +46,48 @@ impl Default for FacesConfig {
             detector: DetectorConfig::default(),
             landmarks: true,
             landmark_margin: DEFAULT_MARGIN,
+            redetect_every: DEFAULT_REDETECT_EVERY,
         }
     }
 }
 
-/// BlazeFace detections, each with 68 landmarks when a landmark net is loaded.
+impl FacesConfig {
+    /// Checks the detector settings and `redetect_every` (at least 1).
+    pub fn validate(&self) -> Result<(), FaceError> {
+        self.detector.validate()?;
+        Follower::new(self.redetect_every).map(drop)
+    }
+}
+
+/// BlazeFace detections, each with 68 landmarks when a landmark net is loaded; with landmarks,
+/// optionally followed from frame to frame by the landmarks alone between detections.
 #[derive(Debug)]
 pub struct BundledFaces {
     detector: BlazeFace,
     landmarks: Option<LandmarkNet>,
+    /// Landmark-driven tracking; `None`: detect on every frame.
+    follower: Option<Follower>,
+    stats: FinderStats,
 }
 
 impl BundledFaces {
-    /// A finder from already loaded models.
+    /// A finder from already loaded models that detects on every frame.
     pub fn new(detector: BlazeFace, landmarks: Option<LandmarkNet>) -> Self {
         Self {
             detector,
             landmarks,
+            follower: None,
+            stats: FinderStats::default(),
         }
+    }
+
+    /// Detects only every `redetect_every` frames and follows the faces by their landmarks in
+    /// between ([`FacesConfig::redetect_every`]); without a landmark net, or with 1, every frame
+    /// is detected. 0 is refused.
+    pub fn redetect_every(mut self, redetect_every: u32) -> Result<Self, FaceError> {
+        let follower = Follower::new(redetect_every)?;
+        self.follower = (self.landmarks.is_some() && redetect_every > 1).then_some(follower);
+        Ok(self)
     }
 
     /// Loads [`DETECTOR_FILE`] and (when `config.landmarks`) [`LANDMARKS_FILE`] from `dir`,
@@ -64,6 +97,7 @@ impl BundledFaces {
         config: &FacesConfig,
         engine: &EngineConfig,
     ) -> Result<Self, FaceError> {
+        config.validate()?;
         let detector = BlazeFace::load_on(
             ModelFile::resolve(dir, DETECTOR_FILE),
             config.detector,
@@ -79,7 +113,7 @@ impl BundledFaces {
                 )
             })
             .transpose()?;
-        Ok(Self::new(detector, landmarks))
+        Self::new(detector, landmarks).redetect_every(config.redetect_every)
     }
 
     /// The detector.
@@ -93,8 +127,10 @@ impl BundledFaces {
     }
 }
 
-impl FaceFinder for BundledFaces {
-    fn find(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError> {
+impl BundledFaces {
+    /// The full detection: the detector on the frame (and its tiles), then the landmark net on
+    /// every detection's crop.
+    fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError> {
         let detections = self.detector.detect(frame)?;
         let boxes: Vec<FaceBox> = detections
             .iter()
@@ -130,6 +166,32 @@ impl FaceFinder for BundledFaces {
     }
 }
 
+impl FaceFinder for BundledFaces {
+    fn find(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError> {
+        self.stats.frames += 1;
+        let (width, height) = frame.dimensions();
+        if let (Some(follower), Some(net)) = (&mut self.follower, &mut self.landmarks)
+            && let Some(boxes) = follower.boxes(width, height)
+        {
+            let landmarks = net.landmarks(frame, &boxes)?;
+            match follower.followed(landmarks, width, height) {
+                Some(faces) => return Ok(faces),
+                None => self.stats.lost += 1,
+            }
+        }
+        let faces = self.detect(frame)?;
+        self.stats.detections += 1;
+        if let Some(follower) = &mut self.follower {
+            follower.detected(&faces, width, height);
+        }
+        Ok(faces)
+    }
+
+    fn stats(&self) -> Option<FinderStats> {
+        Some(self.stats)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +204,13 @@ mod tests {
         assert_eq!(config.detector.max_faces, 4);
         assert_eq!(config.landmark_margin, DEFAULT_MARGIN);
         assert!(toml::from_str::<FacesConfig>("landmark = true").is_err());
+        assert_eq!(config.redetect_every, DEFAULT_REDETECT_EVERY);
+        let every: FacesConfig = toml::from_str("redetect_every = 1").unwrap();
+        assert_eq!(every.redetect_every, 1);
+        let zero: FacesConfig = toml::from_str("redetect_every = 0").unwrap();
+        let text = zero.validate().unwrap_err().to_string();
+        assert!(text.contains("redetect_every"), "{text}");
+        assert!(FacesConfig::default().validate().is_ok());
     }
 
     #[test]
