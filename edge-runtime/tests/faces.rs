@@ -563,7 +563,10 @@ fn landmark_tracking_follows_a_moving_face_between_detections() {
         "landmark-tracked boxes vs fresh detections: centres within {centre_error:.2} px, sides \
          within {side_error:.2} px; the detector's own frame-to-frame jitter: {jitter:.2} px"
     );
-    assert!(centre_error < 5.0, "a tracked centre is {centre_error} px off");
+    assert!(
+        centre_error < 5.0,
+        "a tracked centre is {centre_error} px off"
+    );
     assert!(side_error < 8.0, "a tracked side is {side_error} px off");
     let detected_frames = FinderStats {
         frames: u64::from(clip),
@@ -634,7 +637,10 @@ fn the_pipeline_keeps_the_track_id_across_landmark_tracked_frames() {
             .unwrap();
         assert_eq!(reports.len(), 1, "frame {k}: {reports:?}");
         assert_eq!(reports[0].flags.0 & StatusFlags::FACE_LOST, 0);
-        assert!(reports[0].valence > 0.0, "the smile stays pleasant: {reports:?}");
+        assert!(
+            reports[0].valence > 0.0,
+            "the smile stays pleasant: {reports:?}"
+        );
         ids.push(reports[0].track);
         detected.push(pipeline.last.detected);
     }

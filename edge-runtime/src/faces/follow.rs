@@ -233,14 +233,13 @@ impl Follower {
         let mut out = Vec::with_capacity(landmarks.len());
         for (face, landmarks) in self.faces.iter().zip(landmarks) {
             match face.calibration.place(&landmarks) {
-                Some((bbox, keypoints)) if !looks_lost(&face.bbox, &bbox, width, height) => {
-                    out.push(Face {
+                Some((bbox, keypoints)) if !looks_lost(&face.bbox, &bbox, width, height) => out
+                    .push(Face {
                         bbox,
                         score: face.score,
                         keypoints,
                         landmarks: Some(landmarks),
-                    })
-                }
+                    }),
                 _ => {
                     self.faces.clear();
                     return None;
@@ -304,9 +303,7 @@ mod tests {
         assert!((keypoints[0][0] - 90.0).abs() < 1e-3 && (keypoints[0][1] - 115.0).abs() < 1e-3);
         // Moved by (7, -3) and 10 % larger: the box moves and grows with them, keeping its
         // offset from the face (the centre sits 5 px right of the centroid at spread s; now 5.5).
-        let (moved, keypoints) = calibration
-            .place(&landmarks([107.0, 107.0], 22.0))
-            .unwrap();
+        let (moved, keypoints) = calibration.place(&landmarks([107.0, 107.0], 22.0)).unwrap();
         let want = FaceBox {
             x: 107.0 + (105.0 - 100.0) * 1.1 - 27.5,
             y: 107.0 + (120.0 - 110.0) * 1.1 - 27.5,
@@ -341,13 +338,22 @@ mod tests {
             ..BOX
         };
         assert!(!looks_lost(&BOX, &moved(0.0, 1.0), 640, 480));
-        assert!(!looks_lost(&BOX, &moved(6.0, 1.1), 640, 480), "ordinary motion");
+        assert!(
+            !looks_lost(&BOX, &moved(6.0, 1.1), 640, 480),
+            "ordinary motion"
+        );
         assert!(looks_lost(&BOX, &moved(0.0, 0.5), 640, 480), "collapsed");
         assert!(looks_lost(&BOX, &moved(0.0, 2.0), 640, 480), "exploded");
-        assert!(looks_lost(&BOX, &moved(25.0, 1.0), 640, 480), "jumped half a face");
+        assert!(
+            looks_lost(&BOX, &moved(25.0, 1.0), 640, 480),
+            "jumped half a face"
+        );
         assert!(looks_lost(&BOX, &moved(0.0, f32::NAN), 640, 480));
         // The same box (x 80 to 130) at the right edge of a narrow frame.
-        assert!(looks_lost(&BOX, &moved(0.0, 1.0), 100, 480), "40 % inside: leaving");
+        assert!(
+            looks_lost(&BOX, &moved(0.0, 1.0), 100, 480),
+            "40 % inside: leaving"
+        );
         assert!(!looks_lost(&BOX, &moved(0.0, 1.0), 110, 480), "60 % inside");
     }
 
@@ -398,15 +404,15 @@ mod tests {
         let mut f = Follower::new(10).unwrap();
         let two = [
             face(BOX, landmarks([100.0, 110.0], 20.0)),
-            face(
-                FaceBox { x: 300.0, ..BOX },
-                landmarks([320.0, 110.0], 20.0),
-            ),
+            face(FaceBox { x: 300.0, ..BOX }, landmarks([320.0, 110.0], 20.0)),
         ];
         f.detected(&two, 640, 480);
         assert_eq!(f.boxes(640, 480).unwrap().len(), 2);
         // The second face's landmarks collapse: the frame must be detected.
-        let collapsed = vec![landmarks([100.0, 110.0], 20.0), landmarks([320.0, 110.0], 8.0)];
+        let collapsed = vec![
+            landmarks([100.0, 110.0], 20.0),
+            landmarks([320.0, 110.0], 8.0),
+        ];
         assert!(f.followed(collapsed, 640, 480).is_none());
         assert!(f.boxes(640, 480).is_none());
         // A detection whose face has no landmarks cannot be followed.

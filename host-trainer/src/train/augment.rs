@@ -203,7 +203,10 @@ pub fn warp_into(crop: &[f32], size: usize, camera: &Camera, out: &mut [f32]) {
     for y in 0..size {
         for x in 0..size {
             let [u, v] = camera.backward([(x as f32 + 0.5) / s, (y as f32 + 0.5) / s]);
-            let (fx, fy) = ((u * s - 0.5).clamp(0.0, last), (v * s - 0.5).clamp(0.0, last));
+            let (fx, fy) = (
+                (u * s - 0.5).clamp(0.0, last),
+                (v * s - 0.5).clamp(0.0, last),
+            );
             let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
             let (x1, y1) = ((x0 + 1).min(size - 1), (y0 + 1).min(size - 1));
             let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
@@ -315,7 +318,10 @@ mod tests {
         for _ in 0..100 {
             let camera = Camera::random(&AugmentConfig::default(), &mut rng);
             let p = [rng.random::<f32>(), rng.random::<f32>()];
-            assert!(close(camera.backward(camera.forward(p)), p), "{camera:?} {p:?}");
+            assert!(
+                close(camera.backward(camera.forward(p)), p),
+                "{camera:?} {p:?}"
+            );
         }
     }
 
@@ -367,7 +373,9 @@ mod tests {
     #[test]
     fn identity_camera_changes_nothing() {
         let size = 8;
-        let crop: Vec<f32> = (0..3 * size * size).map(|i| (i as f32 * 0.37).sin()).collect();
+        let crop: Vec<f32> = (0..3 * size * size)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
         let mut out = vec![0.0; crop.len()];
         warp_into(&crop, size, &Camera::IDENTITY, &mut out);
         recolour(&mut out, size, &Camera::IDENTITY);
@@ -395,14 +403,23 @@ mod tests {
         let stats = |c: &[f32]| {
             let n = c.len() as f32;
             let m = c.iter().sum::<f32>() / n;
-            (m, (c.iter().map(|v| (v - m).powi(2)).sum::<f32>() / n).sqrt())
+            (
+                m,
+                (c.iter().map(|v| (v - m).powi(2)).sum::<f32>() / n).sqrt(),
+            )
         };
         let plane = size * size;
         for c in 0..3 {
             let (m0, s0) = stats(&crop[c * plane..(c + 1) * plane]);
             let (m1, s1) = stats(&out[c * plane..(c + 1) * plane]);
-            assert!((m1 - (m0 + camera.offset[c] * s0)).abs() < 1e-4, "channel {c} level");
-            assert!((s1 - camera.gain[c] * s0).abs() < 1e-4, "channel {c} spread");
+            assert!(
+                (m1 - (m0 + camera.offset[c] * s0)).abs() < 1e-4,
+                "channel {c} level"
+            );
+            assert!(
+                (s1 - camera.gain[c] * s0).abs() < 1e-4,
+                "channel {c} spread"
+            );
         }
     }
 

@@ -7,8 +7,8 @@ use affect_shared::preprocess::Preprocess;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Annotation;
-use crate::train::augment::AugmentConfig;
 use crate::model::{Backbone, ConfigError, NetworkConfig};
+use crate::train::augment::AugmentConfig;
 
 /// Which loss the optimiser minimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -605,11 +605,17 @@ mod tests {
         let path = dir.path().join("config.toml");
         let saved = TrainConfig::default().to_toml();
         std::fs::write(&path, &saved).unwrap();
-        assert_eq!(TrainConfig::read(&path).unwrap().augment, AugmentConfig::default());
+        assert_eq!(
+            TrainConfig::read(&path).unwrap().augment,
+            AugmentConfig::default()
+        );
         let old = saved.split("[augment]").next().unwrap();
         assert_ne!(old, saved, "the saved config has an [augment] table");
         std::fs::write(&path, old).unwrap();
-        assert_eq!(TrainConfig::read(&path).unwrap().augment, AugmentConfig::none());
+        assert_eq!(
+            TrainConfig::read(&path).unwrap().augment,
+            AugmentConfig::none()
+        );
         assert!(AugmentConfig::default().is_active(), "new runs augment");
         // A partly written table keeps the defaults for the keys it leaves out.
         std::fs::write(&path, format!("{old}[augment]\nmirror = false\n")).unwrap();
@@ -621,6 +627,9 @@ mod tests {
     #[test]
     fn an_augment_strength_out_of_range_is_refused_naming_its_key() {
         let err = TrainConfig::load(None, &["augment.rotation_degrees=-3".into()]).unwrap_err();
-        assert!(err.to_string().contains("augment.rotation_degrees"), "{err}");
+        assert!(
+            err.to_string().contains("augment.rotation_degrees"),
+            "{err}"
+        );
     }
 }
