@@ -761,3 +761,55 @@ fn ablate_trains_on_a_dataset_directory_with_the_streaming_loader() {
     );
     assert!(stdout.contains("validation: 30 frames"), "{stdout}");
 }
+
+/// Runs `ablate --quick` at a tiny size on `variants` into `out` and returns the CNN-RNN
+/// variant's stored result (its `result.json`, wall-clock time removed).
+fn tiny_cli_result(out: &std::path::Path, variants: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "ablate",
+        "--quick",
+        "--seeds",
+        "1",
+        "--videos",
+        "4",
+        "--frames",
+        "12",
+        "--set",
+        "threads=1",
+        "--set",
+        "schedule.steps=3",
+        "--set",
+        "schedule.validate_every=3",
+        "--set",
+        "network.input_size=32",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    for v in variants {
+        args.extend(["--only", v]);
+    }
+    let output = affect_train(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("gru-128x2-nolm"), "{stderr}");
+    let path = out.join("gru-128x2-nolm/seed-0").join(RESULT_FILE);
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    record["result"]["seconds"] = serde_json::Value::Null;
+    record
+}
+
+/// The CNN variants (VGG-16: ImageNet normalisation) and the CNN-RNN variants (VGG-Face: Caffe
+/// preprocessing) need differently preprocessed crops: a variant's result must not depend on
+/// which variants share its command (the in-memory set was once rendered for the first
+/// variant's preprocessing only).
+#[test]
+fn every_variant_trains_on_crops_preprocessed_as_its_config_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = tiny_cli_result(&dir.path().join("alone"), &["gru-128x2-nolm"]);
+    let after_cnn = tiny_cli_result(
+        &dir.path().join("after-cnn"),
+        &["cnn-vgg16-nolm", "gru-128x2-nolm"],
+    );
+    assert_eq!(alone, after_cnn);
+    assert_eq!(alone["config"]["network"]["backbone"], "vgg_face");
+}

@@ -421,6 +421,66 @@ impl AblationData for InMemory<'_> {
     }
 }
 
+/// The crops a variant's in-memory synthetic data must be preprocessed with: its configuration's
+/// preprocessing (its backbone's normalisation at its input size), with landmarks always
+/// included (variants without them ignore them).
+pub fn synthetic_preprocess(config: &TrainConfig) -> affect_shared::preprocess::Preprocess {
+    let mut with_landmarks = config.clone();
+    with_landmarks.network.landmarks = true;
+    with_landmarks.preprocess()
+}
+
+/// In-memory data rendered once per distinct preprocessing of the plan: every variant trains
+/// and validates on crops preprocessed as its own configuration says (the CNN-RNN variants'
+/// VGG-Face backbone normalises differently from the CNNs' VGG-16 and ResNet-50).
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryByPreprocess {
+    /// Each preprocessing with its training and validation sets.
+    pub sets: Vec<(
+        affect_shared::preprocess::Preprocess,
+        TrainingSet,
+        MemoryDataset,
+    )>,
+}
+
+impl InMemoryByPreprocess {
+    /// The data of `config`'s preprocessing; an error naming the variant when none was rendered
+    /// for it.
+    fn data_for(&self, id: &str, config: &TrainConfig) -> Result<InMemory<'_>, AblateError> {
+        let wanted = synthetic_preprocess(config);
+        self.sets
+            .iter()
+            .find(|(p, _, _)| *p == wanted)
+            .map(|(_, train, validation)| InMemory { train, validation })
+            .ok_or_else(|| AblateError::Config {
+                id: id.to_owned(),
+                source: crate::model::ConfigError::new(
+                    "network.backbone",
+                    format!("no synthetic set was rendered with its preprocessing ({wanted:?})"),
+                ),
+            })
+    }
+}
+
+impl AblationData for InMemoryByPreprocess {
+    fn training(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Box<dyn BatchSource>, AblateError> {
+        self.data_for(id, config)?.training(id, config)
+    }
+
+    fn validation(
+        &self,
+        id: &str,
+        config: &TrainConfig,
+    ) -> Result<Option<Box<dyn VideoSource + '_>>, AblateError> {
+        let data = self.data_for(id, config)?;
+        Ok(Some(Box::new(data.validation)))
+    }
+}
+
 /// A dataset directory in a layout `affect-train train --data` reads (Aff-Wild, Aff-Wild2):
 /// every run streams `data.train_split` through the loader, labelled with its
 /// `data.annotation`, and validates on `data.validation_split` against the mean, preprocessed as

@@ -214,7 +214,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let rendered;
     let in_memory;
     let directory;
     let data: &dyn ablate::AblationData = match &root {
@@ -224,11 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &directory
         }
         None => {
-            rendered = render(&args, &base, &plan)?;
-            in_memory = ablate::InMemory {
-                train: &rendered.0,
-                validation: &rendered.1,
-            };
+            in_memory = render(&args, &base, &plan)?;
             &in_memory
         }
     };
@@ -447,19 +442,42 @@ fn load_average() -> Option<f64> {
 }
 
 /// The synthetic training set (with each simulated annotator's labels) and validation set,
-/// rendered in memory at the plan's preprocessing. Preprocessing depends only on size and
-/// landmark use; each split is rendered once, with landmarks (variants without them ignore that
-/// input).
+/// rendered in memory once per distinct preprocessing of the plan's variants (each split with
+/// landmarks; variants without them ignore that input), so every variant trains on crops
+/// preprocessed as its configuration says.
 fn render(
     args: &Args,
     base: &[(String, toml::Value)],
     plan: &[ablate::Variant],
+) -> anyhow::Result<ablate::InMemoryByPreprocess> {
+    let mut sets = ablate::InMemoryByPreprocess::default();
+    for variant in plan {
+        let config = ablate::variant_config(base, variant).map_err(bad_input)?;
+        let preprocess = ablate::synthetic_preprocess(&config);
+        if sets.sets.iter().any(|(p, _, _)| *p == preprocess) {
+            continue;
+        }
+        let (train_set, validation) = render_one(args, &preprocess)?;
+        sets.sets.push((preprocess, train_set, validation));
+    }
+    let (_, train_set, validation) = &sets.sets[0];
+    eprintln!(
+        "{} variants; {} training and {} validation videos at {} px, rendered for {} \
+         preprocessing(s)",
+        plan.len(),
+        train_set.data.videos.len(),
+        validation.videos.len(),
+        train_set.data.size,
+        sets.sets.len()
+    );
+    Ok(sets)
+}
+
+/// The synthetic training and validation sets, preprocessed with `preprocess`.
+fn render_one(
+    args: &Args,
+    preprocess: &affect_shared::preprocess::Preprocess,
 ) -> anyhow::Result<(ablate::TrainingSet, MemoryDataset)> {
-    let reference = ablate::variant_config(base, &plan[0]).map_err(bad_input)?;
-    let mut with_landmarks = reference.clone();
-    with_landmarks.network.landmarks = true;
-    with_landmarks.data.preprocess = None;
-    let preprocess = with_landmarks.preprocess();
     let (videos, frames) = args.synthetic_shape();
     let synth = SynthConfig {
         size: affect_shared::synth::render_size(preprocess.size),
@@ -470,7 +488,7 @@ fn render(
     let validation_videos = (videos / 4).max(1);
     let started = std::time::Instant::now();
     let (train_data, annotators) =
-        render_synthetic_annotated(&synth, args.seed, 0..videos, &preprocess)?;
+        render_synthetic_annotated(&synth, args.seed, 0..videos, preprocess)?;
     let train_set = ablate::TrainingSet {
         data: Arc::new(train_data),
         annotators: annotators.into_iter().map(Arc::new).collect(),
@@ -479,7 +497,7 @@ fn render(
         &synth,
         args.seed,
         videos..videos + validation_videos,
-        &preprocess,
+        preprocess,
     )?;
     eprintln!(
         "rendered {} + {} synthetic videos of {} frames in {:.1} s",
@@ -487,13 +505,6 @@ fn render(
         validation_videos,
         frames,
         started.elapsed().as_secs_f64()
-    );
-    eprintln!(
-        "{} variants; {} training and {} validation videos at {} px",
-        plan.len(),
-        train_set.data.videos.len(),
-        validation.videos.len(),
-        train_set.data.size
     );
     Ok((train_set, validation))
 }
