@@ -44,6 +44,17 @@ fn python() -> Option<PathBuf> {
     common::oracle_env("AFFECT_PYTHON", "the ONNX Runtime face oracle").map(PathBuf::from)
 }
 
+/// The runtime's pipeline: `finder`'s faces, the bundled `expression-va.onnx` on tract.
+fn expression_pipeline(finder: BundledFaces) -> Pipeline {
+    let backend = TractBackend::load(models().join("expression-va.onnx")).unwrap();
+    Pipeline::new(
+        FaceMode::Detect(Box::new(finder)),
+        Box::new(backend),
+        PipelineConfig::default(),
+    )
+    .unwrap()
+}
+
 fn run_checked(command: &mut Command) -> String {
     let out = command.output().expect("start process");
     assert!(
@@ -304,13 +315,7 @@ fn the_default_pipeline_tracks_the_whole_solvay_group() {
         &EngineConfig::tract(),
     )
     .unwrap();
-    let backend = TractBackend::load(models().join("expression-va.onnx")).unwrap();
-    let mut pipeline = Pipeline::new(
-        FaceMode::Detect(Box::new(finder)),
-        Box::new(backend),
-        PipelineConfig::default(),
-    )
-    .unwrap();
+    let mut pipeline = expression_pipeline(finder);
     for index in 0..2 {
         let reports = pipeline
             .process(&Frame {
@@ -617,13 +622,7 @@ fn the_pipeline_keeps_the_track_id_across_landmark_tracked_frames() {
         ..FacesConfig::default()
     };
     let finder = BundledFaces::load(Some(&models()), &config, &EngineConfig::tract()).unwrap();
-    let backend = TractBackend::load(models().join("expression-va.onnx")).unwrap();
-    let mut pipeline = Pipeline::new(
-        FaceMode::Detect(Box::new(finder)),
-        Box::new(backend),
-        PipelineConfig::default(),
-    )
-    .unwrap();
+    let mut pipeline = expression_pipeline(finder);
     let (mut ids, mut detected) = (Vec::new(), Vec::new());
     for k in 0..10 {
         let reports = pipeline
