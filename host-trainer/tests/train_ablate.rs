@@ -289,9 +289,11 @@ use std::sync::{Arc, Mutex};
 
 use affect_shared::synth::{SynthConfig, render_size};
 use affect_trainer::ablate::{
-    AblateError, AblationData, InMemory, Provenance, RESULT_FILE, RunOptions, RunRecord,
-    TrainingSet, run, run_dir,
+    AblateError, AblationData, InMemory, PRETEXT_DIR, PretextProvenance, Provenance, RESULT_FILE,
+    RunOptions, RunRecord, TrainingSet, pretrain_backbones, run, run_dir,
 };
+use affect_trainer::model::Model;
+use affect_trainer::model::pretrained::load_backbone;
 use affect_trainer::train::config::TrainConfig;
 use affect_trainer::train::memory::{MemoryDataset, render_synthetic, render_synthetic_annotated};
 use affect_trainer::train::source::{BatchSource, VideoSource};
@@ -577,6 +579,98 @@ fn a_full_size_ablation_must_checkpoint() {
     assert!(full.schedule.checkpoint_every > 0);
 }
 
+/// The stand-in for published weights: one landmark-pretrained backbone per backbone of the
+/// plan, learnt from the crops (Caffe-scaled ones included), loaded by every variant that has no
+/// `network.pretrained` of its own, reused by a second call and refused when its configuration
+/// changed.
+#[test]
+fn variants_start_from_one_landmark_pretrained_backbone_per_backbone() {
+    let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = tiny_base(&[]);
+    let (train_set, validation) = tiny_data(&base);
+    let data = InMemory {
+        train: &train_set,
+        validation: &validation,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().join("ablation");
+    let own = Path::new("/weights/of/its/own.safetensors");
+    let mut plan = variants(&["gru-128x2-nolm", "gru-128x2-lm", "lstm-128x2-lm"]);
+    plan[2].overrides.push((
+        "network.pretrained".into(),
+        toml::Value::String(own.display().to_string()),
+    ));
+    let mut records = Vec::new();
+    pretrain_backbones(&base, &mut plan, &data, &out, 40, 7, |path, record, how| {
+        records.push((path.to_owned(), record.clone(), how));
+    })
+    .unwrap();
+    assert_eq!(
+        records.len(),
+        1,
+        "one backbone: VGG-Face at the base's size"
+    );
+    let (weights, record, how) = &records[0];
+    assert_eq!(*how, PretextProvenance::Trained);
+    assert_eq!(
+        weights,
+        &std::fs::canonicalize(out.join(PRETEXT_DIR))
+            .unwrap()
+            .join("vgg_face-w0.0625-32px.safetensors")
+    );
+    // Caffe crops (deviation ≈ 60) with He initialisation started near 1e4 before the first
+    // convolution was scaled to the crops' deviation; the loss falls from there.
+    assert!(record.first_loss < 50.0, "first loss {}", record.first_loss);
+    assert!(
+        record.last_loss < 0.8 * record.first_loss,
+        "{} -> {}",
+        record.first_loss,
+        record.last_loss
+    );
+    assert_eq!(record.config["network"]["kind"], "cnn");
+    assert_eq!(record.config["network"]["landmarks"], false);
+    assert_eq!(record.config["schedule"]["steps"], 40);
+    assert_eq!(record.config["seed"], 7);
+    // Both variants without weights of their own load it, backbone complete.
+    for v in &plan[..2] {
+        let config = variant_config(&base, v).unwrap();
+        assert_eq!(
+            config.network.pretrained.as_deref(),
+            Some(weights.as_path())
+        );
+        let mut model = Model::new(&config.network, tch::Device::Cpu).unwrap();
+        let report = load_backbone(&mut model, weights).unwrap();
+        assert!(
+            report.loaded.iter().any(|n| n == "features.0.weight"),
+            "{report:?}"
+        );
+        assert!(
+            report.ignored.is_empty(),
+            "only the backbone is saved: {report:?}"
+        );
+    }
+    let config = variant_config(&base, &plan[2]).unwrap();
+    assert_eq!(config.network.pretrained.as_deref(), Some(own));
+    // A second call (a resumed ablation) reuses the file untouched.
+    let before = fingerprint(weights);
+    let mut plan = variants(&["gru-128x2-nolm"]);
+    let mut hows = Vec::new();
+    pretrain_backbones(&base, &mut plan, &data, &out, 40, 7, |_, _, how| {
+        hows.push(how)
+    })
+    .unwrap();
+    assert_eq!(hows, [PretextProvenance::Reused]);
+    assert_eq!(fingerprint(weights), before);
+    // Other pretraining steps are refused, naming the key; the file stays.
+    let mut plan = variants(&["gru-128x2-nolm"]);
+    let err = pretrain_backbones(&base, &mut plan, &data, &out, 41, 7, |_, _, _| {}).unwrap_err();
+    assert!(
+        matches!(&err, AblateError::Changed { key, .. } if key == "schedule.steps"),
+        "{err}"
+    );
+    assert_eq!(fingerprint(weights), before);
+}
+
 fn affect_train(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_affect-train"))
         .args(args)
@@ -706,6 +800,8 @@ fn ablate_trains_on_a_dataset_directory_with_the_streaming_loader() {
             "gru-128x2-lm",
             "--only",
             ONE_ANNOTATOR,
+            "--pretext-steps",
+            "2",
         ];
         for set in [
             "threads=1",
@@ -737,7 +833,19 @@ fn ablate_trains_on_a_dataset_directory_with_the_streaming_loader() {
         );
         let root = record.config["data"]["root"].as_str().unwrap();
         assert_eq!(Path::new(root), std::fs::canonicalize(&data).unwrap());
+        // Both start from the backbone pretrained on the dataset's landmarks.
+        let weights = record.config["network"]["pretrained"].as_str().unwrap();
+        assert!(
+            weights.ends_with("pretext/vgg_face-w0.0625-32px.safetensors"),
+            "{weights}"
+        );
+        assert!(Path::new(weights).exists());
     }
+    assert_eq!(
+        stderr.matches("landmark-pretrained backbone").count(),
+        1,
+        "{stderr}"
+    );
     let record: RunRecord = serde_json::from_slice(
         &std::fs::read(run_dir(&out, ONE_ANNOTATOR, 0).join(RESULT_FILE)).unwrap(),
     )
@@ -751,6 +859,8 @@ fn ablate_trains_on_a_dataset_directory_with_the_streaming_loader() {
         2,
         "{stderr}"
     );
+    assert!(stderr.contains("32px.safetensors: loss"), "{stderr}");
+    assert!(stderr.contains("(reused)\n"), "{stderr}");
     // The plan prices validation on the dataset's own split: 1 video of 30 frames.
     let plan = ablate(&["--plan"]);
     let stdout = String::from_utf8_lossy(&plan.stdout);
@@ -763,7 +873,8 @@ fn ablate_trains_on_a_dataset_directory_with_the_streaming_loader() {
 }
 
 /// Runs `ablate --quick` at a tiny size on `variants` into `out` and returns the CNN-RNN
-/// variant's stored result (its `result.json`, wall-clock time removed).
+/// variant's stored result (its `result.json`, wall-clock time removed). No landmark
+/// pretraining: the path of its weights would differ between outputs.
 fn tiny_cli_result(out: &std::path::Path, variants: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "ablate",
@@ -782,6 +893,8 @@ fn tiny_cli_result(out: &std::path::Path, variants: &[&str]) -> serde_json::Valu
         "schedule.validate_every=3",
         "--set",
         "network.input_size=32",
+        "--pretext-steps",
+        "0",
         "--out",
         out.to_str().unwrap(),
     ];

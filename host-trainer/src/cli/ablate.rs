@@ -73,6 +73,12 @@ pub struct Args {
     /// Override a base config key for every variant (repeatable), e.g. `--set schedule.steps=2000`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Landmark-pretraining steps per backbone before the variants train: the stand-in for the
+    /// VGG-Face / ImageNet weights the paper starts from (README, "Collapses"); every variant
+    /// without `network.pretrained` starts from its backbone's. Default: 1000 with `--quick`,
+    /// else 0 (random initialisation).
+    #[arg(long, value_name = "STEPS")]
+    pretext_steps: Option<u64>,
     /// Only these variants (repeatable), e.g. `--only gru-128x2-lm`; ids are listed in
     /// `ablation.json` and in the module documentation.
     #[arg(long)]
@@ -121,6 +127,16 @@ impl Args {
             (24, 200)
         };
         (self.videos.unwrap_or(videos), self.frames.unwrap_or(frames))
+    }
+
+    /// Landmark-pretraining steps per backbone: the flag, else the chosen base's default.
+    fn pretext_steps(&self) -> u64 {
+        let default = if self.quick {
+            ablate::QUICK_PRETEXT_STEPS
+        } else {
+            0
+        };
+        self.pretext_steps.unwrap_or(default)
     }
 }
 
@@ -228,6 +244,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&args.out)?;
+    let pretext_steps = args.pretext_steps();
+    if pretext_steps > 0 {
+        ablate::pretrain_backbones(
+            &base,
+            &mut plan,
+            data,
+            &args.out,
+            pretext_steps,
+            args.seed,
+            |path, record, how| {
+                let how = match how {
+                    ablate::PretextProvenance::Trained => "",
+                    ablate::PretextProvenance::Reused => "  (reused)",
+                };
+                eprintln!(
+                    "landmark-pretrained backbone {}: loss {:.3} -> {:.3}{how}",
+                    path.display(),
+                    record.first_loss,
+                    record.last_loss
+                );
+            },
+        )
+        .map_err(|e| match e {
+            AblateError::Train { .. } | AblateError::Io { .. } => e.into(),
+            other => bad_input(other),
+        })?;
+    }
     let options = ablate::RunOptions {
         resume: args.resume,
         require_checkpoints: !args.quick,
@@ -385,6 +428,22 @@ fn print_plan(
          and recurrent layers; FLOPs = 2 per multiply-add; a training step ≈ 3 forward passes); \
          validation: {validation_frames} frames every `schedule.validate_every` steps.\n"
     );
+    if args.pretext_steps() > 0 {
+        let mut backbones: Vec<&str> = configs
+            .iter()
+            .filter(|(_, c)| c.network.pretrained.is_none())
+            .map(|(_, c)| c.network.backbone.name())
+            .collect();
+        backbones.sort_unstable();
+        backbones.dedup();
+        println!(
+            "Before the variants: {} steps of landmark pretraining for each of {} ({} frames per \
+             step; not priced below).\n",
+            args.pretext_steps(),
+            backbones.join(", "),
+            configs.first().map_or(0, |(_, c)| c.batch.frames),
+        );
+    }
     if args.measure > 0 {
         let wanted: Vec<String> = if args.measure_variant.is_empty() {
             MEASURED.iter().map(|s| s.to_string()).collect()

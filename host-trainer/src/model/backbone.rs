@@ -281,6 +281,16 @@ pub enum Features {
 }
 
 impl Features {
+    /// The backbone `config` names at its width (VGG pooled to [`super::NetworkConfig::pool_side`]),
+    /// parameters under `p`.
+    pub fn new(p: &nn::Path, config: &super::NetworkConfig) -> Self {
+        if config.backbone.is_vgg() {
+            Features::Vgg(Vgg::new(p, config.width, config.pool_side()))
+        } else {
+            Features::ResNet(Box::new(ResNet50::new(p, config.width)))
+        }
+    }
+
     /// Feature vector length.
     pub fn features(&self) -> i64 {
         match self {

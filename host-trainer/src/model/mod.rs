@@ -62,7 +62,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use affect_shared::contract::LANDMARK_VALUES;
-use backbone::{Features, ResNet50, Vgg, scaled};
+use backbone::{Features, scaled};
 use rnn::{Recurrent, RnnState};
 
 /// Landmark values per frame as a libtorch dimension ([`LANDMARK_VALUES`]).
@@ -369,11 +369,7 @@ struct Network {
 
 impl Network {
     fn new(p: &nn::Path, config: &NetworkConfig) -> Self {
-        let features = if config.backbone.is_vgg() {
-            Features::Vgg(Vgg::new(p, config.width, config.pool_side()))
-        } else {
-            Features::ResNet(Box::new(ResNet50::new(p, config.width)))
-        };
+        let features = Features::new(p, config);
         let plan = config.head_plan();
         let mut in_features = features.features();
         let mut head = Vec::new();

@@ -42,6 +42,7 @@ pub mod dataset;
 pub mod estimate;
 pub mod memory;
 pub mod optim;
+pub mod pretext;
 pub mod slot;
 pub mod source;
 
