@@ -469,7 +469,6 @@ pub fn pretrain_backbones(
                     let mut source = data.training(&pretext.id, &pretext_config)?;
                     let summary = crate::train::pretext::pretrain_landmarks(
                         &pretext_config,
-                        steps,
                         source.as_mut(),
                         &weights,
                     )

@@ -32,13 +32,12 @@ pub struct PretextSummary {
     pub last_loss: f64,
 }
 
-/// Trains `config.network`'s backbone for `steps` steps to regress the landmarks of `source`'s
-/// frames (augmented with `config.augment`, optimised with `config.optim`, seeded by
-/// `config.seed`) and writes the backbone's parameters and BatchNorm statistics to `out`
-/// (`.safetensors`, written to a temporary file and renamed).
+/// Trains `config.network`'s backbone for `config.schedule.steps` steps to regress the
+/// landmarks of `source`'s frames (augmented with `config.augment`, optimised with
+/// `config.optim`, seeded by `config.seed`) and writes the backbone's parameters and BatchNorm
+/// statistics to `out` (`.safetensors`, written to a temporary file and renamed).
 pub fn pretrain_landmarks(
     config: &TrainConfig,
-    steps: u64,
     source: &mut dyn BatchSource,
     out: &Path,
 ) -> Result<PretextSummary, TrainError> {
@@ -72,7 +71,7 @@ pub fn pretrain_landmarks(
         first_loss: f64::NAN,
         last_loss: f64::NAN,
     };
-    for step in 0..steps {
+    for step in 0..config.schedule.steps {
         tch::manual_seed(config.seed.wrapping_add(step + 1) as i64);
         let batch = source.next_batch().map_err(TrainError::Source)?;
         let t = BatchTensors::new(&batch, device)?;
