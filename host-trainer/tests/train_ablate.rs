@@ -8,11 +8,12 @@ mod common;
 
 use affect_shared::metadata::{DimensionScore, Validation};
 use affect_trainer::ablate::{
-    AROUSAL_ONLY, ONE_ANNOTATOR, SEPARATE, VALENCE_ONLY, VariantResult, Verdict, findings,
-    findings_table, plan, quick_base, quick_check, stats, tables, variant_config, with_separate,
+    AROUSAL_ONLY, ONE_ANNOTATOR, QUICK_RESNET50_WIDTH, SEPARATE, VALENCE_ONLY, VariantResult,
+    Verdict, findings, findings_table, plan, pretext_learning_rate, quick_base, quick_check,
+    quick_recipes, stats, tables, variant_config, with_separate,
 };
 use affect_trainer::data::Annotation;
-use affect_trainer::model::Architecture;
+use affect_trainer::model::{Architecture, Backbone};
 use affect_trainer::train::config::Dimensions;
 
 fn result(id: &str, v: f64, a: f64) -> VariantResult {
@@ -32,6 +33,44 @@ fn seeded(id: &str, seed: u64, v: f64, a: f64) -> VariantResult {
         best_step: Some(300),
         seconds: 1.0,
     }
+}
+
+#[test]
+fn quick_resnet_variants_are_twice_as_wide_and_learn_at_their_pretraining_rate() {
+    let mut variants = plan(true);
+    quick_recipes(&mut variants, &[]);
+    let mut resnets = 0;
+    for v in &variants {
+        let config = variant_config(&quick_base(), v).unwrap();
+        let (width, lr) = if config.network.backbone == Backbone::Resnet50 {
+            resnets += 1;
+            (
+                QUICK_RESNET50_WIDTH,
+                pretext_learning_rate(Backbone::Resnet50),
+            )
+        } else {
+            (0.0625, 3e-3)
+        };
+        assert_eq!(
+            (config.network.width, config.optim.lr),
+            (width, lr),
+            "{}",
+            v.id
+        );
+    }
+    assert_eq!(resnets, 2);
+    // A key the user sets for every variant wins.
+    let mut variants = plan(false);
+    quick_recipes(&mut variants, &["optim.lr".to_owned()]);
+    let resnet = variants
+        .iter()
+        .find(|v| v.id == "cnn-resnet50-nolm")
+        .unwrap();
+    let config = variant_config(&quick_base(), resnet).unwrap();
+    assert_eq!(
+        (config.network.width, config.optim.lr),
+        (QUICK_RESNET50_WIDTH, 3e-3)
+    );
 }
 
 #[test]

@@ -44,6 +44,7 @@ use affect_shared::metadata::Validation;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Annotation;
+use crate::model::Backbone;
 use crate::train::config::TrainConfig;
 use crate::train::memory::{MemoryBatches, MemoryDataset, MemoryLabels};
 use crate::train::source::{BatchSource, VideoSource};
@@ -177,8 +178,9 @@ pub const QUICK_VIDEOS: u64 = 512;
 /// train on, `batch.sequence_length`).
 pub const QUICK_FRAMES: usize = 40;
 
-/// Base overrides of `--quick`: a narrow VGG/ResNet at 48 px, 1 thread-friendly sizes, a few
-/// hundred steps — minutes on a CPU. The recurrent variants train on 16 clips of 8 frames (CNNs
+/// Base overrides of `--quick`: a narrow VGG/ResNet at 64 px, 1 thread-friendly sizes, a few
+/// hundred steps — minutes on a CPU. At 48 px the image-only ResNet-50 CNN and CNN-GRU learnt
+/// little valence (the mouth corners span a pixel or two; README, "Ablation over seeds"). The recurrent variants train on 16 clips of 8 frames (CNNs
 /// on the same 128 frames): with 4 clips of 32 a batch held only 4 people, and on the
 /// 512-person set the CNN-GRU with landmarks fell from CCC 0.85 / 0.86 to 0.15 / 0.53
 /// (README, "Collapses").
@@ -187,7 +189,7 @@ pub fn quick_base() -> Vec<(String, toml::Value)> {
     vec![
         ("device".into(), s("cpu")),
         ("network.width".into(), f(0.0625)),
-        ("network.input_size".into(), i(48)),
+        ("network.input_size".into(), i(64)),
         ("network.dropout".into(), f(0.2)),
         ("batch.sequences".into(), i(16)),
         ("batch.sequence_length".into(), i(8)),
@@ -198,6 +200,39 @@ pub fn quick_base() -> Vec<(String, toml::Value)> {
         ("optim.lr".into(), f(3e-3)),
         ("optim.decay_steps".into(), i(100)),
     ]
+}
+
+/// Width of the ResNet-50 variants with `--quick` (the others keep [`quick_base`]'s 1/16). At
+/// 1/16 its stem has 4 channels and its bottlenecks 4 to 32; at 1/8 it costs about what VGG-16
+/// costs at 1/16 (≈ 64 vs 60 MMAC per 224-px face), so the backbones are compared at equal
+/// compute.
+pub const QUICK_RESNET50_WIDTH: f64 = 0.125;
+
+/// Gives every ResNet-50 variant of `plan` its `--quick` recipe: [`QUICK_RESNET50_WIDTH`], and
+/// fine-tuning at the rate it pretrains at ([`pretext_learning_rate`], 1e-2; VGG's is the base's
+/// 3e-3). Keys in `user_keys` (set by the user for every variant) are left alone. Measured on
+/// training seed 51 at 64 px, image-only valence / arousal CCC: 1/16 width at 3e-3 0.259 / 0.543,
+/// 1/8 at 3e-3 0.277 / 0.550, 1/8 at 1e-2 0.316 / 0.517 (README, "Ablation over seeds").
+pub fn quick_recipes(plan: &mut [Variant], user_keys: &[String]) {
+    let resnet = |v: &Variant| {
+        v.overrides.iter().any(|(k, value)| {
+            k == "network.backbone" && value.as_str() == Some(Backbone::Resnet50.name())
+        })
+    };
+    let recipe = [
+        ("network.width", toml::Value::Float(QUICK_RESNET50_WIDTH)),
+        (
+            "optim.lr",
+            toml::Value::Float(pretext_learning_rate(Backbone::Resnet50)),
+        ),
+    ];
+    for v in plan.iter_mut().filter(|v| resnet(v)) {
+        for (key, value) in &recipe {
+            if !user_keys.iter().any(|k| k == key) {
+                v.overrides.push(((*key).to_owned(), value.clone()));
+            }
+        }
+    }
 }
 
 /// Outcome of one variant trained with one seed.
@@ -357,10 +392,10 @@ pub const QUICK_PRETEXT_STEPS: u64 = 1000;
 /// each backbone pretrains at the rate it learns at. Measured (`--quick`, data seed 41, loss of
 /// the standardised coordinates, ≈ 3 at the start): VGG-16 after 300 steps 0.28 at 3e-3 but
 /// 1.00 at 1e-2 (stuck at the mean); ResNet-50 after 1 000 steps 0.20 at 3e-3, 0.12 at 1e-2.
-pub fn pretext_learning_rate(backbone: crate::model::Backbone) -> f64 {
+pub fn pretext_learning_rate(backbone: Backbone) -> f64 {
     match backbone {
-        crate::model::Backbone::Resnet50 => 1e-2,
-        crate::model::Backbone::Vgg16 | crate::model::Backbone::VggFace => 3e-3,
+        Backbone::Resnet50 => 1e-2,
+        Backbone::Vgg16 | Backbone::VggFace => 3e-3,
     }
 }
 

@@ -65,7 +65,7 @@ pub struct Args {
     /// Where the runs and `ablation.md` go.
     #[arg(long, default_value = "ablation")]
     out: PathBuf,
-    /// Small networks at 48 px for a few hundred steps on the CPU (minutes per seed), and check
+    /// Small networks at 64 px for a few hundred steps on the CPU (minutes per seed), and check
     /// that no run collapsed and the CNN-GRU with landmarks reaches validation CCC ≥ 0.6 and
     /// beats the CNN.
     #[arg(long)]
@@ -149,9 +149,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    for s in &args.sets {
-        base.push(parse_set(s).map_err(bad_input)?);
-    }
+    let sets = args
+        .sets
+        .iter()
+        .map(|s| parse_set(s).map_err(bad_input))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let user_keys: Vec<String> = sets.iter().map(|(k, _)| k.clone()).collect();
+    base.extend(sets);
     let root = match &args.data {
         Some(dir) => {
             let absolute = std::fs::canonicalize(dir)
@@ -173,6 +177,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 toml::Value::String(weights.display().to_string()),
             ));
         }
+    }
+    if args.quick {
+        ablate::quick_recipes(&mut plan, &user_keys);
     }
     if !args.only.is_empty() {
         plan.retain(|v| args.only.contains(&v.id));
