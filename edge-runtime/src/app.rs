@@ -433,6 +433,8 @@ pub struct BenchArgs {
     pub threads: usize,
     /// `face_models.redetect_every` (default: the configuration's default).
     pub redetect_every: Option<u32>,
+    /// `face_models.landmarks_per_frame` (default: the configuration's default).
+    pub landmarks_per_frame: Option<u32>,
 }
 
 /// One timed (backend, source) run of `affect-edge bench`.
@@ -464,6 +466,9 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                 redetect_every: args
                     .redetect_every
                     .unwrap_or(FacesConfig::default().redetect_every),
+                landmarks_per_frame: args
+                    .landmarks_per_frame
+                    .unwrap_or(FacesConfig::default().landmarks_per_frame),
                 ..FacesConfig::default()
             },
             ..EdgeConfig::default()
@@ -559,12 +564,13 @@ fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, 
         if let Some(f) = pipeline.finder_stats() {
             println!(
                 "    detector runs per frame {:.3} ({} full detections in {} frames, {} early for \
-                 a lost face; redetect_every {})",
+                 a lost face; redetect_every {}, landmarks_per_frame {})",
                 f.detections as f64 / f.frames.max(1) as f64,
                 f.detections,
                 f.frames,
                 f.lost,
-                config.face_models.redetect_every
+                config.face_models.redetect_every,
+                config.face_models.landmarks_per_frame
             );
         }
         // A replayed clip carries the renderer's timestamps, not capture times.

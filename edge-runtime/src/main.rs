@@ -182,6 +182,10 @@ struct BenchCli {
     /// frame; default: `face_models.redetect_every`'s default).
     #[arg(long)]
     redetect_every: Option<u32>,
+    /// Between detections, new landmarks for at most N faces per frame, in turn (0 = every
+    /// face; default: `face_models.landmarks_per_frame`'s default).
+    #[arg(long, value_name = "N")]
+    landmarks_per_frame: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
             frames: args.frames,
             threads: args.threads,
             redetect_every: args.redetect_every,
+            landmarks_per_frame: args.landmarks_per_frame,
         }),
         Command::Deploy(args) => app::deploy(app::DeployArgs {
             model: args.model,

@@ -299,7 +299,9 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
 }
 
 /// The whole chain with the default configuration (detector, landmarks, tracker, the bundled
-/// real-face model, batched) reports every face of the group on the first frame.
+/// real-face model, batched) reports every face of the group on the first frame, and the same
+/// tracks on the frames after it, where the faces are followed by their landmarks, 8 faces
+/// refreshed per frame (`landmarks_per_frame`), with no further detection.
 #[test]
 fn the_default_pipeline_tracks_the_whole_solvay_group() {
     let frame = Frame {
@@ -316,14 +318,17 @@ fn the_default_pipeline_tracks_the_whole_solvay_group() {
     )
     .unwrap();
     let mut pipeline = expression_pipeline(finder);
-    for index in 0..2 {
+    let mut first: Option<std::collections::BTreeSet<u16>> = None;
+    // Frames 1 to 4 refresh faces 0-7, 8-15, 16-23 and 24-31 (wrapping): each face of ~28 once.
+    let frames = 5;
+    for index in 0..frames {
         let reports = pipeline
             .process(&Frame {
                 index,
                 ..frame.clone()
             })
             .unwrap();
-        let tracks: std::collections::HashSet<u16> = reports.iter().map(|r| r.track).collect();
+        let tracks: std::collections::BTreeSet<u16> = reports.iter().map(|r| r.track).collect();
         eprintln!("solvay frame {index}: {} tracked faces", tracks.len());
         assert!(tracks.len() >= 20, "frame {index}: {} tracks", tracks.len());
         assert_eq!(tracks.len(), reports.len(), "one report per track");
@@ -332,7 +337,18 @@ fn the_default_pipeline_tracks_the_whole_solvay_group() {
                 .iter()
                 .all(|r| (-1.0..=1.0).contains(&r.valence) && r.bbox[2] > 10.0)
         );
+        assert_eq!(
+            first.get_or_insert(tracks.clone()),
+            &tracks,
+            "frame {index}"
+        );
     }
+    let stats = pipeline.finder_stats().unwrap();
+    assert_eq!(
+        (stats.frames, stats.detections, stats.lost),
+        (frames, 1, 0),
+        "followed after the first frame"
+    );
 }
 
 /// With ONNX Runtime as the engine, the detector and the (batched) landmark net run there and

@@ -15,6 +15,13 @@
 //! convention (size and placement relative to the face) between detections. Rotation is not
 //! modelled: a head rolled since the detection keeps an upright box until the next one.
 //!
+//! **Groups.** The landmark net costs about as much per face as the affect model, so in a group
+//! it would dominate the frame. Between detections at most `landmarks_per_frame` faces get new
+//! landmarks per frame, in turn (round robin); the others keep their box and landmarks of the
+//! frame they were last refreshed on. One face (or up to that many) is refreshed on every frame
+//! as before; 29 faces with 8 per frame each every fourth frame. A held face that moved too far
+//! by its next refresh looks lost, and the frame is detected.
+//!
 //! **Limits.** A face that enters the picture between detections is found on the next one (at
 //! most `redetect_every - 1` frames late). A face that vanishes is dropped at the latest on the
 //! next detection, earlier when the sanity check fires (on a blank frame it does at once:
@@ -29,6 +36,11 @@ use super::{Face, FaceError};
 /// Default of [`super::FacesConfig::redetect_every`]: a full detection every 10th frame (3 per
 /// second at 30 frames/s).
 pub const DEFAULT_REDETECT_EVERY: u32 = 10;
+
+/// Default of [`super::FacesConfig::landmarks_per_frame`]: between detections, new landmarks for
+/// at most 8 faces per frame (a kiosk's few visitors on every frame, a group of 29 each on every
+/// fourth).
+pub const DEFAULT_LANDMARKS_PER_FRAME: u32 = 8;
 
 /// A followed face is lost when its landmarks' spread changed by more than this factor (up or
 /// down) from one frame to the next: landmarks that collapse or explode relative to the crop they
@@ -147,10 +159,9 @@ pub fn looks_lost(previous: &FaceBox, derived: &FaceBox, width: u32, height: u32
 #[derive(Debug, Clone)]
 struct Followed {
     calibration: BoxCalibration,
-    /// The detection's score, reported on every frame until the next detection.
-    score: f32,
-    /// The box of the newest frame: where the next frame's landmark crop is taken.
-    bbox: FaceBox,
+    /// The face as last refreshed (with the detection's score): its box is where its next
+    /// landmark crop is taken.
+    face: Face,
 }
 
 /// Per-frame state of landmark-driven tracking: which frames need the detector and which boxes
@@ -158,8 +169,12 @@ struct Followed {
 #[derive(Debug, Clone)]
 pub struct Follower {
     redetect_every: u32,
+    /// Faces refreshed per frame between detections (0: all).
+    landmarks_per_frame: u32,
     /// The faces of the last detection (at most the detector's `max_faces`).
     faces: Vec<Followed>,
+    /// The first face to refresh on the next frame (round robin).
+    next: usize,
     /// Frames since the last detection.
     since_detection: u32,
     /// Size of the frame the faces were found in.
@@ -167,9 +182,10 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// A follower that runs the detector every `redetect_every` frames (1: on every frame);
-    /// 0 is refused.
-    pub fn new(redetect_every: u32) -> Result<Self, FaceError> {
+    /// A follower that runs the detector every `redetect_every` frames (1: on every frame; 0 is
+    /// refused) and refreshes the landmarks of at most `landmarks_per_frame` faces per frame in
+    /// between (0: every face).
+    pub fn new(redetect_every: u32, landmarks_per_frame: u32) -> Result<Self, FaceError> {
         if redetect_every == 0 {
             return Err(FaceError::Config(
                 "redetect_every must be at least 1 (1 = detect on every frame)".into(),
@@ -177,19 +193,32 @@ impl Follower {
         }
         Ok(Self {
             redetect_every,
+            landmarks_per_frame,
             faces: Vec::new(),
+            next: 0,
             since_detection: 0,
             frame_size: (0, 0),
         })
     }
 
-    /// The boxes to run the landmark net on for a `width × height` frame, or `None` when this
-    /// frame needs a full detection: every `redetect_every`-th frame, when no faces are
-    /// followed, or when the frame size changed.
+    /// Indices of the faces refreshed on the next frame: `landmarks_per_frame` of them from
+    /// `next` on, wrapping around.
+    fn due(&self) -> impl Iterator<Item = usize> + '_ {
+        let n = self.faces.len();
+        let count = match self.landmarks_per_frame {
+            0 => n,
+            k => n.min(k as usize),
+        };
+        (0..count).map(move |i| (self.next + i) % n)
+    }
+
+    /// The boxes to run the landmark net on for a `width × height` frame (the faces due for new
+    /// landmarks, see [`Self::new`]), or `None` when this frame needs a full detection: every
+    /// `redetect_every`-th frame, when no faces are followed, or when the frame size changed.
     pub fn boxes(&self, width: u32, height: u32) -> Option<Vec<FaceBox>> {
         let due = self.since_detection + 1 >= self.redetect_every;
         (!due && !self.faces.is_empty() && self.frame_size == (width, height))
-            .then(|| self.faces.iter().map(|f| f.bbox).collect())
+            .then(|| self.due().map(|i| self.faces[i].face.bbox).collect())
     }
 
     /// Starts following a detection's faces (replacing those followed so far) in a
@@ -197,6 +226,7 @@ impl Follower {
     /// is, and the next frame is detected again.
     pub fn detected(&mut self, faces: &[Face], width: u32, height: u32) {
         self.since_detection = 0;
+        self.next = 0;
         self.frame_size = (width, height);
         self.faces.clear();
         for face in faces {
@@ -210,47 +240,54 @@ impl Follower {
             };
             self.faces.push(Followed {
                 calibration,
-                score: face.score,
-                bbox: face.bbox,
+                face: face.clone(),
             });
         }
     }
 
-    /// This frame's faces from the landmarks found in the crops of [`Self::boxes`] (same order):
-    /// each with the box derived from its landmarks and the last detection's score. `None` when
-    /// a face looks lost ([`looks_lost`]) or the count does not match: the caller then detects
-    /// on this frame, and nothing is followed until it does.
+    /// This frame's faces, in the order of the detection: those of [`Self::boxes`] with the box
+    /// derived from the landmarks found in their crops (same order), the others as last
+    /// refreshed; each with the last detection's score. `None` when a refreshed face looks lost
+    /// ([`looks_lost`]) or the count does not match: the caller then detects on this frame, and
+    /// nothing is followed until it does.
     pub fn followed(
         &mut self,
         landmarks: Vec<Landmarks68>,
         width: u32,
         height: u32,
     ) -> Option<Vec<Face>> {
-        if landmarks.len() != self.faces.len() || self.frame_size != (width, height) {
+        let due: Vec<usize> = self.due().collect();
+        if self.faces.is_empty()
+            || landmarks.len() != due.len()
+            || self.frame_size != (width, height)
+        {
             self.faces.clear();
             return None;
         }
-        let mut out = Vec::with_capacity(landmarks.len());
-        for (face, landmarks) in self.faces.iter().zip(landmarks) {
+        let mut refreshed = Vec::with_capacity(due.len());
+        for (&i, landmarks) in due.iter().zip(landmarks) {
+            let face = &self.faces[i];
             match face.calibration.place(&landmarks) {
-                Some((bbox, keypoints)) if !looks_lost(&face.bbox, &bbox, width, height) => out
-                    .push(Face {
+                Some((bbox, keypoints)) if !looks_lost(&face.face.bbox, &bbox, width, height) => {
+                    refreshed.push(Face {
                         bbox,
-                        score: face.score,
+                        score: face.face.score,
                         keypoints,
                         landmarks: Some(landmarks),
-                    }),
+                    })
+                }
                 _ => {
                     self.faces.clear();
                     return None;
                 }
             }
         }
-        for (face, found) in self.faces.iter_mut().zip(&out) {
-            face.bbox = found.bbox;
+        for (i, face) in due.into_iter().zip(refreshed) {
+            self.faces[i].face = face;
         }
+        self.next = (self.next + self.due().count()) % self.faces.len();
         self.since_detection += 1;
-        Some(out)
+        Some(self.faces.iter().map(|f| f.face.clone()).collect())
     }
 }
 
@@ -359,16 +396,16 @@ mod tests {
 
     #[test]
     fn zero_is_refused_and_one_detects_every_frame() {
-        let text = Follower::new(0).unwrap_err().to_string();
+        let text = Follower::new(0, 0).unwrap_err().to_string();
         assert!(text.contains("redetect_every"), "{text}");
-        let mut every = Follower::new(1).unwrap();
+        let mut every = Follower::new(1, 0).unwrap();
         every.detected(&[face(BOX, landmarks([100.0, 110.0], 20.0))], 640, 480);
         assert!(every.boxes(640, 480).is_none());
     }
 
     #[test]
     fn the_detector_runs_every_nth_frame_and_when_nothing_is_followed() {
-        let mut f = Follower::new(3).unwrap();
+        let mut f = Follower::new(3, 0).unwrap();
         assert!(f.boxes(640, 480).is_none(), "nothing to follow yet");
         f.detected(&[], 640, 480);
         assert!(f.boxes(640, 480).is_none(), "no faces: detect at once");
@@ -400,8 +437,66 @@ mod tests {
     }
 
     #[test]
+    fn a_group_gets_new_landmarks_in_turn_and_the_others_hold_their_boxes() {
+        let mut f = Follower::new(100, 2).unwrap();
+        // Three faces side by side, each moving 2 px right per frame.
+        let centre = |i: usize, frame: u32| [100.0 + 150.0 * i as f32 + 2.0 * frame as f32, 110.0];
+        let box_x = |i: usize, frame: u32| centre(i, frame)[0] + 5.0 - 25.0;
+        let faces: Vec<Face> = (0..3)
+            .map(|i| {
+                let bbox = FaceBox {
+                    x: box_x(i, 0),
+                    ..BOX
+                };
+                face(bbox, landmarks(centre(i, 0), 20.0))
+            })
+            .collect();
+        f.detected(&faces, 640, 480);
+        // The frame each face was last refreshed on.
+        let mut last = [0u32; 3];
+        for (frame, due) in (1..=6).zip([[0, 1], [2, 0], [1, 2], [0, 1], [2, 0], [1, 2]]) {
+            let boxes = f.boxes(640, 480).unwrap();
+            assert_eq!(boxes.len(), 2, "frame {frame}");
+            for (b, &i) in boxes.iter().zip(&due) {
+                assert!(
+                    (b.x - box_x(i, last[i])).abs() < 1e-3,
+                    "frame {frame} face {i}"
+                );
+            }
+            let found = f
+                .followed(
+                    due.iter()
+                        .map(|&i| landmarks(centre(i, frame), 20.0))
+                        .collect(),
+                    640,
+                    480,
+                )
+                .unwrap();
+            for &i in &due {
+                last[i] = frame;
+            }
+            assert_eq!(found.len(), 3, "every face on every frame");
+            for (i, face) in found.iter().enumerate() {
+                assert!(
+                    (face.bbox.x - box_x(i, last[i])).abs() < 1e-3,
+                    "frame {frame} face {i}: {:?}",
+                    face.bbox
+                );
+                assert_eq!(
+                    face.landmarks.as_ref().unwrap().0,
+                    landmarks(centre(i, last[i]), 20.0).0
+                );
+                assert_eq!(face.score, 0.9);
+            }
+        }
+        // Landmarks for every face instead of the two due are refused.
+        let all = (0..3).map(|i| landmarks(centre(i, 7), 20.0)).collect();
+        assert!(f.followed(all, 640, 480).is_none());
+    }
+
+    #[test]
     fn a_lost_face_or_one_without_landmarks_stops_following() {
-        let mut f = Follower::new(10).unwrap();
+        let mut f = Follower::new(10, 0).unwrap();
         let two = [
             face(BOX, landmarks([100.0, 110.0], 20.0)),
             face(FaceBox { x: 300.0, ..BOX }, landmarks([320.0, 110.0], 20.0)),

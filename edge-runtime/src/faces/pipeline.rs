@@ -10,7 +10,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::blazeface::{BlazeFace, DetectorConfig};
-use super::follow::{DEFAULT_REDETECT_EVERY, Follower};
+use super::follow::{DEFAULT_LANDMARKS_PER_FRAME, DEFAULT_REDETECT_EVERY, Follower};
 use super::landmarks::{DEFAULT_MARGIN, LandmarkNet};
 use super::{Face, FaceError, FaceFinder, FinderStats};
 
@@ -38,6 +38,10 @@ pub struct FacesConfig {
     /// detected whatever this says (`affect-edge` runs the landmark net for tracking even when
     /// the affect model needs no landmarks, unless `landmarks` is false).
     pub redetect_every: u32,
+    /// Between detections, new landmarks for at most this many faces per frame, in turn; the
+    /// others keep their last box and landmarks ([`super::follow`], "Groups"). 0 = every face on
+    /// every frame.
+    pub landmarks_per_frame: u32,
 }
 
 impl Default for FacesConfig {
@@ -47,6 +51,7 @@ impl Default for FacesConfig {
             landmarks: true,
             landmark_margin: DEFAULT_MARGIN,
             redetect_every: DEFAULT_REDETECT_EVERY,
+            landmarks_per_frame: DEFAULT_LANDMARKS_PER_FRAME,
         }
     }
 }
@@ -55,7 +60,7 @@ impl FacesConfig {
     /// Checks the detector settings and `redetect_every` (at least 1).
     pub fn validate(&self) -> Result<(), FaceError> {
         self.detector.validate()?;
-        Follower::new(self.redetect_every).map(drop)
+        Follower::new(self.redetect_every, self.landmarks_per_frame).map(drop)
     }
 }
 
@@ -82,10 +87,15 @@ impl BundledFaces {
     }
 
     /// Detects only every `redetect_every` frames and follows the faces by their landmarks in
-    /// between ([`FacesConfig::redetect_every`]); without a landmark net, or with 1, every frame
-    /// is detected. 0 is refused.
-    pub fn redetect_every(mut self, redetect_every: u32) -> Result<Self, FaceError> {
-        let follower = Follower::new(redetect_every)?;
+    /// between, refreshing at most `landmarks_per_frame` faces per frame (0: all;
+    /// [`FacesConfig::redetect_every`], [`FacesConfig::landmarks_per_frame`]); without a landmark
+    /// net, or with 1, every frame is detected. A `redetect_every` of 0 is refused.
+    pub fn redetect_every(
+        mut self,
+        redetect_every: u32,
+        landmarks_per_frame: u32,
+    ) -> Result<Self, FaceError> {
+        let follower = Follower::new(redetect_every, landmarks_per_frame)?;
         self.follower = (self.landmarks.is_some() && redetect_every > 1).then_some(follower);
         Ok(self)
     }
@@ -113,7 +123,8 @@ impl BundledFaces {
                 )
             })
             .transpose()?;
-        Self::new(detector, landmarks).redetect_every(config.redetect_every)
+        Self::new(detector, landmarks)
+            .redetect_every(config.redetect_every, config.landmarks_per_frame)
     }
 
     /// The detector.
@@ -205,6 +216,9 @@ mod tests {
         assert_eq!(config.landmark_margin, DEFAULT_MARGIN);
         assert!(toml::from_str::<FacesConfig>("landmark = true").is_err());
         assert_eq!(config.redetect_every, DEFAULT_REDETECT_EVERY);
+        assert_eq!(config.landmarks_per_frame, DEFAULT_LANDMARKS_PER_FRAME);
+        let all: FacesConfig = toml::from_str("landmarks_per_frame = 0").unwrap();
+        assert_eq!(all.landmarks_per_frame, 0);
         let every: FacesConfig = toml::from_str("redetect_every = 1").unwrap();
         assert_eq!(every.redetect_every, 1);
         let zero: FacesConfig = toml::from_str("redetect_every = 0").unwrap();
