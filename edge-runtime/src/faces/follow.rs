@@ -282,10 +282,10 @@ impl Follower {
                 }
             }
         }
+        self.next = (self.next + due.len()) % self.faces.len();
         for (i, face) in due.into_iter().zip(refreshed) {
             self.faces[i].face = face;
         }
-        self.next = (self.next + self.due().count()) % self.faces.len();
         self.since_detection += 1;
         Some(self.faces.iter().map(|f| f.face.clone()).collect())
     }

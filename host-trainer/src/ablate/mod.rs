@@ -180,10 +180,10 @@ pub const QUICK_FRAMES: usize = 40;
 
 /// Base overrides of `--quick`: a narrow VGG/ResNet at 64 px, 1 thread-friendly sizes, a few
 /// hundred steps — minutes on a CPU. At 48 px the image-only ResNet-50 CNN and CNN-GRU learnt
-/// little valence (the mouth corners span a pixel or two; README, "Ablation over seeds"). The recurrent variants train on 16 clips of 8 frames (CNNs
-/// on the same 128 frames): with 4 clips of 32 a batch held only 4 people, and on the
-/// 512-person set the CNN-GRU with landmarks fell from CCC 0.85 / 0.86 to 0.15 / 0.53
-/// (README, "Collapses").
+/// little valence (the mouth corners span a pixel or two; README, "Ablation over seeds"). The
+/// recurrent variants train on 16 clips of 8 frames (CNNs on the same 128 frames): with 4 clips
+/// of 32 a batch held only 4 people, and on the 512-person set the CNN-GRU with landmarks fell
+/// from CCC 0.85 / 0.86 to 0.15 / 0.53 (README, "Collapses").
 pub fn quick_base() -> Vec<(String, toml::Value)> {
     let f = toml::Value::Float;
     vec![
