@@ -13,6 +13,10 @@
 //! [`SEPARATE`]: valence from the valence network, arousal from the arousal network, seed by
 //! seed ([`with_separate`]).
 //!
+//! Training is two-stage: every CNN-RNN starts from a CNN of the plan trained with its backbone,
+//! landmarks, loss and labels ([`Variant::starts_from`], [`plan`]), so Table 7 asks what the
+//! recurrent layers add to that CNN.
+//!
 //! Every variant is the base configuration plus a few `key = value` overrides, trained for the
 //! same number of steps on the same frames per step (a CNN batch holds as many frames as a
 //! CNN-RNN batch: `sequences × sequence_length`), validated on the same split, once per seed.
@@ -57,6 +61,9 @@ pub struct Variant {
     pub id: String,
     /// Overrides on top of the base configuration.
     pub overrides: Vec<(String, toml::Value)>,
+    /// The CNN variant whose trained weights (same seed, `best/`) this CNN-RNN starts from
+    /// ([`run`] sets `network.pretrained` to them); `None` for the CNNs.
+    pub starts_from: Option<String>,
 }
 
 fn variant(id: &str, sets: &[(&str, toml::Value)]) -> Variant {
@@ -66,6 +73,7 @@ fn variant(id: &str, sets: &[(&str, toml::Value)]) -> Variant {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect(),
+        starts_from: None,
     }
 }
 
@@ -92,18 +100,29 @@ fn cnn(id: &str, backbone: &str, lm: bool) -> Variant {
     )
 }
 
-fn rnn(id: &str, cell: &str, hidden: i64, layers: i64, lm: bool, loss: &str) -> Variant {
-    variant(
+/// A CNN-RNN on `backbone` that starts from the trained CNN `starts_from`.
+fn rnn(
+    id: &str,
+    backbone: &str,
+    (cell, hidden, layers): (&str, i64, i64),
+    lm: bool,
+    loss: &str,
+    starts_from: &str,
+) -> Variant {
+    let mut v = variant(
         id,
         &[
             ("network.kind", s("cnn_rnn")),
+            ("network.backbone", s(backbone)),
             ("network.cell", s(cell)),
             ("network.hidden", i(hidden)),
             ("network.layers", i(layers)),
             ("network.landmarks", b(lm)),
             ("loss.kind", s(loss)),
         ],
-    )
+    );
+    v.starts_from = Some(starts_from.to_owned());
+    v
 }
 
 /// The variant that trains the CNN-GRU on one annotator's labels (Table 6).
@@ -118,39 +137,65 @@ pub const AROUSAL_ONLY: &str = "gru-128x2-lm-arousal";
 /// The id of the separate networks scored together ([`with_separate`]): not a trained variant.
 pub const SEPARATE: &str = "gru-128x2-lm-separate";
 
-/// The variants behind every table. Ids: `cnn-<backbone>-<lm|nolm>`, `<gru|lstm>-<hidden>x<layers>
-/// -<lm|nolm>[-mse]`, and for the CNN-GRU 128 × 2 with landmarks `-valence` / `-arousal` (one
-/// dimension's loss only) and `-annotator-1` (trained on annotator 1's labels). VGG-16 and
+/// The variants behind every table. Ids: `cnn-<backbone>-<lm|nolm>[-mse]`, `<gru|lstm>-<hidden>x
+/// <layers>-<lm|nolm>[-mse]`, and for the CNN-GRU 128 × 2 with landmarks `-valence` / `-arousal`
+/// (one dimension's loss only) and `-annotator-1` (trained on annotator 1's labels). VGG-16 and
 /// VGG-Face share one architecture; they differ only in pretrained weights, so `vgg_face` is
 /// included only when `vgg_face_weights` is given.
+///
+/// Training is two-stage, as fine-tuning from a trained CNN: every CNN-RNN starts from the
+/// trained CNN ([`Variant::starts_from`]) that has its backbone (VGG-Face when its weights are
+/// given, else VGG-16), landmarks, loss, dimensions and labels — `cnn-<backbone>-lm[-mse]`,
+/// `cnn-<backbone>-nolm`, and `cnn-<backbone>-lm-valence` / `-arousal` / `-annotator-1` for the
+/// separate and one-annotator networks — so each comparison stays between networks trained on
+/// the same things. Started from the landmark-pretrained backbone instead, the image-only
+/// CNN-GRU learnt little valence in the quick budget (CCC 0.25–0.33; from the trained CNN
+/// 0.66–0.69: README, "Ablation over seeds").
 pub fn plan(with_vgg_face: bool) -> Vec<Variant> {
-    let mut plan = vec![
+    let bb = if with_vgg_face { "vgg_face" } else { "vgg16" };
+    let cnn_lm = format!("cnn-{bb}-lm");
+    let cnn_nolm = format!("cnn-{bb}-nolm");
+    let cnn_mse = format!("cnn-{bb}-lm-mse");
+    let gru = |hidden, layers| ("gru", hidden, layers);
+    let mse_cnn = |id: &str, backbone: &str| {
+        let mut v = cnn(id, backbone, true);
+        v.overrides.push(("loss.kind".to_owned(), s("mse")));
+        v
+    };
+    let mut plan = Vec::new();
+    if with_vgg_face {
+        plan.push(cnn("cnn-vgg_face-lm", "vgg_face", true));
+        plan.push(cnn("cnn-vgg_face-nolm", "vgg_face", false));
+    }
+    plan.extend([
         cnn("cnn-vgg16-lm", "vgg16", true),
         cnn("cnn-vgg16-nolm", "vgg16", false),
         cnn("cnn-resnet50-lm", "resnet50", true),
         cnn("cnn-resnet50-nolm", "resnet50", false),
-        rnn("gru-128x2-lm", "gru", 128, 2, true, "ccc"),
-        rnn("gru-128x2-nolm", "gru", 128, 2, false, "ccc"),
-        rnn("lstm-128x2-lm", "lstm", 128, 2, true, "ccc"),
-        rnn("gru-128x2-lm-mse", "gru", 128, 2, true, "mse"),
-    ];
-    plan.push(variant(
-        "cnn-vgg16-lm-mse",
-        &[
-            ("network.kind", s("cnn")),
-            ("network.backbone", s("vgg16")),
-            ("network.landmarks", b(true)),
-            ("loss.kind", s("mse")),
-        ],
+        rnn("gru-128x2-lm", bb, gru(128, 2), true, "ccc", &cnn_lm),
+        rnn("gru-128x2-nolm", bb, gru(128, 2), false, "ccc", &cnn_nolm),
+        rnn("lstm-128x2-lm", bb, ("lstm", 128, 2), true, "ccc", &cnn_lm),
+        mse_cnn("cnn-vgg16-lm-mse", "vgg16"),
+    ]);
+    if with_vgg_face {
+        plan.push(mse_cnn(&cnn_mse, bb));
+    }
+    plan.push(rnn(
+        "gru-128x2-lm-mse",
+        bb,
+        gru(128, 2),
+        true,
+        "mse",
+        &cnn_mse,
     ));
     for (hidden, layers) in [(100, 1), (100, 2), (128, 1), (150, 1), (150, 2)] {
         plan.push(rnn(
             &format!("gru-{hidden}x{layers}-lm"),
-            "gru",
-            hidden,
-            layers,
+            bb,
+            gru(hidden, layers),
             true,
             "ccc",
+            &cnn_lm,
         ));
     }
     for (id, key, value) in [
@@ -158,15 +203,28 @@ pub fn plan(with_vgg_face: bool) -> Vec<Variant> {
         (AROUSAL_ONLY, "loss.dimensions", "arousal"),
         (ONE_ANNOTATOR, "data.annotation", "annotator-1"),
     ] {
-        let mut v = rnn(id, "gru", 128, 2, true, "ccc");
+        let suffix = id
+            .strip_prefix("gru-128x2-lm-")
+            .expect("a CNN-GRU 128 × 2 id");
+        let mut first = cnn(&format!("{cnn_lm}-{suffix}"), bb, true);
+        first.overrides.push((key.to_owned(), s(value)));
+        let mut v = rnn(id, bb, gru(128, 2), true, "ccc", &first.id);
         v.overrides.push((key.to_owned(), s(value)));
+        plan.push(first);
         plan.push(v);
     }
-    if with_vgg_face {
-        plan.insert(0, cnn("cnn-vgg_face-lm", "vgg_face", true));
-        plan.insert(1, cnn("cnn-vgg_face-nolm", "vgg_face", false));
-    }
     plan
+}
+
+/// `plan` reduced to the variants in `only` and the CNNs they start from, in plan order.
+pub fn select(plan: &[Variant], only: &[String]) -> Vec<Variant> {
+    let wanted = |v: &Variant| {
+        only.contains(&v.id)
+            || plan
+                .iter()
+                .any(|w| only.contains(&w.id) && w.starts_from.as_deref() == Some(&v.id))
+    };
+    plan.iter().filter(|v| wanted(v)).cloned().collect()
 }
 
 /// Training videos of the `--quick` synthetic set, one person each: with 24 people × 200 frames
@@ -325,6 +383,17 @@ pub enum AblateError {
         /// Its value now.
         now: String,
     },
+    /// A CNN-RNN's starting CNN ([`Variant::starts_from`]) is not trained before it.
+    #[error(
+        "variant {id} starts from the trained CNN {first}, which this plan does not train before \
+         it"
+    )]
+    StartsFrom {
+        /// The CNN-RNN variant.
+        id: String,
+        /// The CNN it starts from.
+        first: String,
+    },
     /// A `result.json` or checkpoint state that cannot be used.
     #[error("{}: {message}", path.display())]
     Record {
@@ -423,7 +492,8 @@ pub enum PretextProvenance {
     Reused,
 }
 
-/// Starts every variant of `variants` that has no `network.pretrained` from a backbone
+/// Starts every variant of `variants` that has no `network.pretrained` (and no
+/// [`Variant::starts_from`]) from a backbone
 /// pretrained on landmark regression ([`crate::train::pretext`]): one per distinct backbone,
 /// width, input size and pool of the variants, trained for `steps` steps on `data`'s training
 /// crops (seeded by `seed`, the same for every training seed, as published weights are), saved
@@ -451,7 +521,7 @@ pub fn pretrain_backbones(
     let mut seeded = base.to_vec();
     seeded.push(("seed".into(), i(seed as i64)));
     let mut ready: Vec<PathBuf> = Vec::new();
-    for v in variants.iter_mut() {
+    for v in variants.iter_mut().filter(|v| v.starts_from.is_none()) {
         let config = variant_config(&seeded, v)?;
         if config.network.pretrained.is_some() {
             continue;
@@ -476,6 +546,7 @@ pub fn pretrain_backbones(
         let pretext = Variant {
             id: format!("{PRETEXT_DIR}/{stem}"),
             overrides,
+            starts_from: None,
         };
         let pretext_config = variant_config(&seeded, &pretext)?;
         let weights = dir.join(format!("{stem}.safetensors"));
@@ -901,7 +972,9 @@ fn logged_collapse(metrics: &Path, step: u64) -> bool {
 /// Trains every variant once per seed in `out/<id>/seed-<seed>` ([`run_dir`]) and returns the
 /// results in plan order (a variant's seeds together); `on_done` hears of each as it is known.
 /// The seed sets `seed` of the training configuration: initialisation, dropout and batch order;
-/// the data stay the same. `data` gives every run its batches and validation videos.
+/// the data stay the same. `data` gives every run its batches and validation videos. A CNN-RNN
+/// with [`Variant::starts_from`] gets `network.pretrained` = that CNN's weights of the same seed
+/// (the CNN must come earlier in `variants`, else [`AblateError::StartsFrom`]).
 ///
 /// Every finished run writes [`RESULT_FILE`] ([`RunRecord`]) atomically into its directory. With
 /// `options.resume` a run with that file is not trained again (its stored configuration must
@@ -929,11 +1002,27 @@ pub fn run(
             run: first,
         });
     }
+    for (k, v) in variants.iter().enumerate() {
+        if let Some(first) = &v.starts_from
+            && !variants[..k].iter().any(|w| &w.id == first)
+        {
+            return Err(AblateError::StartsFrom {
+                id: v.id.clone(),
+                first: first.clone(),
+            });
+        }
+    }
     let mut results = Vec::new();
     for v in variants {
         for &seed in seeds {
             let mut seeded = base.to_vec();
             seeded.push(("seed".into(), i(seed as i64)));
+            if let Some(first) = &v.starts_from {
+                seeded.push((
+                    "network.pretrained".into(),
+                    s(&starting_weights(out, first, seed)?.display().to_string()),
+                ));
+            }
             let config = variant_config(&seeded, v)?;
             if options.require_checkpoints {
                 check_checkpoints(&v.id, &config)?;
@@ -1047,6 +1136,22 @@ pub fn run(
         }
     }
     Ok(results)
+}
+
+/// The weights a CNN-RNN of training seed `seed` starts from: those its starting CNN `first`
+/// saved in `out` with the same seed (the best validated ones, else its last checkpoint's), as an
+/// absolute path.
+fn starting_weights(out: &Path, first: &str, seed: u64) -> Result<PathBuf, AblateError> {
+    let weights = RunDir::new(run_dir(out, first, seed))
+        .weights()
+        .map_err(|source| AblateError::Train {
+            id: first.to_owned(),
+            source,
+        })?;
+    std::fs::canonicalize(&weights).map_err(|source| AblateError::Io {
+        path: weights,
+        source,
+    })
 }
 
 /// `results` plus, for every seed where both [`VALENCE_ONLY`] and [`AROUSAL_ONLY`] ran, one
@@ -1234,16 +1339,28 @@ pub fn tables(results: &[VariantResult]) -> String {
             &[
                 ("mean of the annotators", "gru-128x2-lm"),
                 ("one annotator (annotator-1)", ONE_ANNOTATOR),
+                (
+                    "one annotator, its starting CNN (VGG-16)",
+                    "cnn-vgg16-lm-annotator-1",
+                ),
+                (
+                    "one annotator, its starting CNN (VGG-Face)",
+                    "cnn-vgg_face-lm-annotator-1",
+                ),
             ],
         );
     }
     table(
         &mut md,
         "CNN vs CNN-RNN, with landmarks (paper Table 7)",
-        &format!("Table 7: the CNN-RNN beats the CNN; {best}."),
+        &format!(
+            "Table 7: the CNN-RNN beats the CNN; {best}. Here the CNN-GRU starts from the CNN \
+             (its conv part), so the rows show what the recurrent layers add."
+        ),
         "network",
         &[
             ("CNN (VGG-16)", "cnn-vgg16-lm"),
+            ("CNN (VGG-Face)", "cnn-vgg_face-lm"),
             ("CNN-GRU 128 × 2", "gru-128x2-lm"),
         ],
     );
@@ -1284,6 +1401,22 @@ pub fn tables(results: &[VariantResult]) -> String {
                 (
                     "separate networks (valence net's V, arousal net's A)",
                     SEPARATE,
+                ),
+                (
+                    "valence net's starting CNN (VGG-16)",
+                    "cnn-vgg16-lm-valence",
+                ),
+                (
+                    "arousal net's starting CNN (VGG-16)",
+                    "cnn-vgg16-lm-arousal",
+                ),
+                (
+                    "valence net's starting CNN (VGG-Face)",
+                    "cnn-vgg_face-lm-valence",
+                ),
+                (
+                    "arousal net's starting CNN (VGG-Face)",
+                    "cnn-vgg_face-lm-arousal",
                 ),
             ],
         );

@@ -79,8 +79,8 @@ pub struct Args {
     /// else 0 (random initialisation).
     #[arg(long, value_name = "STEPS")]
     pretext_steps: Option<u64>,
-    /// Only these variants (repeatable), e.g. `--only gru-128x2-lm`; ids are listed in
-    /// `ablation.json` and in the module documentation.
+    /// Only these variants (repeatable), e.g. `--only gru-128x2-lm`, and the CNNs they start
+    /// from; ids are listed in `ablation.json` and in the module documentation.
     #[arg(long)]
     only: Vec<String>,
     /// VGG-Face weights: adds the VGG-Face rows (same architecture as VGG-16, other weights).
@@ -182,7 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ablate::quick_recipes(&mut plan, &user_keys);
     }
     if !args.only.is_empty() {
-        plan.retain(|v| args.only.contains(&v.id));
+        plan = ablate::select(&plan, &args.only);
     }
     if plan.iter().any(|v| v.id == ablate::ONE_ANNOTATOR) {
         let missing = match &root {
@@ -200,10 +200,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         if let Some(why) = missing {
             eprintln!(
-                "{why}: leaving out {} (Table 6 needs annotators)",
+                "{why}: leaving out {} and the CNN it starts from (Table 6 needs annotators)",
                 ablate::ONE_ANNOTATOR
             );
-            plan.retain(|v| v.id != ablate::ONE_ANNOTATOR);
+            plan.retain(|v| !v.overrides.iter().any(|(k, _)| k == "data.annotation"));
         }
     }
     if plan.is_empty() {
@@ -322,7 +322,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut md = format!(
         "## Ablation: {} variant(s) × seeds {seeds:?}\n\nLabels: {labels} (validation \
-         always; training too unless a variant trains on one annotator).\n\n",
+         always; training too unless a variant trains on one annotator). Every CNN-RNN starts \
+         from the trained CNN with its backbone, landmarks, loss and labels, same seed.\n\n",
         plan.len()
     );
     md.push_str(&ablate::tables(&results));
