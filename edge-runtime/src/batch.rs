@@ -110,4 +110,37 @@ mod tests {
         assert_eq!(scatter(&batched, layers, hidden, 4, 1), b);
         assert_eq!(scatter(&batched, layers, hidden, 4, 3), vec![0.0; 6]);
     }
+
+    /// `backend::set_tract_threads`: tract's matrix products on a 2-thread pool give exactly
+    /// what one thread gives (the bundled landmark net, a face-sized input).
+    #[test]
+    fn a_thread_pool_changes_no_output() {
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/face-landmarks-68.onnx"
+        );
+        let model = tract_onnx::onnx().model_for_path(path).unwrap();
+        let input = BatchedInput {
+            shape: tvec![1, 3, 112, 112],
+            axis: 0,
+        };
+        let plan = RowPlan::new(model, vec![input]).unwrap();
+        let face: Vec<f32> = (0..3 * 112 * 112)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+            .collect();
+        let run = || -> Vec<f32> {
+            let out = plan.run(std::slice::from_ref(&face)).unwrap();
+            out[0]
+                .to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect()
+        };
+        let one = run();
+        let pooled = multithread_tract_scope(Executor::multithread(2), run);
+        assert_eq!(one.len(), 136);
+        assert_eq!(one, pooled);
+    }
 }

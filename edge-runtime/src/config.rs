@@ -141,7 +141,8 @@ pub struct EdgeConfig {
     /// Where reports go (one or more): `stdout`, `serial:PATH[@BAUD]`,
     /// `mqtt://[USER[:PASS]@]HOST[:PORT]/TOPIC` or `mqtts://…`.
     pub report: Vec<String>,
-    /// Intra-op threads for the backend (0 = engine default).
+    /// Intra-op threads for the backend (0 = engine default: ONNX Runtime all cores, tract one;
+    /// ≥ 2 puts tract's matrix products on a pool of that many).
     pub threads: usize,
     /// Stop after this many frames (0 = run until the source ends or a signal).
     pub max_frames: u64,

@@ -323,6 +323,21 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
+/// Lets tract's matrix products run on a pool of `threads` threads, for every tract network of
+/// the process (affect model, detector, landmark net); 0 and 1 keep them on the calling thread,
+/// tract's default. The first call with `threads` ≥ 2 sets the pool; later calls change nothing
+/// (a process has one engine configuration). Results are the same as on one thread.
+pub fn set_tract_threads(threads: usize) {
+    static POOL: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if threads >= 2 {
+        POOL.get_or_init(|| {
+            tract_linalg::multithread::set_default_executor(
+                tract_linalg::multithread::Executor::multithread(threads),
+            );
+        });
+    }
+}
+
 /// Loads `model` with the chosen backend ([`resolve`]d first). `threads` bounds intra-op
 /// parallelism (0 = default); `onnxruntime` applies to the ONNX Runtime backend only.
 pub fn load(
@@ -332,7 +347,10 @@ pub fn load(
     onnxruntime: &OnnxRuntimeConfig,
 ) -> Result<Box<dyn AffectBackend>, BackendError> {
     match resolve(kind) {
-        BackendKind::Tract | BackendKind::Auto => Ok(Box::new(TractBackend::load(model)?)),
+        BackendKind::Tract | BackendKind::Auto => {
+            set_tract_threads(threads);
+            Ok(Box::new(TractBackend::load(model)?))
+        }
         #[cfg(feature = "onnxruntime")]
         BackendKind::Onnxruntime => Ok(Box::new(OnnxRuntimeBackend::load(
             model,

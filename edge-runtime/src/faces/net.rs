@@ -53,16 +53,19 @@ impl FaceNet {
         engine: &EngineConfig,
     ) -> Result<(Self, Vec<Vec<usize>>), FaceError> {
         let mut net = match crate::backend::resolve(engine.kind) {
-            BackendKind::Tract | BackendKind::Auto => FaceNet::Tract(
-                RowPlan::new(
-                    super::read_model(model)?,
-                    vec![BatchedInput {
-                        shape: shape.into(),
-                        axis: 0,
-                    }],
+            BackendKind::Tract | BackendKind::Auto => {
+                crate::backend::set_tract_threads(engine.threads);
+                FaceNet::Tract(
+                    RowPlan::new(
+                        super::read_model(model)?,
+                        vec![BatchedInput {
+                            shape: shape.into(),
+                            axis: 0,
+                        }],
+                    )
+                    .map_err(|e| super::wrong_input(model, shape, e))?,
                 )
-                .map_err(|e| super::wrong_input(model, shape, e))?,
-            ),
+            }
             #[cfg(feature = "onnxruntime")]
             BackendKind::Onnxruntime => {
                 let bytes = model.read().map_err(|e| FaceError::Model {
