@@ -150,7 +150,7 @@ pub const SEPARATE: &str = "gru-128x2-lm-separate";
 /// separate and one-annotator networks — so each comparison stays between networks trained on
 /// the same things. Started from the landmark-pretrained backbone instead, the image-only
 /// CNN-GRU learnt little valence in the quick budget (CCC 0.25–0.33; from the trained CNN
-/// 0.66–0.69: README, "Ablation over seeds").
+/// 0.68–0.71: README, "Ablation over seeds").
 pub fn plan(with_vgg_face: bool) -> Vec<Variant> {
     let bb = if with_vgg_face { "vgg_face" } else { "vgg16" };
     let cnn_lm = format!("cnn-{bb}-lm");
