@@ -116,11 +116,11 @@ mod tests {
     #[test]
     fn a_thread_pool_changes_no_output() {
         use tract_linalg::multithread::{Executor, multithread_tract_scope};
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../models/face-landmarks-68.onnx"
-        );
-        let model = tract_onnx::onnx().model_for_path(path).unwrap();
+        let bytes = crate::models::ModelFile::embedded("face-landmarks-68.onnx")
+            .unwrap()
+            .read()
+            .unwrap();
+        let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap();
         let input = BatchedInput {
             shape: tvec![1, 3, 112, 112],
             axis: 0,
