@@ -19,7 +19,7 @@ use affect_edge::report::{self, JsonLinesReporter, MqttReporter, Reporter, Seria
 use affect_edge::runner::{self, RunLimits, RunSummary};
 use affect_edge::service::ServiceManager;
 use affect_edge::source::{
-    FrameSource, ImageDir, LatestFrame, Replay, SyntheticCamera, V4l2Camera, WithOutages,
+    FrameSource, ImageDir, LatestFrame, ReadAhead, Replay, SyntheticCamera, V4l2Camera, WithOutages,
 };
 use affect_edge::telemetry::{HealthPolicy, Telemetry};
 
@@ -76,7 +76,10 @@ fn open_plain_source(
             let mut images = config.images.clone();
             images.path = dir.clone();
             images.fps = fps;
-            Box::new(ImageDir::open(&images).map_err(bad)?)
+            // Decoded on their own thread, the next file while this one is processed.
+            Box::new(ReadAhead::spawn(Box::new(
+                ImageDir::open(&images).map_err(bad)?,
+            )))
         }
         SourceSpec::Synthetic(seed) => {
             let mut synthetic = config.synthetic.clone();
@@ -207,6 +210,7 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         backend,
         PipelineConfig {
             tracker: config.tracker,
+            threads: config.threads,
             ..PipelineConfig::default()
         },
     )
@@ -268,9 +272,10 @@ pub fn run(config: &EdgeConfig, stop: &AtomicBool) -> Result<(), Failure> {
         _ => pipeline.backend_name(),
     };
     tracing::info!(
-        "{} → {} ({chosen} for every network, {}) → {}",
+        "{} → {} ({chosen} for every network, faces shared by {} threads, {}) → {}",
         source.describe(),
         model.describe(),
+        affect_edge::batch::worker_count(config.threads),
         contract.summary(),
         config.report.join(", ")
     );
@@ -429,7 +434,7 @@ pub struct BenchArgs {
     pub faces: Option<FacesSpec>,
     /// Frames to time per source and backend.
     pub frames: u64,
-    /// Engine threads.
+    /// Threads sharing a frame's faces (0 = one per core).
     pub threads: usize,
     /// `face_models.redetect_every` (default: the configuration's default).
     pub redetect_every: Option<u32>,
@@ -519,7 +524,10 @@ fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, 
         let mut pipeline = Pipeline::new(
             face_mode(config, faces, contract.landmarks, kind)?,
             backend,
-            PipelineConfig::default(),
+            PipelineConfig {
+                threads: args.threads,
+                ..PipelineConfig::default()
+            },
         )
         .map_err(bad)?;
         let mut reporters: Vec<Box<dyn Reporter>> =

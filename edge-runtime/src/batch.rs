@@ -1,6 +1,12 @@
 //! Batches of faces: the layout of several tracks' recurrent state in one `[layers, N, hidden]`
-//! tensor (gather before a batched model call, scatter after), and the tract plan the tract
-//! paths run batches on.
+//! tensor (gather before a batched model call, scatter after), the tract plan the tract paths
+//! run batches on, and the split of a batch's rows across threads.
+//!
+//! A frame's faces (and detector tiles) are shared by `threads` CPU threads, each running its
+//! part on a single-threaded engine: measured on this 2-core x86 CPU with ONNX Runtime and 28
+//! faces through `face-landmarks-68` + `expression-va`, 55 ms on one thread, 32 ms with the
+//! sessions' own 2-thread pools (62 ms when their idle workers spin), 30 ms split in two halves,
+//! and one face stays at its one-thread time (2.4 ms; 3.1 ms on 2-thread pools).
 //!
 //! tract runs a batch one row at a time on a plan compiled for a batch of one: measured on this
 //! 2-core x86 CPU with `expression-va.onnx`, a concrete batch of N costs 2–2.6× more per face than
@@ -40,6 +46,47 @@ pub fn scatter(batched: &[f32], layers: usize, hidden: usize, batch: usize, n: u
         out.extend_from_slice(&batched[at..at + hidden]);
     }
     out
+}
+
+/// The network threads `threads` stands for: 0 is one per core, else `threads` itself.
+pub fn worker_count(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
+}
+
+/// Rows per chunk when `rows` rows are shared by `workers` threads: at most one chunk per
+/// worker, sizes differing by at most one row for `slice::chunks`-style splitting.
+pub fn chunk_rows(rows: usize, workers: usize) -> usize {
+    rows.div_ceil(workers.max(1)).max(1)
+}
+
+/// Runs `work` on every part at once, the first on the calling thread and each other on a
+/// scoped thread of its own, and returns the results in the parts' order. One part runs as a
+/// plain call: a single face never waits for a thread. A panicking part panics the caller.
+pub fn run_split<T: Send, R: Send>(
+    parts: impl IntoIterator<Item = T>,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else {
+        return Vec::new();
+    };
+    let work = &work;
+    std::thread::scope(|scope| {
+        let others: Vec<_> = parts.map(|part| scope.spawn(move || work(part))).collect();
+        let mut results = Vec::with_capacity(others.len() + 1);
+        results.push(work(first));
+        for other in others {
+            results.push(
+                other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        results
+    })
 }
 
 /// One network input: its shape for a batch of one and which axis is the batch.
@@ -111,36 +158,33 @@ mod tests {
         assert_eq!(scatter(&batched, layers, hidden, 4, 3), vec![0.0; 6]);
     }
 
-    /// `backend::set_tract_threads`: tract's matrix products on a 2-thread pool give exactly
-    /// what one thread gives (the bundled landmark net, a face-sized input).
     #[test]
-    fn a_thread_pool_changes_no_output() {
-        use tract_linalg::multithread::{Executor, multithread_tract_scope};
-        let bytes = crate::models::ModelFile::embedded("face-landmarks-68.onnx")
-            .unwrap()
-            .read()
-            .unwrap();
-        let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap();
-        let input = BatchedInput {
-            shape: tvec![1, 3, 112, 112],
-            axis: 0,
+    fn split_runs_every_part_once_in_order_on_its_own_thread() {
+        let main = std::thread::current().id();
+        let parts: Vec<usize> = (0..3).collect();
+        let ran = run_split(parts, |p| (p, std::thread::current().id()));
+        assert_eq!(ran.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2]);
+        // The first part runs on the calling thread, every other one on a thread of its own.
+        assert_eq!(ran[0].1, main);
+        assert!(ran[1].1 != main && ran[2].1 != main && ran[1].1 != ran[2].1);
+        assert!(run_split(Vec::<usize>::new(), |p| p).is_empty());
+    }
+
+    #[test]
+    fn rows_split_into_at_most_one_near_equal_chunk_per_worker() {
+        let lens = |rows: usize, workers: usize| {
+            (0..rows)
+                .collect::<Vec<_>>()
+                .chunks(chunk_rows(rows, workers))
+                .map(<[usize]>::len)
+                .collect::<Vec<_>>()
         };
-        let plan = RowPlan::new(model, vec![input]).unwrap();
-        let face: Vec<f32> = (0..3 * 112 * 112)
-            .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
-            .collect();
-        let run = || -> Vec<f32> {
-            let out = plan.run(std::slice::from_ref(&face)).unwrap();
-            out[0]
-                .to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
-        };
-        let one = run();
-        let pooled = multithread_tract_scope(Executor::multithread(2), run);
-        assert_eq!(one.len(), 136);
-        assert_eq!(one, pooled);
+        assert_eq!(lens(28, 2), [14, 14]);
+        assert_eq!(lens(29, 2), [15, 14]);
+        assert_eq!(lens(3, 4), [1, 1, 1]);
+        assert_eq!(lens(1, 2), [1]);
+        assert_eq!(lens(5, 1), [5]);
+        assert_eq!(chunk_rows(0, 2), 1);
+        assert_eq!(chunk_rows(4, 0), 4);
     }
 }

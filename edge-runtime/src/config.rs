@@ -141,8 +141,9 @@ pub struct EdgeConfig {
     /// Where reports go (one or more): `stdout`, `serial:PATH[@BAUD]`,
     /// `mqtt://[USER[:PASS]@]HOST[:PORT]/TOPIC` or `mqtts://…`.
     pub report: Vec<String>,
-    /// Intra-op threads for the backend (0 = engine default: ONNX Runtime all cores, tract one;
-    /// ≥ 2 puts tract's matrix products on a pool of that many).
+    /// CPU threads sharing a frame's faces: crops and every network's batch split across them,
+    /// each part on a single-threaded engine (0 = one per core; one face uses one thread; GPU
+    /// providers take a batch in one call).
     pub threads: usize,
     /// Stop after this many frames (0 = run until the source ends or a signal).
     pub max_frames: u64,

@@ -62,8 +62,8 @@ struct ConfigArgs {
     /// stdout | serial:PATH[@BAUD] | mqtt://HOST:PORT/TOPIC | mqtts://…; repeatable.
     #[arg(long)]
     report: Vec<String>,
-    /// Intra-op threads of the inference engine (0 = its default: ONNX Runtime all cores, tract
-    /// one; ≥ 2 puts tract's matrix products on a pool).
+    /// CPU threads sharing a frame's faces: crops and networks split across them, each on a
+    /// single-threaded engine (0 = one per core; one face uses one thread).
     #[arg(long)]
     threads: Option<usize>,
     /// MQTT password (better: the environment variable).

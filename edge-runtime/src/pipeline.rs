@@ -93,6 +93,9 @@ pub struct PipelineConfig {
     pub tracker: TrackerConfig,
     /// Faces scoring below this are flagged `LOW_CONFIDENCE`.
     pub low_confidence: f32,
+    /// CPU threads sharing a frame's face crops (0 = one per core), as the engine's threads
+    /// share its networks' batches ([`crate::backend::EngineConfig::threads`]).
+    pub threads: usize,
 }
 
 impl Default for PipelineConfig {
@@ -100,6 +103,7 @@ impl Default for PipelineConfig {
         Self {
             tracker: TrackerConfig::default(),
             low_confidence: 0.75,
+            threads: 0,
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct Pipeline {
     faces: FaceMode,
     backend: Box<dyn AffectBackend>,
     preprocess: Preprocess,
+    /// Threads a frame's face crops are split across.
+    workers: usize,
     tracker: Tracker,
     states: HashMap<u16, TrackState>,
     /// The newest report of each live track, repeated with `FACE_LOST` when the track ends.
@@ -178,6 +184,7 @@ impl Pipeline {
             faces,
             backend,
             preprocess,
+            workers: crate::batch::worker_count(config.threads),
             tracker: Tracker::new(config.tracker),
             states: HashMap::new(),
             last_reports: HashMap::new(),
@@ -318,15 +325,21 @@ impl Pipeline {
         assignments: &[crate::tracker::Assignment],
     ) -> Result<(Vec<[f32; 2]>, Duration, Duration), PipelineError> {
         let started = Instant::now();
+        // Pre-cropped frames use the whole image as the face box, as the dataset loader does
+        // for `cropped_aligned` images. The crops are shared by the threads.
+        let preprocess = &self.preprocess;
+        let rows = crate::batch::chunk_rows(assignments.len(), self.workers);
+        let parts = crate::batch::run_split(assignments.chunks(rows), |part| {
+            part.iter()
+                .map(|a| {
+                    let face = &faces[a.detection];
+                    preprocess.face_input(image, &face.bbox, face.landmarks.as_ref())
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
         let mut inputs = Vec::with_capacity(assignments.len());
-        for a in assignments {
-            let face = &faces[a.detection];
-            // Pre-cropped frames use the whole image as the face box, as the dataset loader
-            // does for `cropped_aligned` images.
-            inputs.push(
-                self.preprocess
-                    .face_input(image, &face.bbox, face.landmarks.as_ref())?,
-            );
+        for part in parts {
+            inputs.extend(part?);
         }
         let preprocess_time = started.elapsed();
         self.times.preprocess.record(preprocess_time);

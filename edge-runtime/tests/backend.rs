@@ -291,23 +291,36 @@ fn a_batch_of_tracks_equals_stepping_each_track_alone() {
         models.push(make_model(&py, dir.path(), "lstm", true));
         models.push(make_model(&py, dir.path(), "gru", true));
     }
+    // One thread runs the batch in one call (ONNX Runtime) or row by row (tract); three split
+    // the six tracks into parts of two, each part on its own thread.
     for model in &models {
-        let mut tract = TractBackend::load(model).unwrap();
-        let diff = batched_vs_alone(&mut tract, TRACKS, FRAMES);
-        eprintln!("{}: tract batched vs alone {diff:.2e}", model.display());
-        assert!(diff <= 1e-5, "{}: tract {diff}", model.display());
-
-        #[cfg(feature = "onnxruntime")]
-        if common::oracle_env("ORT_DYLIB_PATH", "the Rust ONNX Runtime backend check").is_some() {
-            use affect_edge::backend::{OnnxRuntimeBackend, OnnxRuntimeConfig};
-            let mut ort =
-                OnnxRuntimeBackend::load(model, &OnnxRuntimeConfig::default(), 1).unwrap();
-            let diff = batched_vs_alone(&mut ort, TRACKS, FRAMES);
+        for threads in [1, 3] {
+            let mut tract = TractBackend::load(model).unwrap().with_threads(threads);
+            let diff = batched_vs_alone(&mut tract, TRACKS, FRAMES);
             eprintln!(
-                "{}: onnxruntime batched vs alone {diff:.2e}",
+                "{}: tract on {threads} threads, batched vs alone {diff:.2e}",
                 model.display()
             );
-            assert!(diff <= 1e-5, "{}: onnxruntime {diff}", model.display());
+            assert!(diff <= 1e-5, "{}: tract {threads} {diff}", model.display());
+
+            #[cfg(feature = "onnxruntime")]
+            if common::oracle_env("ORT_DYLIB_PATH", "the Rust ONNX Runtime backend check").is_some()
+            {
+                use affect_edge::backend::{OnnxRuntimeBackend, OnnxRuntimeConfig};
+                let mut ort =
+                    OnnxRuntimeBackend::load(model, &OnnxRuntimeConfig::default(), threads)
+                        .unwrap();
+                let diff = batched_vs_alone(&mut ort, TRACKS, FRAMES);
+                eprintln!(
+                    "{}: onnxruntime on {threads} threads, batched vs alone {diff:.2e}",
+                    model.display()
+                );
+                assert!(
+                    diff <= 1e-5,
+                    "{}: onnxruntime {threads} {diff}",
+                    model.display()
+                );
+            }
         }
     }
 }

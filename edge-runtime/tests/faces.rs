@@ -462,6 +462,44 @@ fn batched_detection_equals_one_run_per_region() {
     }
 }
 
+/// The Solvay group split across three threads (detector regions and landmark crops in parts,
+/// each on its own thread and engine session) gives the faces one thread gives, on every
+/// engine.
+#[test]
+fn a_group_split_across_threads_equals_one_thread() {
+    let frame = load_rgb(&solvay());
+    for (name, engine) in engines() {
+        let on = |threads| EngineConfig {
+            threads,
+            ..engine.clone()
+        };
+        let find = |threads| {
+            BundledFaces::load(Some(&models()), &FacesConfig::default(), &on(threads))
+                .unwrap()
+                .find(&frame)
+                .unwrap()
+        };
+        let (want, got) = (find(1), find(3));
+        assert!(want.len() >= 20, "{name}: {} faces", want.len());
+        assert_eq!(got.len(), want.len(), "{name}");
+        let mut worst: f32 = 0.0;
+        for (a, b) in got.iter().zip(&want) {
+            worst = worst
+                .max(max_abs_diff(&face_box(a), &face_box(b)))
+                .max((a.score - b.score).abs())
+                .max(max_abs_diff(
+                    a.landmarks.as_ref().unwrap().0.as_flattened(),
+                    b.landmarks.as_ref().unwrap().0.as_flattened(),
+                ));
+        }
+        eprintln!(
+            "{name}: {} faces; |3 threads - 1 thread| {worst:e} (px or score)",
+            got.len()
+        );
+        assert!(worst <= 1e-3, "{name}: 3 threads differ by {worst}");
+    }
+}
+
 /// A detector file with a fixed batch of 1 (as bundled before batching) still finds the same
 /// faces: ONNX Runtime runs it one region per call.
 #[test]

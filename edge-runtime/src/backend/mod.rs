@@ -22,7 +22,7 @@ use crate::models::ModelFile;
 
 pub use contract::{ModelContract, StateLayout, sha256_hex};
 #[cfg(feature = "onnxruntime")]
-pub(crate) use onnxruntime::session as onnxruntime_session;
+pub(crate) use onnxruntime::sessions as onnxruntime_sessions;
 #[cfg(feature = "onnxruntime")]
 pub use onnxruntime::{OnnxRuntimeBackend, runtime_info};
 pub use tract::TractBackend;
@@ -113,6 +113,34 @@ fn check_batch(
         ));
     }
     Ok(())
+}
+
+/// Steps a batch in parts: each of `workers` takes one contiguous chunk of `faces` and of their
+/// tracks' `states` on a thread of its own ([`crate::batch::run_split`]; one worker or one face
+/// runs on the calling thread). Checks the batch first; `states` change only once every part
+/// ran.
+fn step_split<W: Send>(
+    contract: &ModelContract,
+    workers: impl ExactSizeIterator<Item = W>,
+    faces: &[FaceInput],
+    states: &mut [TrackState],
+    step: impl Fn(W, &[FaceInput], &mut [TrackState]) -> Result<Vec<[f32; 2]>, BackendError> + Sync,
+) -> Result<Vec<[f32; 2]>, BackendError> {
+    check_batch(contract, faces, states)?;
+    if faces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut next = states.to_vec();
+    let rows = crate::batch::chunk_rows(faces.len(), workers.len());
+    let parts = workers.zip(faces.chunks(rows).zip(next.chunks_mut(rows)));
+    let mut estimates = Vec::with_capacity(faces.len());
+    for part in crate::batch::run_split(parts, |(worker, (faces, states))| {
+        step(worker, faces, states)
+    }) {
+        estimates.extend(part?);
+    }
+    states.clone_from_slice(&next);
+    Ok(estimates)
 }
 
 /// The batch's model inputs, in contract order (`face`, then `landmarks`, `h_in`, `c_in` as
@@ -292,14 +320,16 @@ impl Default for OnnxRuntimeConfig {
 pub struct EngineConfig {
     /// tract or ONNX Runtime.
     pub kind: BackendKind,
-    /// Intra-op threads (0 = the engine's default).
+    /// CPU threads sharing a frame's faces, each running its part on a single-threaded
+    /// engine (0 = one per core); one face runs on the calling thread alone. GPU providers take
+    /// the whole batch in one call.
     pub threads: usize,
     /// Provider options and TensorRT engine cache (ONNX Runtime only).
     pub onnxruntime: OnnxRuntimeConfig,
 }
 
 impl EngineConfig {
-    /// tract with its default threads (the engine that needs nothing outside the binary).
+    /// tract with one thread per core (the engine that needs nothing outside the binary).
     pub fn tract() -> Self {
         Self {
             kind: BackendKind::Tract,
@@ -323,23 +353,9 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
-/// Lets tract's matrix products run on a pool of `threads` threads, for every tract network of
-/// the process (affect model, detector, landmark net); 0 and 1 keep them on the calling thread,
-/// tract's default. The first call with `threads` ≥ 2 sets the pool; later calls change nothing
-/// (a process has one engine configuration). Results are the same as on one thread.
-pub fn set_tract_threads(threads: usize) {
-    static POOL: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    if threads >= 2 {
-        POOL.get_or_init(|| {
-            tract_linalg::multithread::set_default_executor(
-                tract_linalg::multithread::Executor::multithread(threads),
-            );
-        });
-    }
-}
-
-/// Loads `model` with the chosen backend ([`resolve`]d first). `threads` bounds intra-op
-/// parallelism (0 = default); `onnxruntime` applies to the ONNX Runtime backend only.
+/// Loads `model` with the chosen backend ([`resolve`]d first). A batch of faces is split across
+/// `threads` CPU threads (0 = one per core, [`crate::batch::worker_count`]); `onnxruntime`
+/// applies to the ONNX Runtime backend only.
 pub fn load(
     kind: BackendKind,
     model: &ModelFile,
@@ -348,8 +364,7 @@ pub fn load(
 ) -> Result<Box<dyn AffectBackend>, BackendError> {
     match resolve(kind) {
         BackendKind::Tract | BackendKind::Auto => {
-            set_tract_threads(threads);
-            Ok(Box::new(TractBackend::load(model)?))
+            Ok(Box::new(TractBackend::load(model)?.with_threads(threads)))
         }
         #[cfg(feature = "onnxruntime")]
         BackendKind::Onnxruntime => Ok(Box::new(OnnxRuntimeBackend::load(

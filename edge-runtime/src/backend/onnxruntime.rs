@@ -17,7 +17,7 @@ use ort::value::Tensor;
 use super::contract::read_model;
 use super::{
     AffectBackend, BackendError, ExecutionProvider, ModelContract, OnnxRuntimeConfig, TrackState,
-    batch_inputs, check_batch, scatter_outputs,
+    batch_inputs, scatter_outputs, step_split,
 };
 use crate::models::ModelFile;
 
@@ -62,16 +62,17 @@ pub fn gpu_providers() -> Result<[bool; 2], BackendError> {
     ])
 }
 
-/// An affect model in an ONNX Runtime session (all tracks of a frame in one call).
+/// An affect model in ONNX Runtime sessions: on the CPU, one single-threaded session per thread,
+/// a frame's tracks split between them; on a GPU, one session taking all tracks in one call.
 pub struct OnnxRuntimeBackend {
     contract: ModelContract,
-    session: Session,
+    sessions: Vec<Session>,
     provider: ExecutionProvider,
 }
 
 impl OnnxRuntimeBackend {
-    /// Loads and checks `model` on the configured execution provider with `threads` intra-op
-    /// threads (0 = ONNX Runtime's default).
+    /// Loads and checks `model` on the configured execution provider; on the CPU the tracks of
+    /// a frame are split across `threads` threads (0 = one per core).
     pub fn load(
         model: impl Into<ModelFile>,
         config: &OnnxRuntimeConfig,
@@ -82,36 +83,108 @@ impl OnnxRuntimeBackend {
         let bytes = read_model(&model)?;
         let display = model.describe();
         let contract = ModelContract::from_bytes(&bytes, &display)?;
-        let session = session(&bytes, &display, config, threads)?;
+        let sessions = sessions(&bytes, &display, config, threads)?;
         Ok(Self {
             contract,
-            session,
+            sessions,
             provider,
         })
     }
+
+    /// Runs `faces` as one batch on `session`, replacing `states` only if it succeeded.
+    fn step_on(
+        &self,
+        session: &mut Session,
+        faces: &[FaceInput],
+        states: &mut [TrackState],
+    ) -> Result<Vec<[f32; 2]>, BackendError> {
+        let n = faces.len();
+        let (batch, s) = (n as i64, self.contract.face_size as i64);
+        let st = self.contract.state;
+        let run = |e: ort::Error| BackendError::Run(e.to_string());
+        let state_dims = state_shape(st.layers, n, st.hidden).map(|d| d as i64);
+        let given = batch_inputs(&self.contract, faces, states, n);
+        let mut inputs = ort::inputs![
+            FACE => Tensor::from_array(([batch, 3, s, s], given.face)).map_err(run)?,
+        ];
+        if let Some(lm) = given.landmarks {
+            inputs.push((
+                LANDMARKS.into(),
+                Tensor::from_array(([batch, LANDMARK_VALUES as i64], lm))
+                    .map_err(run)?
+                    .into(),
+            ));
+        }
+        if let Some(h) = given.h {
+            inputs.push((
+                H_IN.into(),
+                Tensor::from_array((state_dims, h)).map_err(run)?.into(),
+            ));
+        }
+        if let Some(c) = given.c {
+            inputs.push((
+                C_IN.into(),
+                Tensor::from_array((state_dims, c)).map_err(run)?.into(),
+            ));
+        }
+        let outputs = session.run(inputs).map_err(run)?;
+        let extract = |name: &str| -> Result<&[f32], BackendError> {
+            let value = outputs
+                .get(name)
+                .ok_or_else(|| BackendError::Run(format!("no `{name}` output")))?;
+            let (_, data) = value.try_extract_tensor::<f32>().map_err(run)?;
+            Ok(data)
+        };
+        let va = extract(VA)?;
+        let h = (!st.is_empty()).then(|| extract(H_OUT)).transpose()?;
+        let c = (!st.is_empty() && st.has_cell)
+            .then(|| extract(C_OUT))
+            .transpose()?;
+        scatter_outputs(&self.contract, n, va, h, c, states)
+    }
 }
 
-/// An ONNX Runtime session of the ONNX model in `bytes` (named `display` in errors) on the
-/// configured execution provider (with its TensorRT options and engine cache) and `threads`
-/// intra-op threads (0 = ONNX Runtime's default). Every network of the runtime (affect model,
-/// detector, landmark net) is loaded through here, so all get the same options.
-pub(crate) fn session(
+/// The ONNX Runtime sessions of the ONNX model in `bytes` (named `display` in errors) on the
+/// configured execution provider (with its TensorRT options and engine cache): on the CPU one
+/// single-threaded session per thread of `threads` (0 = one per core), a batch's rows split
+/// between them; on a GPU provider one session for whole batches. Every network of the
+/// runtime (affect model, detector, landmark net) is loaded through here, so all get the same
+/// options.
+pub(crate) fn sessions(
     bytes: &[u8],
     display: &str,
     config: &OnnxRuntimeConfig,
     threads: usize,
+) -> Result<Vec<Session>, BackendError> {
+    let count = match config.provider {
+        ExecutionProvider::Cpu => crate::batch::worker_count(threads),
+        _ => 1,
+    };
+    (0..count)
+        .map(|_| session(bytes, display, config))
+        .collect()
+}
+
+/// One session of the model in `bytes` on the configured provider, with one intra-op thread:
+/// the runtime's threads split batches themselves ([`sessions`]), which measured faster than
+/// ONNX Runtime's own pools for networks this small (`crate::batch`).
+fn session(
+    bytes: &[u8],
+    display: &str,
+    config: &OnnxRuntimeConfig,
 ) -> Result<Session, BackendError> {
     let env = environment()?;
     let load_err = |e: String| BackendError::Load {
         path: display.to_owned(),
         message: e,
     };
-    let mut builder = Session::builder(env).map_err(|e| load_err(e.to_string()))?;
-    if threads > 0 {
-        builder = builder
-            .with_intra_threads(threads)
-            .map_err(|e| load_err(e.to_string()))?;
-    }
+    let builder = Session::builder(env).map_err(|e| load_err(e.to_string()))?;
+    let builder = builder
+        .with_intra_threads(1)
+        .map_err(|e| load_err(e.to_string()))?;
+    let mut builder = builder
+        .with_inter_threads(1)
+        .map_err(|e| load_err(e.to_string()))?;
     builder = match config.provider {
         ExecutionProvider::Cpu => builder,
         #[cfg(feature = "cuda")]
@@ -163,53 +236,18 @@ impl AffectBackend for OnnxRuntimeBackend {
         faces: &[FaceInput],
         states: &mut [TrackState],
     ) -> Result<Vec<[f32; 2]>, BackendError> {
-        check_batch(&self.contract, faces, states)?;
-        if faces.is_empty() {
-            return Ok(Vec::new());
-        }
-        let n = faces.len();
-        let (batch, s) = (n as i64, self.contract.face_size as i64);
-        let st = self.contract.state;
-        let run = |e: ort::Error| BackendError::Run(e.to_string());
-        let state_dims = state_shape(st.layers, n, st.hidden).map(|d| d as i64);
-        let given = batch_inputs(&self.contract, faces, states, n);
-        let mut inputs = ort::inputs![
-            FACE => Tensor::from_array(([batch, 3, s, s], given.face)).map_err(run)?,
-        ];
-        if let Some(lm) = given.landmarks {
-            inputs.push((
-                LANDMARKS.into(),
-                Tensor::from_array(([batch, LANDMARK_VALUES as i64], lm))
-                    .map_err(run)?
-                    .into(),
-            ));
-        }
-        if let Some(h) = given.h {
-            inputs.push((
-                H_IN.into(),
-                Tensor::from_array((state_dims, h)).map_err(run)?.into(),
-            ));
-        }
-        if let Some(c) = given.c {
-            inputs.push((
-                C_IN.into(),
-                Tensor::from_array((state_dims, c)).map_err(run)?.into(),
-            ));
-        }
-        let outputs = self.session.run(inputs).map_err(run)?;
-        let extract = |name: &str| -> Result<&[f32], BackendError> {
-            let value = outputs
-                .get(name)
-                .ok_or_else(|| BackendError::Run(format!("no `{name}` output")))?;
-            let (_, data) = value.try_extract_tensor::<f32>().map_err(run)?;
-            Ok(data)
-        };
-        let va = extract(VA)?;
-        let h = (!st.is_empty()).then(|| extract(H_OUT)).transpose()?;
-        let c = (!st.is_empty() && st.has_cell)
-            .then(|| extract(C_OUT))
-            .transpose()?;
-        scatter_outputs(&self.contract, n, va, h, c, states)
+        // The tracks split across the sessions, one chunk per session on its own thread.
+        let mut sessions = std::mem::take(&mut self.sessions);
+        let this = &*self;
+        let stepped = step_split(
+            &this.contract,
+            sessions.iter_mut(),
+            faces,
+            states,
+            |session, faces, states| this.step_on(session, faces, states),
+        );
+        self.sessions = sessions;
+        stepped
     }
 
     fn name(&self) -> String {

@@ -10,16 +10,19 @@ use tract_onnx::prelude::*;
 
 use super::contract::read_model;
 use super::{
-    AffectBackend, BackendError, ModelContract, TrackState, batch_inputs, check_batch,
-    scatter_outputs,
+    AffectBackend, BackendError, ModelContract, TrackState, batch_inputs, scatter_outputs,
+    step_split,
 };
 use crate::batch::{BatchedInput, RowPlan};
 use crate::models::ModelFile;
 
-/// An affect model compiled by tract for one row; a batch runs row by row (`batch::RowPlan`).
+/// An affect model compiled by tract for one row; a batch runs row by row (`batch::RowPlan`),
+/// its rows shared by [`TractBackend::with_threads`] threads.
 pub struct TractBackend {
     contract: ModelContract,
     plan: RowPlan,
+    /// Threads a batch's rows are split across.
+    workers: usize,
     /// Which contract input each of the model's inputs is, in the model's order.
     input_order: Vec<InputName>,
     /// Positions of `va`, `h_out`, `c_out` in the plan's outputs.
@@ -112,32 +115,28 @@ impl TractBackend {
             c_out: position(C_OUT).filter(|_| st.has_cell),
             contract,
             plan,
+            workers: 1,
             input_order,
             va,
         })
     }
-}
 
-impl AffectBackend for TractBackend {
-    fn contract(&self) -> &ModelContract {
-        &self.contract
+    /// Splits each batch across `threads` threads (0 = one per core) sharing the plan; one
+    /// thread, the default, runs it on the calling thread. Outputs do not depend on it.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.workers = crate::batch::worker_count(threads);
+        self
     }
 
-    fn step_batch(
-        &mut self,
+    /// Runs `faces` one row at a time, replacing each row's state in `states` as it goes.
+    fn step_rows(
+        &self,
         faces: &[FaceInput],
         states: &mut [TrackState],
     ) -> Result<Vec<[f32; 2]>, BackendError> {
-        check_batch(&self.contract, faces, states)?;
-        if faces.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One row at a time on the batch-1 plan (faster per face in tract, see
-        // `crate::batch`); states change only once every row ran.
         let run = |e: TractError| BackendError::Run(format!("{e:#}"));
-        let mut next = states.to_vec();
         let mut estimates = Vec::with_capacity(faces.len());
-        for (face, state) in faces.iter().zip(next.chunks_mut(1)) {
+        for (face, state) in faces.iter().zip(states.chunks_mut(1)) {
             let mut given = batch_inputs(&self.contract, std::slice::from_ref(face), state, 1);
             let mut inputs = Vec::with_capacity(self.input_order.len());
             for which in &self.input_order {
@@ -158,8 +157,30 @@ impl AffectBackend for TractBackend {
             let c = self.c_out.map(slice).transpose().map_err(run)?;
             estimates.extend(scatter_outputs(&self.contract, 1, va, h, c, state)?);
         }
-        states.clone_from_slice(&next);
         Ok(estimates)
+    }
+}
+
+impl AffectBackend for TractBackend {
+    fn contract(&self) -> &ModelContract {
+        &self.contract
+    }
+
+    fn step_batch(
+        &mut self,
+        faces: &[FaceInput],
+        states: &mut [TrackState],
+    ) -> Result<Vec<[f32; 2]>, BackendError> {
+        // One row at a time on the batch-1 plan (faster per face in tract, see
+        // `crate::batch`), the rows shared by the threads.
+        let this = &*self;
+        step_split(
+            &this.contract,
+            std::iter::repeat_n((), this.workers),
+            faces,
+            states,
+            |(), faces, states| this.step_rows(faces, states),
+        )
     }
 
     fn name(&self) -> String {

@@ -27,7 +27,7 @@ const PROBE_STEPS: usize = 2;
 pub struct Verifier {
     /// The configured backend.
     pub backend: BackendKind,
-    /// Intra-op threads (0 = the backend's default).
+    /// Engine threads (0 = one per core), as the serving model gets them.
     pub threads: usize,
     /// ONNX Runtime's settings (provider, TensorRT cache).
     pub onnxruntime: OnnxRuntimeConfig,

@@ -4,7 +4,7 @@
 
 use super::FaceError;
 use crate::backend::{BackendKind, EngineConfig};
-use crate::batch::{BatchedInput, RowPlan};
+use crate::batch::{BatchedInput, RowPlan, chunk_rows, run_split, worker_count};
 use crate::models::ModelFile;
 use tract_onnx::prelude::TractError;
 
@@ -16,17 +16,24 @@ pub(crate) struct Output {
     pub values: Vec<f32>,
 }
 
-/// A single-input network whose first axis is the batch.
+/// A single-input network whose first axis is the batch; a batch's rows are split across the
+/// engine's threads ([`EngineConfig::threads`]) and joined back in order.
 pub(crate) enum FaceNet {
-    /// The tract plan for one row (a batch runs row by row).
-    Tract(RowPlan),
-    /// An ONNX Runtime session.
+    /// The tract plan for one row (a batch runs row by row), shared by `workers` threads.
+    Tract {
+        /// The plan.
+        plan: RowPlan,
+        /// Threads a batch's rows are split across.
+        workers: usize,
+    },
+    /// ONNX Runtime sessions, one per thread a batch's rows are split across (one on a GPU).
     #[cfg(feature = "onnxruntime")]
     OnnxRuntime {
-        /// The session.
-        session: ort::session::Session,
+        /// The sessions.
+        sessions: Vec<ort::session::Session>,
         /// Whether the model takes any batch size (its input's first dimension is not a fixed
-        /// 1): then a batch runs as one call, else row by row (an older batch-1 file).
+        /// 1): then a batch runs as one call per session, else row by row (an older batch-1
+        /// file).
         batched: bool,
     },
 }
@@ -34,11 +41,13 @@ pub(crate) enum FaceNet {
 impl std::fmt::Debug for FaceNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FaceNet::Tract(_) => f.write_str("FaceNet::Tract"),
+            FaceNet::Tract { workers, .. } => write!(f, "FaceNet::Tract {{ workers: {workers} }}"),
             #[cfg(feature = "onnxruntime")]
-            FaceNet::OnnxRuntime { batched, .. } => {
-                write!(f, "FaceNet::OnnxRuntime {{ batched: {batched} }}")
-            }
+            FaceNet::OnnxRuntime { sessions, batched } => write!(
+                f,
+                "FaceNet::OnnxRuntime {{ sessions: {}, batched: {batched} }}",
+                sessions.len()
+            ),
         }
     }
 }
@@ -53,26 +62,24 @@ impl FaceNet {
         engine: &EngineConfig,
     ) -> Result<(Self, Vec<Vec<usize>>), FaceError> {
         let mut net = match crate::backend::resolve(engine.kind) {
-            BackendKind::Tract | BackendKind::Auto => {
-                crate::backend::set_tract_threads(engine.threads);
-                FaceNet::Tract(
-                    RowPlan::new(
-                        super::read_model(model)?,
-                        vec![BatchedInput {
-                            shape: shape.into(),
-                            axis: 0,
-                        }],
-                    )
-                    .map_err(|e| super::wrong_input(model, shape, e))?,
+            BackendKind::Tract | BackendKind::Auto => FaceNet::Tract {
+                plan: RowPlan::new(
+                    super::read_model(model)?,
+                    vec![BatchedInput {
+                        shape: shape.into(),
+                        axis: 0,
+                    }],
                 )
-            }
+                .map_err(|e| super::wrong_input(model, shape, e))?,
+                workers: worker_count(engine.threads),
+            },
             #[cfg(feature = "onnxruntime")]
             BackendKind::Onnxruntime => {
                 let bytes = model.read().map_err(|e| FaceError::Model {
                     path: model.describe(),
                     message: format!("cannot read the model: {e}"),
                 })?;
-                let session = crate::backend::onnxruntime_session(
+                let sessions = crate::backend::onnxruntime_sessions(
                     &bytes,
                     &model.describe(),
                     &engine.onnxruntime,
@@ -82,13 +89,13 @@ impl FaceNet {
                     path: model.describe(),
                     message: e.to_string(),
                 })?;
-                let batch = session
-                    .inputs()
+                let batch = sessions
                     .first()
+                    .and_then(|session| session.inputs().first())
                     .and_then(|input| input.dtype().tensor_shape())
                     .and_then(|shape| shape.first().copied());
                 FaceNet::OnnxRuntime {
-                    session,
+                    sessions,
                     batched: batch != Some(1),
                 }
             }
@@ -111,36 +118,91 @@ impl FaceNet {
     }
 
     /// Runs the net on `data` of `shape` (`shape[0]` rows) and returns every output in the
-    /// model's order, `shape[0]` rows each.
+    /// model's order, `shape[0]` rows each. The rows are split across the threads, one chunk
+    /// per thread.
     pub fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<Vec<Output>, FaceError> {
-        match self {
+        let rows = shape.first().copied().unwrap_or(0);
+        let row_len: usize = shape.iter().skip(1).product();
+        if rows == 0 || data.len() != rows * row_len {
+            return Err(FaceError::Inference(format!(
+                "{} input values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        let part_shape = |part: &[f32]| {
+            let mut part_shape = shape.to_vec();
+            part_shape[0] = part.len() / row_len.max(1);
+            part_shape
+        };
+        let parts = match self {
             // Row by row on the batch-1 plan (faster per face in tract, see `crate::batch`).
-            FaceNet::Tract(plan) => by_row(shape, data, |_, row| {
-                let inference = |e: TractError| FaceError::Inference(format!("{e:#}"));
-                plan.run(&[row.to_vec()])
-                    .map_err(inference)?
-                    .iter()
-                    .map(|value| {
-                        let view = value.to_plain_array_view::<f32>().map_err(inference)?;
-                        Ok(Output {
-                            shape: view.shape().to_vec(),
-                            values: view.iter().copied().collect(),
-                        })
-                    })
-                    .collect()
-            }),
+            FaceNet::Tract { plan, workers } => {
+                let per_part = chunk_rows(rows, *workers) * row_len;
+                let plan = &*plan;
+                run_split(data.chunks(per_part), |part| {
+                    by_row(&part_shape(part), part, |_, row| run_tract(plan, row))
+                })
+            }
             #[cfg(feature = "onnxruntime")]
-            FaceNet::OnnxRuntime {
-                session,
-                batched: true,
-            } => run_session(session, shape, data),
-            #[cfg(feature = "onnxruntime")]
-            FaceNet::OnnxRuntime {
-                session,
-                batched: false,
-            } => by_row(shape, data, |one, row| run_session(session, one, row)),
+            FaceNet::OnnxRuntime { sessions, batched } => {
+                let per_part = chunk_rows(rows, sessions.len()) * row_len;
+                let batched = *batched;
+                run_split(
+                    sessions.iter_mut().zip(data.chunks(per_part)),
+                    |(session, part)| match batched {
+                        true => run_session(session, &part_shape(part), part),
+                        false => by_row(&part_shape(part), part, |one, row| {
+                            run_session(session, one, row)
+                        }),
+                    },
+                )
+            }
+        };
+        join_rows(parts.into_iter().collect::<Result<_, _>>()?, rows)
+    }
+}
+
+/// One row through a tract plan.
+fn run_tract(plan: &RowPlan, row: &[f32]) -> Result<Vec<Output>, FaceError> {
+    let inference = |e: TractError| FaceError::Inference(format!("{e:#}"));
+    plan.run(&[row.to_vec()])
+        .map_err(inference)?
+        .iter()
+        .map(|value| {
+            let view = value.to_plain_array_view::<f32>().map_err(inference)?;
+            Ok(Output {
+                shape: view.shape().to_vec(),
+                values: view.iter().copied().collect(),
+            })
+        })
+        .collect()
+}
+
+/// Joins the outputs of consecutive runs over parts of one batch of `rows` rows: each output's
+/// values concatenated in run order, its batch dimension set to `rows`.
+fn join_rows(runs: Vec<Vec<Output>>, rows: usize) -> Result<Vec<Output>, FaceError> {
+    let mut runs = runs.into_iter();
+    let Some(mut joined) = runs.next() else {
+        return Ok(Vec::new());
+    };
+    for run in runs {
+        if run.len() != joined.len() {
+            return Err(FaceError::Inference(format!(
+                "a run gave {} outputs, another {}",
+                run.len(),
+                joined.len()
+            )));
+        }
+        for (all, part) in joined.iter_mut().zip(run) {
+            all.values.extend_from_slice(&part.values);
         }
     }
+    for output in &mut joined {
+        if let Some(batch) = output.shape.first_mut() {
+            *batch = rows;
+        }
+    }
+    Ok(joined)
 }
 
 /// Runs `data` of `shape` one row at a time through `run_row` (given the batch-1 shape and the
@@ -162,23 +224,12 @@ fn by_row(
             data.len()
         )));
     }
-    let mut joined: Vec<Output> = Vec::new();
-    for row in data.chunks_exact(row_len.max(1)).take(rows) {
-        for (ix, output) in run_row(&one, row)?.into_iter().enumerate() {
-            if joined.len() <= ix {
-                let mut shape = output.shape.clone();
-                if let Some(batch) = shape.first_mut() {
-                    *batch = rows;
-                }
-                joined.push(Output {
-                    shape,
-                    values: Vec::with_capacity(rows * output.values.len()),
-                });
-            }
-            joined[ix].values.extend_from_slice(&output.values);
-        }
-    }
-    Ok(joined)
+    let runs = data
+        .chunks_exact(row_len.max(1))
+        .take(rows)
+        .map(|row| run_row(&one, row))
+        .collect::<Result<_, _>>()?;
+    join_rows(runs, rows)
 }
 
 /// One ONNX Runtime call on `data` of `shape` (borrowed, not copied into the runtime).

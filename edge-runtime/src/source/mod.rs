@@ -4,13 +4,15 @@
 //! [`FrameSource`]; each has a serde-derivable config struct for the TOML configuration.
 //! [`Replay`] serves frames recorded from any of them; [`WithOutages`] makes any of them
 //! unavailable on a schedule, to rehearse camera outages. [`LatestFrame`] captures a live source
-//! on its own thread and always hands out the newest frame.
+//! on its own thread and always hands out the newest frame; [`ReadAhead`] reads a file source
+//! on its own thread a few frames ahead, dropping none.
 
 mod camera;
 mod decode;
 mod image_dir;
 mod latest;
 mod outages;
+mod read_ahead;
 mod synthetic;
 
 use std::time::Duration;
@@ -25,6 +27,7 @@ pub use decode::{DecodeError, YuvRange, mjpeg_to_rgb, yuyv_to_rgb};
 pub use image_dir::{ImageDir, ImageDirConfig, OnBadImage};
 pub use latest::LatestFrame;
 pub use outages::{OutageConfig, OutageSchedule, Phase, WithOutages};
+pub use read_ahead::ReadAhead;
 pub use synthetic::{SyntheticCamera, SyntheticConfig};
 
 use image::RgbImage;
