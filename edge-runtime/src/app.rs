@@ -445,7 +445,8 @@ pub struct BenchArgs {
 /// One timed (backend, source) run of `affect-edge bench`.
 struct BenchRun {
     backend: String,
-    /// Mean frame time without the source's own time (decode or render), ms.
+    /// Mean frame time without the wait for the source (the decode or render not overlapped
+    /// with the pipeline; image files are decoded ahead on their own thread), ms.
     frame_ms: f64,
     /// Mean affect-model time, ms.
     model_ms: f64,
@@ -563,7 +564,7 @@ fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, 
             contract.summary()
         );
         println!(
-            "    faces per frame {:.1}; stages (mean ms): decode/source {source_ms:.2}  faces \
+            "    faces per frame {:.1}; stages (mean ms): source wait {source_ms:.2}  faces \
              (detector + landmarks) {faces_ms:.2}  preprocess {:.2}  model {model_ms:.2}  report {:.3}",
             s.reports as f64 / s.frames.max(1) as f64,
             ms(pipeline.times.preprocess.mean()),
