@@ -123,7 +123,7 @@ impl FaceNet {
     pub fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<Vec<Output>, FaceError> {
         let rows = shape.first().copied().unwrap_or(0);
         let row_len: usize = shape.iter().skip(1).product();
-        if rows == 0 || data.len() != rows * row_len {
+        if rows == 0 || row_len == 0 || data.len() != rows * row_len {
             return Err(FaceError::Inference(format!(
                 "{} input values for shape {shape:?}",
                 data.len()
@@ -284,5 +284,34 @@ mod tests {
         assert_eq!(joined[1].values, [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
         let short = by_row(&[4, 2], &data, |_, _| Ok(Vec::new()));
         assert!(short.is_err(), "6 values are not 4 rows of 2");
+    }
+
+    #[test]
+    fn rows_split_across_threads_come_back_whole_and_bad_shapes_are_refused() {
+        let model = ModelFile::embedded("face-landmarks-68.onnx").unwrap();
+        let engine = EngineConfig {
+            threads: 2,
+            ..EngineConfig::tract()
+        };
+        let (mut net, shapes) = FaceNet::load(&model, &[1, 3, 112, 112], &engine).unwrap();
+        assert_eq!(shapes, [vec![1, 136]]);
+        let row = 3 * 112 * 112;
+        let data: Vec<f32> = (0..3 * row).map(|i| (i % 251) as f32 / 251.0).collect();
+        let all = net.run(&[3, 3, 112, 112], &data).unwrap();
+        assert_eq!(all[0].shape, [3, 136]);
+        let last = net.run(&[1, 3, 112, 112], &data[2 * row..]).unwrap();
+        assert_eq!(all[0].values[2 * 136..], last[0].values[..]);
+        for (shape, len) in [
+            (vec![0, 3, 112, 112], 0),
+            (vec![2, 0], 0),
+            (vec![2, 3, 112, 112], 5),
+        ] {
+            let err = net
+                .run(&shape, &data[..len])
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains(&format!("{shape:?}")), "{err}");
+        }
     }
 }
