@@ -91,19 +91,20 @@ impl OnnxRuntimeBackend {
         })
     }
 
-    /// Runs `faces` as one batch on `session`, replacing `states` only if it succeeded.
+    /// Runs `faces` of a model with `contract` as one batch on `session`, replacing `states`
+    /// only if it succeeded.
     fn step_on(
-        &self,
+        contract: &ModelContract,
         session: &mut Session,
         faces: &[FaceInput],
         states: &mut [TrackState],
     ) -> Result<Vec<[f32; 2]>, BackendError> {
         let n = faces.len();
-        let (batch, s) = (n as i64, self.contract.face_size as i64);
-        let st = self.contract.state;
+        let (batch, s) = (n as i64, contract.face_size as i64);
+        let st = contract.state;
         let run = |e: ort::Error| BackendError::Run(e.to_string());
         let state_dims = state_shape(st.layers, n, st.hidden).map(|d| d as i64);
-        let given = batch_inputs(&self.contract, faces, states, n);
+        let given = batch_inputs(contract, faces, states, n);
         let mut inputs = ort::inputs![
             FACE => Tensor::from_array(([batch, 3, s, s], given.face)).map_err(run)?,
         ];
@@ -140,7 +141,7 @@ impl OnnxRuntimeBackend {
         let c = (!st.is_empty() && st.has_cell)
             .then(|| extract(C_OUT))
             .transpose()?;
-        scatter_outputs(&self.contract, n, va, h, c, states)
+        scatter_outputs(contract, n, va, h, c, states)
     }
 }
 
@@ -237,17 +238,14 @@ impl AffectBackend for OnnxRuntimeBackend {
         states: &mut [TrackState],
     ) -> Result<Vec<[f32; 2]>, BackendError> {
         // The tracks split across the sessions, one chunk per session on its own thread.
-        let mut sessions = std::mem::take(&mut self.sessions);
-        let this = &*self;
-        let stepped = step_split(
-            &this.contract,
-            sessions.iter_mut(),
+        let contract = &self.contract;
+        step_split(
+            contract,
+            self.sessions.iter_mut(),
             faces,
             states,
-            |session, faces, states| this.step_on(session, faces, states),
-        );
-        self.sessions = sessions;
-        stepped
+            |session, faces, states| Self::step_on(contract, session, faces, states),
+        )
     }
 
     fn name(&self) -> String {

@@ -131,7 +131,7 @@ impl FaceNet {
         }
         let part_shape = |part: &[f32]| {
             let mut part_shape = shape.to_vec();
-            part_shape[0] = part.len() / row_len.max(1);
+            part_shape[0] = part.len() / row_len;
             part_shape
         };
         let parts = match self {

@@ -148,13 +148,7 @@ mod tests {
     impl FrameSource for Scripted {
         fn next_frame(&mut self, _timeout: Duration) -> Result<Option<Frame>, SourceError> {
             let _ = self.asked.send(());
-            Ok(self.release.recv().ok().map(|index| Frame {
-                index,
-                timestamp_ms: index,
-                image: image::RgbImage::new(1, 1),
-                truth: None,
-                cut: false,
-            }))
+            Ok(self.release.recv().ok().map(Frame::numbered))
         }
 
         fn describe(&self) -> String {

@@ -49,6 +49,21 @@ pub struct Frame {
     pub cut: bool,
 }
 
+#[cfg(test)]
+impl Frame {
+    /// A 1×1 black frame numbered and timestamped `index`: what tests of sources that pass
+    /// frames on (capture threads, read-ahead) deliver.
+    pub(crate) fn numbered(index: u64) -> Self {
+        Self {
+            index,
+            timestamp_ms: index,
+            image: RgbImage::new(1, 1),
+            truth: None,
+            cut: false,
+        }
+    }
+}
+
 /// What a synthetic source knows about one face it drew.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroundTruth {

@@ -127,13 +127,7 @@ mod tests {
                     message: "broken".into(),
                 });
             }
-            Ok(Some(Frame {
-                index,
-                timestamp_ms: index,
-                image: image::RgbImage::new(1, 1),
-                truth: None,
-                cut: false,
-            }))
+            Ok(Some(Frame::numbered(index)))
         }
 
         fn describe(&self) -> String {
