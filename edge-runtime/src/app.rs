@@ -69,17 +69,20 @@ fn open_plain_source(
     let fps = (config.fps > 0.0).then_some(f64::from(config.fps));
     Ok(match &config.source {
         // A live camera is captured on its own thread; the pipeline takes the newest frame.
-        SourceSpec::Camera(device) => Box::new(LatestFrame::spawn(Box::new(
-            V4l2Camera::open(&config.camera_settings(device)).map_err(bad)?,
-        ))),
+        SourceSpec::Camera(device) => Box::new(
+            LatestFrame::spawn(Box::new(
+                V4l2Camera::open(&config.camera_settings(device)).map_err(bad)?,
+            ))
+            .map_err(other)?,
+        ),
         SourceSpec::Images(dir) => {
             let mut images = config.images.clone();
             images.path = dir.clone();
             images.fps = fps;
             // Decoded on their own thread, the next file while this one is processed.
-            Box::new(ReadAhead::spawn(Box::new(
-                ImageDir::open(&images).map_err(bad)?,
-            )))
+            Box::new(
+                ReadAhead::spawn(Box::new(ImageDir::open(&images).map_err(bad)?)).map_err(other)?,
+            )
         }
         SourceSpec::Synthetic(seed) => {
             let mut synthetic = config.synthetic.clone();

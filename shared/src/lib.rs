@@ -8,6 +8,8 @@ pub mod wire;
 #[cfg(feature = "std")]
 pub mod deploy;
 #[cfg(feature = "std")]
+pub mod files;
+#[cfg(feature = "std")]
 pub mod metadata;
 #[cfg(feature = "std")]
 pub mod preprocess;

@@ -11,10 +11,10 @@
 //! directory fsynced: a power cut leaves the old file or the new one, never a mix, so a reboot
 //! always finds the last model that passed its trial.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use affect_shared::deploy::DeployOutcome;
+use affect_shared::files::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use super::DeployError;
@@ -72,7 +72,10 @@ impl ModelStore {
     pub fn put(&self, sha256: &str, bytes: &[u8]) -> Result<PathBuf, DeployError> {
         let path = self.model_path(sha256);
         if !path.is_file() {
-            write_atomically(&path, bytes)?;
+            write_atomic(&path, bytes).map_err(|source| DeployError::Store {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok(path)
     }
@@ -158,29 +161,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, D
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), DeployError> {
     let json = serde_json::to_vec_pretty(value).expect("strings and numbers serialise");
-    write_atomically(path, &json)
-}
-
-/// Writes `bytes` to `.<name>.tmp` beside `path`, fsyncs it, renames it over `path` and fsyncs
-/// the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DeployError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    let temporary = dir.join(format!(".{name}.tmp"));
-    let store = |path: &Path| {
-        let path = path.to_owned();
-        move |source| DeployError::Store { path, source }
-    };
-    let mut file = std::fs::File::create(&temporary).map_err(store(&temporary))?;
-    file.write_all(bytes).map_err(store(&temporary))?;
-    file.sync_all().map_err(store(&temporary))?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(store(path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(store(dir))
+    write_atomic(path, &json).map_err(|source| DeployError::Store {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

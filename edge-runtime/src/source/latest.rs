@@ -45,8 +45,8 @@ pub struct LatestFrame {
 }
 
 impl LatestFrame {
-    /// Starts capturing from `source` on a new thread.
-    pub fn spawn(mut source: Box<dyn FrameSource + Send>) -> Self {
+    /// Starts capturing from `source` on a new thread; fails when the system cannot start one.
+    pub fn spawn(mut source: Box<dyn FrameSource + Send>) -> Result<Self, SourceError> {
         let what = source.describe();
         let shared = Arc::new(Shared {
             slot: Mutex::new(Slot::default()),
@@ -76,12 +76,15 @@ impl LatestFrame {
                     capture.ready.notify_all();
                 }
             })
-            .expect("spawn the capture thread");
-        Self {
+            .map_err(|e| SourceError::Unavailable {
+                what: what.clone(),
+                message: format!("cannot start the capture thread: {e}"),
+            })?;
+        Ok(Self {
             shared,
             what,
             thread: Some(thread),
-        }
+        })
     }
 }
 
@@ -162,7 +165,8 @@ mod tests {
         let source = LatestFrame::spawn(Box::new(Scripted {
             release: frames,
             asked,
-        }));
+        }))
+        .unwrap();
         (source, release, calls)
     }
 

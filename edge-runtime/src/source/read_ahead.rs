@@ -27,8 +27,8 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading `source` on a new thread.
-    pub fn spawn(mut source: Box<dyn FrameSource + Send>) -> Self {
+    /// Starts reading `source` on a new thread; fails when the system cannot start one.
+    pub fn spawn(mut source: Box<dyn FrameSource + Send>) -> Result<Self, SourceError> {
         let what = source.describe();
         // A rendezvous: `send` returns once the consumer took the frame.
         let (send, answers) = mpsc::sync_channel(0);
@@ -45,13 +45,16 @@ impl ReadAhead {
                     }
                 }
             })
-            .expect("spawn the read-ahead thread");
-        Self {
+            .map_err(|e| SourceError::Unavailable {
+                what: what.clone(),
+                message: format!("cannot start the read-ahead thread: {e}"),
+            })?;
+        Ok(Self {
             answers: Some(answers),
             ended: false,
             what,
             thread: Some(thread),
-        }
+        })
     }
 }
 
@@ -150,7 +153,7 @@ mod tests {
             reads: Arc::clone(&reads),
             threads: Arc::clone(&threads),
         };
-        (ReadAhead::spawn(Box::new(source)), reads, threads)
+        (ReadAhead::spawn(Box::new(source)).unwrap(), reads, threads)
     }
 
     #[test]

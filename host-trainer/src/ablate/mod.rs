@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use affect_shared::files::write_atomic;
 use affect_shared::metadata::Validation;
 use serde::{Deserialize, Serialize};
 
@@ -859,22 +860,6 @@ pub fn existing_runs(out: &Path) -> Result<Vec<PathBuf>, AblateError> {
     }
     runs.sort();
     Ok(runs)
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
-/// temporary file beside it, flushed to disk, renamed over `path`, then the directory synced.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    // Make the rename itself durable (not possible on every platform: best effort there).
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Dotted leaves of a JSON value: `{"a":{"b":1}}` → `[("a.b", 1)]`.

@@ -336,9 +336,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         md.push_str(&line);
     }
-    ablate::write_atomic(&args.out.join("ablation.md"), md.as_bytes())?;
+    affect_shared::files::write_atomic(&args.out.join("ablation.md"), md.as_bytes())?;
     let combined = ablate::with_separate(&results);
-    ablate::write_atomic(
+    affect_shared::files::write_atomic(
         &args.out.join("ablation.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "seeds": seeds,
