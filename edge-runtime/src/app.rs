@@ -19,7 +19,8 @@ use affect_edge::report::{self, JsonLinesReporter, MqttReporter, Reporter, Seria
 use affect_edge::runner::{self, RunLimits, RunSummary};
 use affect_edge::service::ServiceManager;
 use affect_edge::source::{
-    FrameSource, ImageDir, LatestFrame, ReadAhead, Replay, SyntheticCamera, V4l2Camera, WithOutages,
+    FrameSource, ImageDir, InMemoryLoop, LatestFrame, ReadAhead, Replay, SyntheticCamera,
+    V4l2Camera, WithOutages,
 };
 use affect_edge::telemetry::{HealthPolicy, Telemetry};
 
@@ -443,6 +444,8 @@ pub struct BenchArgs {
     pub redetect_every: Option<u32>,
     /// `face_models.landmarks_per_frame` (default: the configuration's default).
     pub landmarks_per_frame: Option<u32>,
+    /// Image files decoded once and served from memory in a loop ([`InMemoryLoop`]).
+    pub in_memory: bool,
 }
 
 /// One timed (backend, source) run of `affect-edge bench`.
@@ -468,7 +471,8 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             threads: args.threads,
             max_frames: args.frames,
             images: affect_edge::source::ImageDirConfig {
-                repeat: true,
+                // In memory: one pass is recorded, then looped.
+                repeat: !args.in_memory,
                 ..EdgeConfig::default().images
             },
             face_models: FacesConfig {
@@ -482,7 +486,12 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             },
             ..EdgeConfig::default()
         };
-        println!("source {}", String::from(spec.clone()));
+        let in_memory = if args.in_memory && matches!(spec, SourceSpec::Images(_)) {
+            " (decoded once, served from memory)"
+        } else {
+            ""
+        };
+        println!("source {}{in_memory}", String::from(spec.clone()));
         runs.push(bench_source(&config, &args)?);
     }
     let Some((first, rest)) = runs.split_first() else {
@@ -521,9 +530,17 @@ fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, 
         let contract = backend.contract().clone();
         let mut source = open_source(config, faces, contract.face_size as u32)?;
         // The synthetic camera is a renderer, not capture work a device does: render the clip
-        // first and time the pipeline on its replay. Cameras and image files are timed live.
-        if matches!(config.source, SourceSpec::Synthetic(_)) {
-            source = Box::new(Replay::record(source.as_mut(), Some(args.frames)).map_err(other)?);
+        // first and time the pipeline on its replay. Cameras and image files are timed live,
+        // image files without their decoding when asked (`--in-memory`).
+        match config.source {
+            SourceSpec::Synthetic(_) => {
+                source =
+                    Box::new(Replay::record(source.as_mut(), Some(args.frames)).map_err(other)?);
+            }
+            SourceSpec::Images(_) if args.in_memory => {
+                source = Box::new(InMemoryLoop::record(source.as_mut(), args.frames).map_err(bad)?);
+            }
+            _ => {}
         }
         let mut pipeline = Pipeline::new(
             face_mode(config, faces, contract.landmarks, kind)?,
@@ -595,8 +612,9 @@ fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, 
             ),
         };
         println!(
-            "    end to end: {:.1} frames/s ({:.1} without the source), frame p50 {:.2} ms p99 \
-             {:.2} ms, capture to report {capture}",
+            "    end to end: {} frames at {:.1} frames/s ({:.1} without the source), frame p50 \
+             {:.2} ms p99 {:.2} ms, capture to report {capture}",
+            s.frames,
             s.frames as f64 / s.elapsed.as_secs_f64().max(1e-9),
             1e3 / pipeline_ms.max(1e-9),
             ms(s.frame_times.quantile(0.5)),

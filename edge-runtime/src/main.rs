@@ -176,8 +176,8 @@ struct BenchCli {
     /// Frames to time.
     #[arg(long, default_value_t = 300)]
     frames: u64,
-    /// Threads for each engine.
-    #[arg(long, default_value_t = 1)]
+    /// CPU threads sharing a frame's faces, as `run --threads` (0 = one per core).
+    #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Full face detection every N frames, landmark tracking in between (1 = detect on every
     /// frame; default: `face_models.redetect_every`'s default).
@@ -187,6 +187,11 @@ struct BenchCli {
     /// face; default: `face_models.landmarks_per_frame`'s default).
     #[arg(long, value_name = "N")]
     landmarks_per_frame: Option<u32>,
+    /// Decode image files once before timing and serve them from memory in a loop, as a camera
+    /// hands over raw frames: times the perception without the file decoding (holds up to
+    /// `--frames` decoded frames).
+    #[arg(long)]
+    in_memory: bool,
 }
 
 fn main() -> ExitCode {
@@ -210,6 +215,7 @@ fn main() -> ExitCode {
             threads: args.threads,
             redetect_every: args.redetect_every,
             landmarks_per_frame: args.landmarks_per_frame,
+            in_memory: args.in_memory,
         }),
         Command::Deploy(args) => app::deploy(app::DeployArgs {
             model: args.model,

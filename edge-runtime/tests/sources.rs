@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use affect_edge::backoff::BackoffConfig;
 use affect_edge::source::{
-    CameraConfig, FrameSource, ImageDir, ImageDirConfig, OnBadImage, Replay, SourceError,
-    SyntheticCamera, SyntheticConfig, V4l2Camera,
+    CameraConfig, FrameSource, ImageDir, ImageDirConfig, InMemoryLoop, OnBadImage, Replay,
+    SourceError, SyntheticCamera, SyntheticConfig, V4l2Camera,
 };
 use image::{Rgb, RgbImage};
 
@@ -308,4 +308,47 @@ fn replay_delivers_the_recorded_frames_in_order_then_ends() {
         assert_eq!((a.index, &a.image), (b.index, &b.image));
     }
     assert!(replay.next_frame(WAIT).unwrap().is_none() && replay.is_empty());
+}
+
+#[test]
+fn an_in_memory_loop_serves_the_decoded_files_over_and_over_stamped_when_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value) in [("a.png", 1), ("b.png", 2)] {
+        write_image(&dir.path().join(name), value);
+    }
+    let mut files = ImageDir::open(&dir_config(dir.path(), OnBadImage::Fail)).unwrap();
+    let mut looped = InMemoryLoop::record(&mut files, 10).unwrap();
+    assert!(
+        looped.describe().contains("decoded once"),
+        "{}",
+        looped.describe()
+    );
+    // The files are read now, once: the directory can go.
+    drop(dir);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut last_stamp = before;
+    for index in 0..5 {
+        let frame = looped.next_frame(WAIT).unwrap().unwrap();
+        assert_eq!(frame.index, index);
+        assert_eq!(frame.image.get_pixel(0, 0).0[0], [1, 2][index as usize % 2]);
+        assert!(frame.timestamp_ms >= last_stamp, "stamped when handed out");
+        last_stamp = frame.timestamp_ms;
+    }
+}
+
+#[test]
+fn an_in_memory_loop_over_nothing_is_refused() {
+    let mut camera = SyntheticCamera::new(&synthetic(3, Some(1), 5)).unwrap();
+    let mut nothing = Replay::record(&mut camera, Some(0)).unwrap();
+    let err = InMemoryLoop::record(&mut nothing, 10)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("replay of synthetic:3") && err.contains("no frames"),
+        "{err}"
+    );
 }

@@ -2,8 +2,8 @@
 //! reopened when unplugged), a directory of images ([`ImageDir`]), or the synthetic camera
 //! ([`SyntheticCamera`]: generator faces with known valence/arousal). All behind
 //! [`FrameSource`]; each has a serde-derivable config struct for the TOML configuration.
-//! [`Replay`] serves frames recorded from any of them; [`WithOutages`] makes any of them
-//! unavailable on a schedule, to rehearse camera outages. [`LatestFrame`] captures a live source
+//! [`Replay`] serves frames recorded from any of them, [`InMemoryLoop`] loops over them;
+//! [`WithOutages`] makes any of them unavailable on a schedule, to rehearse camera outages. [`LatestFrame`] captures a live source
 //! on its own thread and always hands out the newest frame; [`ReadAhead`] reads a file source
 //! on its own thread a few frames ahead, dropping none.
 
@@ -162,6 +162,49 @@ impl Replay {
 impl FrameSource for Replay {
     fn next_frame(&mut self, _timeout: Duration) -> Result<Option<Frame>, SourceError> {
         Ok(self.frames.pop_front())
+    }
+
+    fn describe(&self) -> String {
+        self.what.clone()
+    }
+}
+
+/// A short clip decoded once and then served in a loop from memory, each frame numbered and
+/// stamped with the time it is handed out, as a camera hands over raw frames: a benchmark times
+/// the perception without the file decoding (the copy out of memory stays in the source's time).
+/// Holds the recorded frames only; the loop never ends (the caller bounds the frames taken).
+pub struct InMemoryLoop {
+    frames: Vec<Frame>,
+    next: u64,
+    what: String,
+}
+
+impl InMemoryLoop {
+    /// Reads `source` until it ends or `limit` frames are held; a source without frames is
+    /// refused.
+    pub fn record(source: &mut dyn FrameSource, limit: u64) -> Result<Self, SourceError> {
+        let recorded = Replay::record(source, Some(limit))?;
+        let what = format!("{} (decoded once, served from memory)", source.describe());
+        if recorded.is_empty() {
+            return Err(SourceError::Config(format!(
+                "{what}: no frames to loop over"
+            )));
+        }
+        Ok(Self {
+            frames: recorded.frames.into(),
+            next: 0,
+            what,
+        })
+    }
+}
+
+impl FrameSource for InMemoryLoop {
+    fn next_frame(&mut self, _timeout: Duration) -> Result<Option<Frame>, SourceError> {
+        let mut frame = self.frames[(self.next % self.frames.len() as u64) as usize].clone();
+        frame.index = self.next;
+        frame.timestamp_ms = wall_clock_ms();
+        self.next += 1;
+        Ok(Some(frame))
     }
 
     fn describe(&self) -> String {
