@@ -517,8 +517,18 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
 fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, Failure> {
     let model = config.model_file();
     let faces = config.faces_mode();
+    // tract refuses int8 models (it would emulate them in float): time them on ONNX Runtime.
+    let int8 = ModelContract::load(&model)
+        .map_err(backend_failure)?
+        .metadata
+        .precision
+        == affect_shared::metadata::Precision::Int8;
     let mut results = Vec::new();
     for kind in [BackendKind::Tract, BackendKind::Onnxruntime] {
+        if int8 && kind == BackendKind::Tract {
+            eprintln!("{kind:?}: skipped (int8 model: ONNX Runtime only)");
+            continue;
+        }
         let backend = match backend::load(kind, &model, args.threads, &config.onnxruntime) {
             Ok(b) => b,
             Err(e @ BackendError::Unavailable(_)) => {

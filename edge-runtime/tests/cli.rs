@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn bundled_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/affect-synth.onnx")
 }
@@ -191,6 +193,34 @@ fn bench_in_memory_decodes_the_files_once_and_loops_over_them() {
     // out, so capture-to-report latency is measured.
     assert!(text.contains("end to end: 7 frames at "), "{text}");
     assert!(text.contains("capture to report p50"), "{text}");
+}
+
+#[test]
+fn bench_times_an_int8_model_on_onnx_runtime_only() {
+    let int8 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/affect-synth.int8.onnx");
+    let out = affect_edge(&[
+        "bench",
+        "--frames",
+        "3",
+        "--faces",
+        "none",
+        "--model",
+        int8.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Tract: skipped (int8 model: ONNX Runtime only)"),
+        "{err}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("backend tract"), "{text}");
+    if cfg!(feature = "onnxruntime")
+        && common::oracle_env("ORT_DYLIB_PATH", "the int8 bench on ONNX Runtime").is_some()
+    {
+        assert!(text.contains("backend onnxruntime/cpu"), "{text}{err}");
+        assert!(text.contains("end to end: 3 frames at "), "{text}");
+    }
 }
 
 /// Exit code 2 and a message on stderr that contains `names`.
