@@ -120,8 +120,6 @@ pub struct BlazeFace {
     config: DetectorConfig,
     /// The batch input, reused from frame to frame (grows to `config.batch` regions once).
     input: Vec<f32>,
-    /// The letterbox's horizontal pass, reused likewise.
-    scratch: Vec<f32>,
 }
 
 impl BlazeFace {
@@ -152,7 +150,6 @@ impl BlazeFace {
             anchors: decode::anchors(),
             config,
             input: Vec::new(),
-            scratch: Vec::new(),
         })
     }
 
@@ -189,21 +186,26 @@ impl BlazeFace {
         Ok(all)
     }
 
-    /// One run on `regions`, letterboxed into the reused input buffer.
+    /// One run on `regions`, letterboxed into the reused input buffer by the threads that run
+    /// them.
     fn run(
         &mut self,
         frame: &RgbImage,
         regions: &[Region],
     ) -> Result<Vec<Vec<Detection>>, FaceError> {
-        self.input.resize(regions.len() * INPUT_VALUES, 0.0);
-        let mappings: Vec<decode::Letterbox> = regions
-            .iter()
-            .zip(self.input.chunks_exact_mut(INPUT_VALUES))
-            .map(|(&region, row)| decode::letterbox_into(frame, region, row, &mut self.scratch))
-            .collect();
-        let outputs = self.net.run(
+        let mappings: Vec<decode::Letterbox> =
+            regions.iter().map(|&r| decode::Letterbox::of(r)).collect();
+        let outputs = self.net.run_filled(
             &[regions.len(), INPUT_SIZE, INPUT_SIZE, 3],
-            &self.input[..regions.len() * INPUT_VALUES],
+            &mut self.input,
+            |first, rows| {
+                // One scratch per thread's chunk, reused across its regions.
+                let mut scratch = Vec::new();
+                for (row, &region) in rows.chunks_exact_mut(INPUT_VALUES).zip(&regions[first..]) {
+                    decode::letterbox_into(frame, region, row, &mut scratch);
+                }
+                Ok(())
+            },
         )?;
         let values = |i: usize| outputs.get(i).map_or(&[][..], |o| &o.values[..]);
         let raw = RawOutputs {

@@ -62,6 +62,8 @@ pub struct LandmarkNet {
     net: FaceNet,
     model: ModelFile,
     preprocess: Preprocess,
+    /// The batch input, reused from frame to frame.
+    input: Vec<f32>,
 }
 
 impl LandmarkNet {
@@ -98,6 +100,7 @@ impl LandmarkNet {
             net,
             model,
             preprocess,
+            input: Vec::new(),
         })
     }
 
@@ -121,11 +124,18 @@ impl LandmarkNet {
             return Ok(Vec::new());
         }
         let side = INPUT_SIZE as usize;
-        let mut pixels = Vec::with_capacity(faces.len() * 3 * side * side);
-        for face in faces {
-            pixels.extend(self.preprocess.face_input(frame, face, None)?.pixels);
-        }
-        let outputs = self.net.run(&[faces.len(), 3, side, side], &pixels)?;
+        let preprocess = &self.preprocess;
+        // Each thread crops the faces it runs.
+        let outputs = self.net.run_filled(
+            &[faces.len(), 3, side, side],
+            &mut self.input,
+            |first, rows| {
+                for (row, face) in rows.chunks_exact_mut(3 * side * side).zip(&faces[first..]) {
+                    row.copy_from_slice(&preprocess.face_input(frame, face, None)?.pixels);
+                }
+                Ok(())
+            },
+        )?;
         let fractions = outputs.first().map_or(&[][..], |o| &o.values[..]);
         if fractions.len() != faces.len() * LANDMARK_VALUES {
             return Err(FaceError::Inference(format!(

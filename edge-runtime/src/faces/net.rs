@@ -121,14 +121,39 @@ impl FaceNet {
     /// model's order, `shape[0]` rows each. The rows are split across the threads, one chunk
     /// per thread.
     pub fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<Vec<Output>, FaceError> {
-        let rows = shape.first().copied().unwrap_or(0);
         let row_len: usize = shape.iter().skip(1).product();
-        if rows == 0 || row_len == 0 || data.len() != rows * row_len {
+        let rows = shape.first().copied().unwrap_or(0);
+        if data.len() != rows * row_len {
             return Err(FaceError::Inference(format!(
                 "{} input values for shape {shape:?}",
                 data.len()
             )));
         }
+        self.run_filled(shape, &mut Vec::new(), |first, part| {
+            part.copy_from_slice(&data[first * row_len..][..part.len()]);
+            Ok(())
+        })
+    }
+
+    /// [`Self::run`] on rows written into `buffer` (resized to the batch, so a reused one stops
+    /// allocating) by `fill(first row, values of consecutive rows from it)`: each thread fills
+    /// its own chunk of rows and runs it, so the input preparation (crops, letterboxes) is
+    /// split across the threads too.
+    pub fn run_filled(
+        &mut self,
+        shape: &[usize],
+        buffer: &mut Vec<f32>,
+        fill: impl Fn(usize, &mut [f32]) -> Result<(), FaceError> + Sync,
+    ) -> Result<Vec<Output>, FaceError> {
+        let rows = shape.first().copied().unwrap_or(0);
+        let row_len: usize = shape.iter().skip(1).product();
+        if rows == 0 || row_len == 0 {
+            return Err(FaceError::Inference(format!(
+                "no input values for shape {shape:?}"
+            )));
+        }
+        buffer.clear();
+        buffer.resize(rows * row_len, 0.0);
         let part_shape = |part: &[f32]| {
             let mut part_shape = shape.to_vec();
             part_shape[0] = part.len() / row_len;
@@ -139,7 +164,8 @@ impl FaceNet {
             FaceNet::Tract { plan, workers } => {
                 let per_part = chunk_rows(rows, *workers) * row_len;
                 let plan = &*plan;
-                run_split(data.chunks(per_part), |part| {
+                run_split(buffer.chunks_mut(per_part).enumerate(), |(index, part)| {
+                    fill(index * per_part / row_len, part)?;
                     by_row(&part_shape(part), part, |_, row| run_tract(plan, row))
                 })
             }
@@ -148,12 +174,17 @@ impl FaceNet {
                 let per_part = chunk_rows(rows, sessions.len()) * row_len;
                 let batched = *batched;
                 run_split(
-                    sessions.iter_mut().zip(data.chunks(per_part)),
-                    |(session, part)| match batched {
-                        true => run_session(session, &part_shape(part), part),
-                        false => by_row(&part_shape(part), part, |one, row| {
-                            run_session(session, one, row)
-                        }),
+                    sessions
+                        .iter_mut()
+                        .zip(buffer.chunks_mut(per_part).enumerate()),
+                    |(session, (index, part))| {
+                        fill(index * per_part / row_len, part)?;
+                        match batched {
+                            true => run_session(session, &part_shape(part), part),
+                            false => by_row(&part_shape(part), part, |one, row| {
+                                run_session(session, one, row)
+                            }),
+                        }
                     },
                 )
             }
@@ -301,6 +332,32 @@ mod tests {
         assert_eq!(all[0].shape, [3, 136]);
         let last = net.run(&[1, 3, 112, 112], &data[2 * row..]).unwrap();
         assert_eq!(all[0].values[2 * 136..], last[0].values[..]);
+        // Each thread fills its own chunk, told the chunk's first row.
+        let chunks = std::sync::Mutex::new(Vec::new());
+        let mut buffer = Vec::new();
+        let filled = net
+            .run_filled(&[3, 3, 112, 112], &mut buffer, |first, part| {
+                chunks.lock().unwrap().push((first, part.len() / row));
+                part.copy_from_slice(&data[first * row..][..part.len()]);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(filled[0].values, all[0].values);
+        let mut chunks = chunks.into_inner().unwrap();
+        chunks.sort();
+        assert_eq!(chunks, [(0, 2), (2, 1)]);
+        let refused = net.run_filled(&[2, 3, 112, 112], &mut buffer, |first, _| {
+            Err(FaceError::Inference(format!(
+                "row {first} cannot be cropped"
+            )))
+        });
+        assert!(
+            refused
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("cannot be cropped")
+        );
         for (shape, len) in [
             (vec![0, 3, 112, 112], 0),
             (vec![2, 0], 0),
