@@ -187,7 +187,7 @@ pub fn letterbox_input(frame: &RgbImage, region: Region) -> (Vec<f32>, Letterbox
 }
 
 /// [`letterbox_input`] into `out` (exactly [`INPUT_VALUES`] long, every value written), using
-/// `scratch` for the horizontal pass (resized as needed, so a reused one stops allocating).
+/// `scratch` for the vertical pass (resized as needed, so a reused one stops allocating).
 pub fn letterbox_into(
     frame: &RgbImage,
     region: Region,
@@ -210,37 +210,37 @@ pub fn letterbox_into(
     );
     let width = frame.width() as usize;
     let raw = frame.as_raw();
-    // Horizontal pass over the region's rows: rows × 128 × 3.
-    let rows = region.height as usize;
+    let x0 = region.x as usize;
+    let span = 3 * region.width as usize;
+    // Vertical pass first, over whole rows of the region (contiguous, so it vectorises): each
+    // output row's weighted sum of the frame rows it covers, `128 × span` values.
     scratch.clear();
-    scratch.resize(rows * INPUT_SIZE * 3, 0.0);
-    let horizontal = &mut scratch[..];
-    for r in 0..rows {
-        let y = region.y as usize + r;
-        let line = &raw[3 * y * width..3 * (y + 1) * width];
-        for (u, (first, weights)) in xs.iter().enumerate() {
-            let mut acc = [0.0f32; 3];
-            for (k, w) in weights.iter().enumerate() {
-                let i = 3 * (first + k);
-                for c in 0..3 {
-                    acc[c] += w * f32::from(line[i + c]);
-                }
+    scratch.resize(INPUT_SIZE * span, 0.0);
+    for ((first, weights), sums) in ys.iter().zip(scratch.chunks_exact_mut(span)) {
+        for (k, &w) in weights.iter().enumerate() {
+            let line = &raw[3 * ((first + k) * width + x0)..][..span];
+            for (sum, &p) in sums.iter_mut().zip(line) {
+                *sum += w * f32::from(p);
             }
-            horizontal[(r * INPUT_SIZE + u) * 3..][..3].copy_from_slice(&acc);
         }
     }
-    for (v, (first, weights)) in ys.iter().enumerate() {
-        for u in 0..INPUT_SIZE {
+    // Horizontal pass over the 128 summed rows.
+    for (sums, out_row) in scratch
+        .chunks_exact(span)
+        .zip(out.chunks_exact_mut(INPUT_SIZE * 3))
+    {
+        for ((first, weights), px) in xs.iter().zip(out_row.chunks_exact_mut(3)) {
             let mut acc = [0.0f32; 3];
-            for (k, w) in weights.iter().enumerate() {
-                let r = first + k - region.y as usize;
-                let px = &horizontal[(r * INPUT_SIZE + u) * 3..][..3];
-                for c in 0..3 {
-                    acc[c] += w * px[c];
+            if !weights.is_empty() {
+                let taps = &sums[3 * (first - x0)..][..3 * weights.len()];
+                for (&w, p) in weights.iter().zip(taps.chunks_exact(3)) {
+                    for c in 0..3 {
+                        acc[c] += w * p[c];
+                    }
                 }
             }
             for c in 0..3 {
-                out[(v * INPUT_SIZE + u) * 3 + c] = acc[c] / 127.5 - 1.0;
+                px[c] = acc[c] / 127.5 - 1.0;
             }
         }
     }
@@ -659,6 +659,81 @@ mod tests {
         ) {
             let mapping = letterbox_into(&frame, region, &mut out, &mut scratch);
             assert_eq!((out.clone(), mapping), letterbox_input(&frame, region));
+        }
+    }
+
+    /// The letterbox by definition: each input pixel is the mean of the frame over the square
+    /// it covers, clipped to the region (black outside), in f64.
+    fn letterbox_by_definition(frame: &RgbImage, region: Region) -> Vec<f32> {
+        let mapping = Letterbox::of(region);
+        let mut out = vec![0.0; INPUT_VALUES];
+        for v in 0..INPUT_SIZE {
+            for u in 0..INPUT_SIZE {
+                let [x0, y0] = mapping.to_frame([u as f64, v as f64]);
+                let [x1, y1] = mapping.to_frame([u as f64 + 1.0, v as f64 + 1.0]);
+                let area = f64::from(x1 - x0) * f64::from(y1 - y0);
+                let mut sum = [0.0f64; 3];
+                for y in region.y..region.y + region.height {
+                    let dy = (f64::from(y1).min(f64::from(y) + 1.0)
+                        - f64::from(y0).max(f64::from(y)))
+                    .max(0.0);
+                    if dy == 0.0 {
+                        continue;
+                    }
+                    for x in region.x..region.x + region.width {
+                        let dx = (f64::from(x1).min(f64::from(x) + 1.0)
+                            - f64::from(x0).max(f64::from(x)))
+                        .max(0.0);
+                        let p = frame.get_pixel(x, y).0;
+                        for c in 0..3 {
+                            sum[c] += dx * dy * f64::from(p[c]);
+                        }
+                    }
+                }
+                for c in 0..3 {
+                    out[(v * INPUT_SIZE + u) * 3 + c] = (sum[c] / area / 127.5 - 1.0) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn letterbox_equals_the_area_mean_by_definition_when_shrinking_and_enlarging() {
+        let frame = RgbImage::from_fn(301, 203, |x, y| {
+            image::Rgb([(x * 7 + y * 3) as u8, (x ^ y) as u8, (x * y % 251) as u8])
+        });
+        for region in [
+            // Shrunk 2×, tall (padded left and right), a tile away from the origin.
+            Region {
+                x: 40,
+                y: 10,
+                width: 256,
+                height: 190,
+            },
+            // Shrunk by a fraction that is not a power of two, wide.
+            Region {
+                x: 0,
+                y: 0,
+                width: 301,
+                height: 203,
+            },
+            // Enlarged (fewer than 128 pixels): each frame pixel spreads over several.
+            Region {
+                x: 250,
+                y: 150,
+                width: 51,
+                height: 37,
+            },
+        ] {
+            let (fast, _) = letterbox_input(&frame, region);
+            let exact = letterbox_by_definition(&frame, region);
+            let worst = fast
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-4, "{region:?}: off by {worst}");
         }
     }
 
