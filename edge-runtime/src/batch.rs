@@ -13,7 +13,7 @@
 //! N runs of one (3.8 ms per face at N = 1, 7.5 ms at 2, 9.1 ms at 8, 9.7 ms at 32, after
 //! compilation), and a symbolic N ~70× more. ONNX Runtime runs the true batch.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tract_onnx::prelude::*;
 
@@ -64,26 +64,55 @@ pub fn chunk_rows(rows: usize, workers: usize) -> usize {
 
 /// Runs `work` on every part at once, the first on the calling thread and each other on a
 /// scoped thread of its own, and returns the results in the parts' order. One part runs as a
-/// plain call: a single face never waits for a thread. A panicking part panics the caller.
+/// plain call: a single face never waits for a thread. A part the OS gives no thread (a
+/// service at its task limit) runs on the calling thread instead: slower, never lost. A
+/// panicking part panics the caller.
 pub fn run_split<T: Send, R: Send>(
     parts: impl IntoIterator<Item = T>,
     work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    run_split_with(parts, work, |_| true)
+}
+
+/// [`run_split`], asking `may_spawn(i)` before giving the `i`-th part after the first a thread;
+/// a refusal is handled like the OS's.
+fn run_split_with<T: Send, R: Send>(
+    parts: impl IntoIterator<Item = T>,
+    work: impl Fn(T) -> R + Sync,
+    may_spawn: impl Fn(usize) -> bool,
 ) -> Vec<R> {
     let mut parts = parts.into_iter();
     let Some(first) = parts.next() else {
         return Vec::new();
     };
+    // Each other part waits in a slot for its thread; one that no thread took stays there.
+    let slots: Vec<Mutex<Option<T>>> = parts.map(|part| Mutex::new(Some(part))).collect();
+    let take = |slot: &Mutex<Option<T>>| slot.lock().unwrap_or_else(PoisonError::into_inner).take();
     let work = &work;
     std::thread::scope(|scope| {
-        let others: Vec<_> = parts.map(|part| scope.spawn(move || work(part))).collect();
-        let mut results = Vec::with_capacity(others.len() + 1);
+        let threads: Vec<_> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                may_spawn(i)
+                    .then(|| {
+                        std::thread::Builder::new()
+                            .spawn_scoped(scope, move || take(slot).map(work))
+                            .ok()
+                    })
+                    .flatten()
+            })
+            .collect();
+        let mut results = Vec::with_capacity(slots.len() + 1);
         results.push(work(first));
-        for other in others {
-            results.push(
-                other
+        for (slot, thread) in slots.iter().zip(threads) {
+            let ran = thread.and_then(|thread| {
+                thread
                     .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            let result = ran.or_else(|| take(slot).map(work));
+            results.push(result.expect("a part is taken either by its thread or here"));
         }
         results
     })
@@ -168,6 +197,19 @@ mod tests {
         assert_eq!(ran[0].1, main);
         assert!(ran[1].1 != main && ran[2].1 != main && ran[1].1 != ran[2].1);
         assert!(run_split(Vec::<usize>::new(), |p| p).is_empty());
+    }
+
+    #[test]
+    fn a_part_given_no_thread_runs_on_the_calling_thread_in_its_place() {
+        let main = std::thread::current().id();
+        // The second of the other parts (part 2) gets no thread, as when the OS refuses one.
+        let ran = run_split_with(0..4, |p| (p, std::thread::current().id()), |i| i != 1);
+        assert_eq!(ran.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!((ran[0].1, ran[2].1), (main, main));
+        assert!(ran[1].1 != main && ran[3].1 != main);
+        // No thread at all: everything on the calling thread, still in order.
+        let alone = run_split_with(0..3, |p| (p, std::thread::current().id()), |_| false);
+        assert!(alone.iter().enumerate().all(|(i, r)| *r == (i, main)));
     }
 
     #[test]
