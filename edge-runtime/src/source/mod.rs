@@ -3,9 +3,9 @@
 //! ([`SyntheticCamera`]: generator faces with known valence/arousal). All behind
 //! [`FrameSource`]; each has a serde-derivable config struct for the TOML configuration.
 //! [`Replay`] serves frames recorded from any of them, [`InMemoryLoop`] loops over them;
-//! [`WithOutages`] makes any of them unavailable on a schedule, to rehearse camera outages. [`LatestFrame`] captures a live source
-//! on its own thread and always hands out the newest frame; [`ReadAhead`] reads a file source
-//! on its own thread a few frames ahead, dropping none.
+//! [`WithOutages`] makes any of them unavailable on a schedule, to rehearse camera outages.
+//! [`LatestFrame`] captures a live source on its own thread and always hands out the newest
+//! frame; [`ReadAhead`] reads a file source on its own thread a few frames ahead, dropping none.
 
 mod camera;
 mod decode;
