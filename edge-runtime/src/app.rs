@@ -487,9 +487,9 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             ..EdgeConfig::default()
         };
         let in_memory = if args.in_memory && matches!(spec, SourceSpec::Images(_)) {
-            " (decoded once, served from memory)"
+            format!(" ({})", InMemoryLoop::NOTE)
         } else {
-            ""
+            String::new()
         };
         println!("source {}{in_memory}", String::from(spec.clone()));
         runs.push(bench_source(&config, &args)?);

@@ -135,9 +135,10 @@ impl FaceNet {
         })
     }
 
-    /// [`Self::run`] on rows written into `buffer` (resized to the batch, so a reused one stops
-    /// allocating) by `fill(first row, values of consecutive rows from it)`: each thread fills
-    /// its own chunk of rows and runs it, so the input preparation (crops, letterboxes) is
+    /// [`Self::run`] on rows written into `buffer` (grown to the batch, so a reused one stops
+    /// allocating) by `fill(first row, values of consecutive rows from it)`, which must write
+    /// every value it is given (a reused buffer still holds the previous batch): each thread
+    /// fills its own chunk of rows and runs it, so the input preparation (crops, letterboxes) is
     /// split across the threads too.
     pub fn run_filled(
         &mut self,
@@ -152,8 +153,11 @@ impl FaceNet {
                 "no input values for shape {shape:?}"
             )));
         }
-        buffer.clear();
-        buffer.resize(rows * row_len, 0.0);
+        // Grown, not cleared: `fill` overwrites every value of the batch anyway.
+        if buffer.len() < rows * row_len {
+            buffer.resize(rows * row_len, 0.0);
+        }
+        let buffer = &mut buffer[..rows * row_len];
         let part_shape = |part: &[f32]| {
             let mut part_shape = shape.to_vec();
             part_shape[0] = part.len() / row_len;
@@ -346,6 +350,15 @@ mod tests {
         let mut chunks = chunks.into_inner().unwrap();
         chunks.sort();
         assert_eq!(chunks, [(0, 2), (2, 1)]);
+        // The buffer, now larger than a one-row batch, is reused as it is.
+        let one = net
+            .run_filled(&[1, 3, 112, 112], &mut buffer, |_, part| {
+                part.copy_from_slice(&data[2 * row..]);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(one[0].values, last[0].values);
+        assert_eq!(buffer.len(), 3 * row);
         let refused = net.run_filled(&[2, 3, 112, 112], &mut buffer, |first, _| {
             Err(FaceError::Inference(format!(
                 "row {first} cannot be cropped"

@@ -180,11 +180,14 @@ pub struct InMemoryLoop {
 }
 
 impl InMemoryLoop {
+    /// How [`FrameSource::describe`] marks the source it loops over (in parentheses after it).
+    pub const NOTE: &'static str = "decoded once, served from memory";
+
     /// Reads `source` until it ends or `limit` frames are held; a source without frames is
     /// refused.
     pub fn record(source: &mut dyn FrameSource, limit: u64) -> Result<Self, SourceError> {
         let recorded = Replay::record(source, Some(limit))?;
-        let what = format!("{} (decoded once, served from memory)", source.describe());
+        let what = format!("{} ({})", source.describe(), Self::NOTE);
         if recorded.is_empty() {
             return Err(SourceError::Config(format!(
                 "{what}: no frames to loop over"
