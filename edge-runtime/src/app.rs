@@ -102,8 +102,8 @@ fn open_plain_source(
 
 /// The face finder for a mode, its networks on the engine `kind` (the affect model's). The
 /// landmark net runs when the model needs landmarks, and also for landmark tracking
-/// (`face_models.redetect_every` > 1, unless `face_models.landmarks = false`): between
-/// detections it is what finds the faces.
+/// (`face_models.redetect_every` > 1, unless `face_models.landmarks = false`): on the frames and
+/// regions the detector does not search, it is what finds the faces.
 pub fn face_mode(
     config: &EdgeConfig,
     faces: FacesSpec,
@@ -602,10 +602,11 @@ fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, 
         );
         if let Some(f) = pipeline.finder_stats() {
             println!(
-                "    detector runs per frame {:.3} ({} full detections in {} frames, {} early for \
-                 a lost face; redetect_every {}, landmarks_per_frame {})",
+                "    detector on {:.3} of the frames, {:.1} regions per frame ({} regions in {} \
+                 frames, {} faces looked lost; redetect_every {}, landmarks_per_frame {})",
                 f.detections as f64 / f.frames.max(1) as f64,
-                f.detections,
+                f.regions as f64 / f.frames.max(1) as f64,
+                f.regions,
                 f.frames,
                 f.lost,
                 config.face_models.redetect_every,

@@ -179,11 +179,12 @@ struct BenchCli {
     /// CPU threads sharing a frame's faces, as `run --threads` (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Full face detection every N frames, landmark tracking in between (1 = detect on every
-    /// frame; default: `face_models.redetect_every`'s default).
+    /// Every detector region searched once every N frames, a share per frame, landmark tracking
+    /// in between (1 = the whole detection on every frame; default:
+    /// `face_models.redetect_every`'s default).
     #[arg(long)]
     redetect_every: Option<u32>,
-    /// Between detections, new landmarks for at most N faces per frame, in turn (0 = every
+    /// New landmarks for at most N faces per frame, detections first, then in turn (0 = every
     /// face; default: `face_models.landmarks_per_frame`'s default).
     #[arg(long, value_name = "N")]
     landmarks_per_frame: Option<u32>,

@@ -26,6 +26,7 @@ use affect_edge::faces::{
 use affect_edge::pipeline::{FaceMode, Pipeline, PipelineConfig};
 use affect_edge::source::Frame;
 use affect_shared::metadata::{METADATA_KEY, ModelMetadata};
+use affect_shared::preprocess::FaceBox;
 use affect_shared::wire::StatusFlags;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -238,13 +239,13 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
     let Some(python) = python() else { return };
     let image = solvay();
     let frame = load_rgb(&image);
-    // The default configuration tiles this 1666 px frame by itself.
-    let mut finder = BundledFaces::load(
-        Some(&models()),
-        &FacesConfig::default(),
-        &EngineConfig::tract(),
-    )
-    .unwrap();
+    // The default configuration tiles this 1666 px frame by itself; the whole detection on one
+    // frame (a sweep would spread it over 9).
+    let config = FacesConfig {
+        redetect_every: 1,
+        ..FacesConfig::default()
+    };
+    let mut finder = BundledFaces::load(Some(&models()), &config, &EngineConfig::tract()).unwrap();
     let faces = finder.find(&frame).unwrap();
     let Tiling { tile, overlap } = AUTO_TILING;
     let (tile, overlap) = (tile.to_string(), overlap.to_string());
@@ -299,9 +300,10 @@ fn solvay_group_photo_has_many_faces_matching_onnx_runtime() {
 }
 
 /// The whole chain with the default configuration (detector, landmarks, tracker, the bundled
-/// real-face model, batched) reports every face of the group on the first frame, and the same
-/// tracks on the frames after it, where the faces are followed by their landmarks, 8 faces
-/// refreshed per frame (`landmarks_per_frame`), with no further detection.
+/// real-face model, batched) on the Solvay photo: the detector's 71 regions are searched 8 at a
+/// time, one share per frame, so that no frame carries the whole detection; after the first
+/// sweep (9 frames) every face of the group is reported, the same faces the whole detection
+/// finds, and the same tracks are kept through the next sweep, where each face is found again.
 #[test]
 fn the_default_pipeline_tracks_the_whole_solvay_group() {
     let frame = Frame {
@@ -311,16 +313,22 @@ fn the_default_pipeline_tracks_the_whole_solvay_group() {
         truth: None,
         cut: false,
     };
-    let finder = BundledFaces::load(
-        Some(&models()),
-        &FacesConfig::default(),
-        &EngineConfig::tract(),
-    )
-    .unwrap();
-    let mut pipeline = expression_pipeline(finder);
+    let load = || {
+        BundledFaces::load(
+            Some(&models()),
+            &FacesConfig::default(),
+            &EngineConfig::tract(),
+        )
+        .unwrap()
+    };
+    let whole = BlazeFace::load(models().join(DETECTOR_FILE), DetectorConfig::default())
+        .unwrap()
+        .detect(&frame.image)
+        .unwrap();
+    let mut pipeline = expression_pipeline(load());
     let mut first: Option<std::collections::BTreeSet<u16>> = None;
-    // Frames 1 to 4 refresh faces 0-7, 8-15, 16-23 and 24-31 (wrapping): each face of ~28 once.
-    let frames = 5;
+    let frames = 20;
+    let mut regions_before = 0;
     for index in 0..frames {
         let reports = pipeline
             .process(&Frame {
@@ -328,26 +336,130 @@ fn the_default_pipeline_tracks_the_whole_solvay_group() {
                 ..frame.clone()
             })
             .unwrap();
+        let stats = pipeline.finder_stats().unwrap();
+        let regions = stats.regions - regions_before;
+        regions_before = stats.regions;
+        assert!(regions <= 8, "frame {index}: {regions} regions searched");
         let tracks: std::collections::BTreeSet<u16> = reports.iter().map(|r| r.track).collect();
-        eprintln!("solvay frame {index}: {} tracked faces", tracks.len());
-        assert!(tracks.len() >= 20, "frame {index}: {} tracks", tracks.len());
+        eprintln!(
+            "solvay frame {index}: {} tracked faces, {regions} regions searched",
+            tracks.len()
+        );
         assert_eq!(tracks.len(), reports.len(), "one report per track");
         assert!(
             reports
                 .iter()
                 .all(|r| (-1.0..=1.0).contains(&r.valence) && r.bbox[2] > 10.0)
         );
+        if index < 9 {
+            continue;
+        }
+        assert!(tracks.len() >= 20, "frame {index}: {} tracks", tracks.len());
         assert_eq!(
             first.get_or_insert(tracks.clone()),
             &tracks,
             "frame {index}"
         );
+        if index == 9 {
+            // Every face the whole detection finds is followed, within a few pixels.
+            let boxes: Vec<[f32; 4]> = reports.iter().map(|r| r.bbox).collect();
+            for d in &whole {
+                let [x0, y0, x1, y1] = d.corners;
+                let nearest = boxes
+                    .iter()
+                    .map(|b| {
+                        (b[0] - x0)
+                            .abs()
+                            .max((b[1] - y0).abs())
+                            .max((b[0] + b[2] - x1).abs())
+                            .max((b[1] + b[3] - y1).abs())
+                    })
+                    .fold(f32::INFINITY, f32::min);
+                assert!(
+                    nearest < 6.0,
+                    "a face of the whole detection at {:?}: nearest followed box {nearest} px off",
+                    d.corners
+                );
+            }
+            assert_eq!(boxes.len(), whole.len(), "the same faces");
+        }
     }
     let stats = pipeline.finder_stats().unwrap();
+    assert_eq!(stats.lost, 0);
+    assert_eq!(stats.frames, frames);
     assert_eq!(
-        (stats.frames, stats.detections, stats.lost),
-        (frames, 1, 0),
-        "followed after the first frame"
+        stats.regions,
+        71 * 2,
+        "two sweeps of 71 regions in 20 frames"
+    );
+}
+
+/// A face of the group that disappears (painted over in grey) after the first sweep is no
+/// longer followed at the latest when the next sweep ends, without the frame ever being searched
+/// whole: either its refresh in turn finds it lost (then only the few regions holding its last
+/// box are searched at once) or the sweep does not find it again. The other faces stay
+/// followed.
+#[test]
+fn a_face_of_the_group_that_vanishes_is_dropped_without_a_whole_detection() {
+    let mut frame = load_rgb(&solvay());
+    let mut finder = BundledFaces::load(
+        Some(&models()),
+        &FacesConfig::default(),
+        &EngineConfig::tract(),
+    )
+    .unwrap();
+    let mut faces = Vec::new();
+    // The first sweep (frames 0-9, nothing followed at first) finds the group.
+    for _ in 0..10 {
+        faces = finder.find(&frame).unwrap();
+    }
+    let before = finder.stats().unwrap();
+    assert!(faces.len() >= 20 && before.lost == 0, "{before:?}");
+    // Paint the best face over, with a margin around it.
+    let gone = faces[0].bbox;
+    let pad = gone.w * 0.5;
+    for y in (gone.y - pad).max(0.0) as u32..((gone.y + gone.h + pad) as u32).min(frame.height()) {
+        for x in (gone.x - pad).max(0.0) as u32..((gone.x + gone.w + pad) as u32).min(frame.width())
+        {
+            frame.put_pixel(x, y, image::Rgb([128; 3]));
+        }
+    }
+    let centre = |b: &FaceBox| [b.x + b.w / 2.0, b.y + b.h / 2.0];
+    let near_gone = |f: &Face| {
+        let ([a, b], [c, d]) = (centre(&f.bbox), centre(&gone));
+        (a - c).hypot(b - d) < gone.w / 2.0
+    };
+    // The next sweep's shares come on frames 11-19.
+    let mut previous = before;
+    let mut dropped_on = None;
+    for k in 10..20 {
+        let now = finder.find(&frame).unwrap();
+        let stats = finder.stats().unwrap();
+        let regions = stats.regions - previous.regions;
+        eprintln!(
+            "frame {k}: {} faces, {regions} regions searched, {stats:?}",
+            now.len()
+        );
+        assert!(
+            regions <= 8 + 5,
+            "frame {k}: {regions} regions searched (a share, and those around a lost face)"
+        );
+        if now.iter().any(near_gone) {
+            assert!(dropped_on.is_none(), "frame {k}: the painted face is back");
+        } else {
+            dropped_on.get_or_insert(k);
+            assert_eq!(
+                now.len(),
+                faces.len() - 1,
+                "frame {k}: the others are followed"
+            );
+        }
+        previous = stats;
+    }
+    eprintln!("the painted face dropped on frame {dropped_on:?}");
+    assert!(
+        dropped_on.is_some(),
+        "the painted face is still followed after the sweep"
     );
 }
 
@@ -366,13 +478,13 @@ fn the_face_models_run_on_onnx_runtime_like_on_tract() {
         threads: 1,
         onnxruntime: OnnxRuntimeConfig::default(),
     };
-    let mut ort = BundledFaces::load(Some(&models()), &FacesConfig::default(), &engine).unwrap();
-    let mut tract = BundledFaces::load(
-        Some(&models()),
-        &FacesConfig::default(),
-        &EngineConfig::tract(),
-    )
-    .unwrap();
+    // The whole detection on one frame (a sweep would spread it over 9).
+    let config = FacesConfig {
+        redetect_every: 1,
+        ..FacesConfig::default()
+    };
+    let mut ort = BundledFaces::load(Some(&models()), &config, &engine).unwrap();
+    let mut tract = BundledFaces::load(Some(&models()), &config, &EngineConfig::tract()).unwrap();
     let (got, want) = (ort.find(&frame).unwrap(), tract.find(&frame).unwrap());
     assert!(got.len() >= 20, "{} faces", got.len());
     assert_eq!(got.len(), want.len());
@@ -473,8 +585,13 @@ fn a_group_split_across_threads_equals_one_thread() {
             threads,
             ..engine.clone()
         };
+        // The whole detection on one frame (a sweep would spread it over 9).
+        let config = FacesConfig {
+            redetect_every: 1,
+            ..FacesConfig::default()
+        };
         let find = |threads| {
-            BundledFaces::load(Some(&models()), &FacesConfig::default(), &on(threads))
+            BundledFaces::load(Some(&models()), &config, &on(threads))
                 .unwrap()
                 .find(&frame)
                 .unwrap()
@@ -630,6 +747,7 @@ fn landmark_tracking_follows_a_moving_face_between_detections() {
     let detected_frames = FinderStats {
         frames: u64::from(clip),
         detections: 3,
+        regions: 3,
         lost: 0,
     };
     assert_eq!(tracked.stats(), Some(detected_frames), "frames 0, 5, 10");

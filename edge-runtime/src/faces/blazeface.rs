@@ -216,16 +216,33 @@ impl BlazeFace {
             .map_err(|e| FaceError::Inference(format!("{}: {e}", self.model.describe())))
     }
 
+    /// The regions searched on a `width × height` frame: the whole frame, then the tiles of
+    /// [`DetectorConfig::tiling_for`] it.
+    pub fn regions(&self, width: u32, height: u32) -> Vec<Region> {
+        decode::regions(width, height, self.config.tiling_for(width, height))
+    }
+
     /// Faces in `frame`, best first: candidates of the whole frame and of every tile (without
     /// those cut by an inner tile edge), merged by non-maximum suppression.
     pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Detection>, FaceError> {
         let (width, height) = frame.dimensions();
-        if width == 0 || height == 0 {
+        let regions = self.regions(width, height);
+        self.detect_in(frame, &regions)
+    }
+
+    /// Faces in `regions` of `frame` (some of [`Self::regions`]), best first: their candidates
+    /// (a tile's without those cut by one of its inner edges) merged by non-maximum suppression.
+    pub fn detect_in(
+        &mut self,
+        frame: &RgbImage,
+        regions: &[Region],
+    ) -> Result<Vec<Detection>, FaceError> {
+        let (width, height) = frame.dimensions();
+        if width == 0 || height == 0 || regions.is_empty() {
             return Ok(Vec::new());
         }
-        let regions = decode::regions(width, height, self.config.tiling_for(width, height));
         let mut all = Vec::new();
-        for (region, candidates) in regions.iter().zip(self.candidates_of(frame, &regions)?) {
+        for (region, candidates) in regions.iter().zip(self.candidates_of(frame, regions)?) {
             let whole = region.width == width && region.height == height;
             all.extend(
                 candidates

@@ -2,6 +2,7 @@
 //! anchors, decoding raw outputs into detections in frame pixels, tiling large frames, and
 //! non-maximum suppression. Everything here is tested without a model file.
 
+use affect_shared::preprocess::FaceBox;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,17 @@ pub struct Region {
     pub width: u32,
     /// Height.
     pub height: u32,
+}
+
+impl Region {
+    /// Whether `face` lies wholly inside the region.
+    pub fn contains(&self, face: &FaceBox) -> bool {
+        let (x0, y0) = (self.x as f32, self.y as f32);
+        face.x >= x0
+            && face.y >= y0
+            && face.x + face.w <= x0 + self.width as f32
+            && face.y + face.h <= y0 + self.height as f32
+    }
 }
 
 /// The whole frame, then (with tiling, when the frame is larger than a tile) tiles of side
@@ -796,6 +808,33 @@ mod tests {
         let thin = regions(600, 100, tiling);
         assert_eq!(thin.len(), 4);
         assert!(thin[1..].iter().all(|t| t.height == 100 && t.width == 256));
+    }
+
+    #[test]
+    fn a_region_contains_the_boxes_wholly_inside_it() {
+        let tile = Region {
+            x: 160,
+            y: 0,
+            width: 256,
+            height: 256,
+        };
+        let face = |x: f32, y: f32| FaceBox {
+            x,
+            y,
+            w: 50.0,
+            h: 60.0,
+        };
+        assert!(tile.contains(&face(160.0, 0.0)), "touching its edges");
+        assert!(tile.contains(&face(366.0, 196.0)), "in its far corner");
+        assert!(!tile.contains(&face(159.0, 10.0)), "one pixel left of it");
+        assert!(
+            !tile.contains(&face(367.0, 10.0)),
+            "one pixel out on the right"
+        );
+        assert!(
+            !tile.contains(&face(200.0, 197.0)),
+            "one pixel out at the bottom"
+        );
     }
 
     #[test]

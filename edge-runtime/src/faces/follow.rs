@@ -1,11 +1,11 @@
-//! Landmark-driven tracking (as MediaPipe Face Mesh and OpenFace do it): after a full detection,
-//! each face's box on the next frame is derived from its 68 landmarks of the previous frame, and
-//! only the landmark net runs; the detector runs again every `redetect_every` frames, at once
-//! when there are no faces to follow, and when a followed face looks lost.
+//! Landmark-driven tracking with a spread detection (as MediaPipe Face Mesh and OpenFace follow
+//! faces by their landmarks): each face's box on a frame is derived from its 68 landmarks of an
+//! earlier frame, and the detector searches the frame's regions (the whole frame, and its tiles
+//! when it is large) a share at a time, so that no frame carries a whole detection.
 //!
 //! Pure logic, no models: [`BoxCalibration`] relates a detector box to its landmarks,
-//! [`looks_lost`] is the sanity check, [`Follower`] is the per-frame state (bounded: one entry
-//! per face of the last detection).
+//! [`looks_lost`] is the sanity check, [`Follower`] is the per-frame state (bounded: at most
+//! `max_faces` faces).
 //!
 //! **Calibration.** A detector box and the landmarks found in its crop are measured in units of
 //! the landmarks' *spread* (root-mean-square distance of the 68 points from their centroid): the
@@ -15,32 +15,50 @@
 //! convention (size and placement relative to the face) between detections. Rotation is not
 //! modelled: a head rolled since the detection keeps an upright box until the next one.
 //!
-//! **Groups.** The landmark net costs about as much per face as the affect model, so in a group
-//! it would dominate the frame. Between detections at most `landmarks_per_frame` faces get new
-//! landmarks per frame, in turn (round robin); the others keep their box and landmarks of the
-//! frame they were last refreshed on. One face (or up to that many) is refreshed on every frame
-//! as before; 29 faces with 8 per frame each every fourth frame. A held face that moved too far
-//! by its next refresh looks lost, and the frame is detected.
+//! **Spread detection.** A *sweep* searches every region once, in shares of
+//! `ceil(regions / redetect_every)` consecutive regions, one share per frame. While faces are
+//! followed, a sweep's shares fall on the last frames of each `redetect_every`: an untiled frame
+//! (one region) is searched every `redetect_every`-th frame, the Solvay photo's 71 regions (every
+//! 10 frames) 8 at a time on 9 frames of 10, instead of all 71 on one frame. With no face to
+//! follow, a share is searched on every frame. A detection overlapping a followed face (IoU above
+//! [`MATCH_IOU`]) finds it again: the face starts over from the detection (its box, keypoints
+//! and score, new landmarks and calibration); any other detection is a new face, while fewer
+//! than `max_faces` are followed. When a sweep is complete, the faces no detection found during
+//! it are no longer followed.
 //!
-//! **Limits.** A face that enters the picture between detections is found on the next one (at
-//! most `redetect_every - 1` frames late). A face that vanishes is dropped at the latest on the
-//! next detection, earlier when the sanity check fires (on a blank frame it does at once:
-//! `edge-runtime/tests/faces.rs`). A scene cut the source reports ends the tracks in the
-//! pipeline but does not force a detection here; the sanity check or the next detection
-//! catches it.
+//! **Groups.** The landmark net costs about as much per face as the affect model, so in a group
+//! it would dominate the frame. At most `landmarks_per_frame` faces get new landmarks per frame:
+//! this frame's detections first, then followed faces in turn (round robin); the others keep
+//! their box and landmarks of the frame they were last refreshed on (29 faces with 8 per frame:
+//! each every fourth frame). A face refreshed in turn whose new box moved too far or changed
+//! size too much looks lost: it is no longer followed, and the regions that hold its last box
+//! whole are searched on the same frame (for an untiled frame: the whole frame).
+//!
+//! **Limits.** A face that enters the picture is found when its region's share is next searched
+//! (at most a sweep, `redetect_every` frames, later). A face that vanishes is dropped when the
+//! sweep that does not find it ends (at most two sweeps later), earlier when the sanity check
+//! fires (on a blank frame it does at once: `edge-runtime/tests/faces.rs`). A scene cut the
+//! source reports ends the tracks in the pipeline but does not restart the sweep here; the
+//! sanity check or the sweep catches it. A new frame size forgets every face.
+
+use std::ops::Range;
 
 use affect_shared::preprocess::{FaceBox, Landmarks68};
 
 use super::{Face, FaceError};
 
-/// Default of [`super::FacesConfig::redetect_every`]: a full detection every 10th frame (3 per
-/// second at 30 frames/s).
+/// Default of [`super::FacesConfig::redetect_every`]: every region of the frame searched once
+/// every 10 frames (3 times per second at 30 frames/s).
 pub const DEFAULT_REDETECT_EVERY: u32 = 10;
 
-/// Default of [`super::FacesConfig::landmarks_per_frame`]: between detections, new landmarks for
-/// at most 8 faces per frame (a kiosk's few visitors on every frame, a group of 29 each on every
-/// fourth).
+/// Default of [`super::FacesConfig::landmarks_per_frame`]: new landmarks for at most 8 faces per
+/// frame (a kiosk's few visitors on every frame, a group of 29 each about every fourth).
 pub const DEFAULT_LANDMARKS_PER_FRAME: u32 = 8;
+
+/// A detection whose box overlaps a followed face's box by more than this IoU is that face,
+/// found again (faces of a group hardly overlap; a face moved for a few frames since its box was
+/// last refreshed still does).
+pub const MATCH_IOU: f32 = 0.3;
 
 /// A followed face is lost when its landmarks' spread changed by more than this factor (up or
 /// down) from one frame to the next: landmarks that collapse or explode relative to the crop they
@@ -155,37 +173,62 @@ pub fn looks_lost(previous: &FaceBox, derived: &FaceBox, width: u32, height: u32
         && inside_fraction(derived, width, height) >= MIN_INSIDE)
 }
 
-/// One face followed since the last detection.
+/// One face followed since it was detected.
 #[derive(Debug, Clone)]
 struct Followed {
     calibration: BoxCalibration,
-    /// The face as last refreshed (with the detection's score): its box is where its next
+    /// The face as last refreshed (with its last detection's score): its box is where its next
     /// landmark crop is taken.
     face: Face,
+    /// Found by a detection since the current sweep began.
+    seen: bool,
 }
 
-/// Per-frame state of landmark-driven tracking: which frames need the detector and which boxes
-/// the landmark net looks at otherwise.
+/// Why a box is in a frame's landmark batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// A detection of followed face `i`: the face starts again from the detection.
+    Matched(usize),
+    /// A detection of a face not followed yet.
+    New,
+    /// Followed face `i`, due for new landmarks in turn.
+    Due(usize),
+}
+
+/// Per-frame state of landmark-driven tracking with a spread detection: which regions the
+/// detector searches on a frame, which boxes the landmark net looks at, which faces are followed.
+/// Bounded: at most `max_faces` faces, one landmark job per face or detection of a frame.
 #[derive(Debug, Clone)]
 pub struct Follower {
     redetect_every: u32,
-    /// Faces refreshed per frame between detections (0: all).
+    /// Faces refreshed per frame (detections included; 0: all).
     landmarks_per_frame: u32,
-    /// The faces of the last detection (at most the detector's `max_faces`).
+    /// Most faces followed at once (the detector's `max_faces`).
+    max_faces: usize,
     faces: Vec<Followed>,
-    /// The first face to refresh on the next frame (round robin).
+    /// The first face to refresh in turn on the next frame (round robin).
     next: usize,
-    /// Frames since the last detection.
-    since_detection: u32,
     /// Size of the frame the faces were found in.
     frame_size: (u32, u32),
+    /// Regions of a frame of that size (the detector's whole frame and tiles).
+    regions: usize,
+    /// The next share of the regions to search in the current sweep.
+    next_share: usize,
+    /// Frames since the current sweep began.
+    step: u32,
+    /// This frame's landmark batch: why each box is in it, and the face it belongs to.
+    jobs: Vec<(Job, Face)>,
 }
 
 impl Follower {
-    /// A follower that runs the detector every `redetect_every` frames (1: on every frame; 0 is
-    /// refused) and refreshes the landmarks of at most `landmarks_per_frame` faces per frame in
-    /// between (0: every face).
-    pub fn new(redetect_every: u32, landmarks_per_frame: u32) -> Result<Self, FaceError> {
+    /// A follower that searches all regions of the frame once every `redetect_every` frames
+    /// (1: on every frame; 0 is refused) and refreshes the landmarks of at most
+    /// `landmarks_per_frame` faces per frame (0: every face), following at most `max_faces`.
+    pub fn new(
+        redetect_every: u32,
+        landmarks_per_frame: u32,
+        max_faces: usize,
+    ) -> Result<Self, FaceError> {
         if redetect_every == 0 {
             return Err(FaceError::Config(
                 "redetect_every must be at least 1 (1 = detect on every frame)".into(),
@@ -194,101 +237,219 @@ impl Follower {
         Ok(Self {
             redetect_every,
             landmarks_per_frame,
+            max_faces,
             faces: Vec::new(),
             next: 0,
-            since_detection: 0,
             frame_size: (0, 0),
+            regions: 0,
+            next_share: 0,
+            step: 0,
+            jobs: Vec::new(),
         })
     }
 
-    /// Indices of the faces refreshed on the next frame: `landmarks_per_frame` of them from
-    /// `next` on, wrapping around.
-    fn due(&self) -> impl Iterator<Item = usize> + '_ {
-        let n = self.faces.len();
-        let count = match self.landmarks_per_frame {
-            0 => n,
-            k => n.min(k as usize),
-        };
-        (0..count).map(move |i| (self.next + i) % n)
+    /// Regions per share and shares per sweep: the regions spread over `redetect_every` frames.
+    fn shares(&self) -> (usize, usize) {
+        let per_share = self.regions.div_ceil(self.redetect_every as usize).max(1);
+        (per_share, self.regions.div_ceil(per_share))
     }
 
-    /// The boxes to run the landmark net on for a `width × height` frame (the faces due for new
-    /// landmarks, see [`Self::new`]), or `None` when this frame needs a full detection: every
-    /// `redetect_every`-th frame, when no faces are followed, or when the frame size changed.
-    pub fn boxes(&self, width: u32, height: u32) -> Option<Vec<FaceBox>> {
-        let due = self.since_detection + 1 >= self.redetect_every;
-        (!due && !self.faces.is_empty() && self.frame_size == (width, height))
-            .then(|| self.due().map(|i| self.faces[i].face.bbox).collect())
-    }
-
-    /// Starts following a detection's faces (replacing those followed so far) in a
-    /// `width × height` frame. A face without usable landmarks cannot be followed: then nothing
-    /// is, and the next frame is detected again.
-    pub fn detected(&mut self, faces: &[Face], width: u32, height: u32) {
-        self.since_detection = 0;
-        self.next = 0;
-        self.frame_size = (width, height);
-        self.faces.clear();
-        for face in faces {
-            let calibration = face
-                .landmarks
-                .as_ref()
-                .and_then(|l| BoxCalibration::new(&face.bbox, &face.keypoints, l));
-            let Some(calibration) = calibration else {
-                self.faces.clear();
-                return;
-            };
-            self.faces.push(Followed {
-                calibration,
-                face: face.clone(),
-            });
-        }
-    }
-
-    /// This frame's faces, in the order of the detection: those of [`Self::boxes`] with the box
-    /// derived from the landmarks found in their crops (same order), the others as last
-    /// refreshed; each with the last detection's score. `None` when a refreshed face looks lost
-    /// ([`looks_lost`]) or the count does not match: the caller then detects on this frame, and
-    /// nothing is followed until it does.
-    pub fn followed(
-        &mut self,
-        landmarks: Vec<Landmarks68>,
-        width: u32,
-        height: u32,
-    ) -> Option<Vec<Face>> {
-        let due: Vec<usize> = self.due().collect();
-        if self.faces.is_empty()
-            || landmarks.len() != due.len()
-            || self.frame_size != (width, height)
-        {
+    /// Starts a frame of `width × height` whose detector regions (whole frame, then tiles) are
+    /// `regions` many, and returns the range of them the detector searches on it (empty: none).
+    /// A sweep searches every region once, a share per frame; with faces to follow its shares
+    /// fall on the last frames of each `redetect_every` (an untiled frame: every
+    /// `redetect_every`-th frame), with none on every frame. A new frame size forgets every face.
+    pub fn begin(&mut self, width: u32, height: u32, regions: usize) -> Range<usize> {
+        if self.frame_size != (width, height) || self.regions != regions {
             self.faces.clear();
-            return None;
+            self.frame_size = (width, height);
+            self.regions = regions;
+            self.next_share = 0;
+            self.step = 0;
         }
-        let mut refreshed = Vec::with_capacity(due.len());
-        for (&i, landmarks) in due.iter().zip(landmarks) {
-            let face = &self.faces[i];
-            match face.calibration.place(&landmarks) {
-                Some((bbox, keypoints)) if !looks_lost(&face.face.bbox, &bbox, width, height) => {
-                    refreshed.push(Face {
-                        bbox,
-                        score: face.face.score,
-                        keypoints,
-                        landmarks: Some(landmarks),
-                    })
+        let (per_share, shares) = self.shares();
+        if self.next_share >= shares {
+            // A frame that failed before its end: start the sweep again.
+            self.next_share = 0;
+            self.step = 0;
+        }
+        self.step += 1;
+        let left = shares - self.next_share;
+        if !self.faces.is_empty() && (self.step as usize) + left <= self.redetect_every as usize {
+            return 0..0;
+        }
+        let start = self.next_share * per_share;
+        self.next_share += 1;
+        start..(start + per_share).min(regions)
+    }
+
+    /// Takes this frame's detections (best first, without landmarks) and returns the boxes the
+    /// landmark net runs on: each detection (the followed face it overlaps is found again;
+    /// else a new face, while fewer than `max_faces` are followed), then, with `in_turn`, the
+    /// followed faces due in turn, up to `landmarks_per_frame` boxes in all. Pass the landmarks
+    /// of these boxes to [`Self::landmarks`].
+    pub fn landmark_boxes(&mut self, detections: Vec<Face>, in_turn: bool) -> Vec<FaceBox> {
+        self.jobs.clear();
+        let mut new = 0;
+        for detection in detections {
+            let taken = |i: usize| self.jobs.iter().any(|(j, _)| *j == Job::Matched(i));
+            let matched = self
+                .faces
+                .iter()
+                .enumerate()
+                .filter(|&(i, f)| !taken(i) && iou(&f.face.bbox, &detection.bbox) > MATCH_IOU)
+                .max_by(|a, b| {
+                    iou(&a.1.face.bbox, &detection.bbox)
+                        .total_cmp(&iou(&b.1.face.bbox, &detection.bbox))
+                })
+                .map(|(i, _)| i);
+            match matched {
+                Some(i) => self.jobs.push((Job::Matched(i), detection)),
+                None if self.faces.len() + new < self.max_faces => {
+                    new += 1;
+                    self.jobs.push((Job::New, detection));
                 }
-                _ => {
-                    self.faces.clear();
-                    return None;
+                None => {}
+            }
+        }
+        let n = self.faces.len();
+        if in_turn && n > 0 {
+            let budget = match self.landmarks_per_frame {
+                0 => n,
+                k => (k as usize).saturating_sub(self.jobs.len()),
+            };
+            let mut due = 0;
+            let mut last = None;
+            for i in (0..n).map(|k| (self.next + k) % n) {
+                if due == budget {
+                    break;
+                }
+                if !self.jobs.iter().any(|(j, _)| *j == Job::Matched(i)) {
+                    self.jobs.push((Job::Due(i), self.faces[i].face.clone()));
+                    due += 1;
+                    last = Some(i);
+                }
+            }
+            if let Some(i) = last {
+                self.next = (i + 1) % n;
+            }
+        }
+        self.jobs.iter().map(|(_, face)| face.bbox).collect()
+    }
+
+    /// Applies the landmarks of [`Self::landmark_boxes`]'s boxes (same order): a detection
+    /// becomes a followed face calibrated by its landmarks (one with degenerate landmarks is
+    /// not followed); a face due in turn gets the box derived from its landmarks, unless it
+    /// looks lost ([`looks_lost`]): then it is no longer followed and its last box is returned,
+    /// for the caller to search the regions around it at once. A count that does not match is
+    /// an error.
+    pub fn landmarks(&mut self, landmarks: Vec<Landmarks68>) -> Result<Vec<FaceBox>, FaceError> {
+        if landmarks.len() != self.jobs.len() {
+            let expected = self.jobs.len();
+            self.jobs.clear();
+            return Err(FaceError::Inference(format!(
+                "{} landmark sets for {expected} faces",
+                landmarks.len()
+            )));
+        }
+        let (width, height) = self.frame_size;
+        let mut dropped = vec![false; self.faces.len()];
+        let mut lost = Vec::new();
+        let mut new = Vec::new();
+        for ((job, face), landmarks) in self.jobs.drain(..).zip(landmarks) {
+            match job {
+                Job::Matched(_) | Job::New => {
+                    let Some(calibration) =
+                        BoxCalibration::new(&face.bbox, &face.keypoints, &landmarks)
+                    else {
+                        continue;
+                    };
+                    let followed = Followed {
+                        calibration,
+                        face: Face {
+                            landmarks: Some(landmarks),
+                            ..face
+                        },
+                        seen: true,
+                    };
+                    match job {
+                        Job::Matched(i) => self.faces[i] = followed,
+                        _ => new.push(followed),
+                    }
+                }
+                Job::Due(i) => {
+                    let followed = &mut self.faces[i];
+                    match followed.calibration.place(&landmarks) {
+                        Some((bbox, keypoints))
+                            if !looks_lost(&followed.face.bbox, &bbox, width, height) =>
+                        {
+                            followed.face = Face {
+                                bbox,
+                                score: followed.face.score,
+                                keypoints,
+                                landmarks: Some(landmarks),
+                            };
+                        }
+                        _ => {
+                            dropped[i] = true;
+                            lost.push(followed.face.bbox);
+                        }
+                    }
                 }
             }
         }
-        self.next = (self.next + due.len()) % self.faces.len();
-        for (i, face) in due.into_iter().zip(refreshed) {
-            self.faces[i].face = face;
-        }
-        self.since_detection += 1;
-        Some(self.faces.iter().map(|f| f.face.clone()).collect())
+        self.drop_where(&dropped);
+        self.faces.extend(new);
+        Ok(lost)
     }
+
+    /// Ends the frame. When the sweep is complete (its last share searched, or `searched_all`:
+    /// every region was searched on this frame), the faces no detection found during it are
+    /// no longer followed, and a new sweep begins.
+    pub fn end(&mut self, searched_all: bool) {
+        let (_, shares) = self.shares();
+        if !(searched_all || self.next_share >= shares) {
+            return;
+        }
+        let unseen: Vec<bool> = self.faces.iter().map(|f| !f.seen).collect();
+        self.drop_where(&unseen);
+        for face in &mut self.faces {
+            face.seen = false;
+        }
+        self.next_share = 0;
+        self.step = 0;
+    }
+
+    /// The followed faces, best first (by their last detection's score).
+    pub fn faces(&self) -> Vec<Face> {
+        let mut faces: Vec<Face> = self.faces.iter().map(|f| f.face.clone()).collect();
+        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+        faces
+    }
+
+    /// Stops following the faces marked in `drop` (one flag per face), keeping the turn on the
+    /// same next face.
+    fn drop_where(&mut self, drop: &[bool]) {
+        let before_next = drop.iter().take(self.next).filter(|&&d| d).count();
+        let mut flags = drop.iter();
+        self.faces
+            .retain(|_| !flags.next().copied().unwrap_or(false));
+        self.next = (self.next - before_next)
+            .checked_rem(self.faces.len())
+            .unwrap_or(0);
+    }
+}
+
+/// Intersection over union of two boxes (0 for empty ones).
+fn iou(a: &FaceBox, b: &FaceBox) -> f32 {
+    let ix = (a.x + a.w).min(b.x + b.w) - a.x.max(b.x);
+    let iy = (a.y + a.h).min(b.y + b.h) - a.y.max(b.y);
+    if ix <= 0.0 || iy <= 0.0 {
+        return 0.0;
+    }
+    let inter = ix * iy;
+    let union = a.w * a.h + b.w * b.h - inter;
+    if union > 0.0 { inter / union } else { 0.0 }
 }
 
 #[cfg(test)]
@@ -395,50 +556,186 @@ mod tests {
     }
 
     #[test]
-    fn zero_is_refused_and_one_detects_every_frame() {
-        let text = Follower::new(0, 0).unwrap_err().to_string();
+    fn zero_is_refused_and_one_searches_every_frame() {
+        let text = Follower::new(0, 0, 8).unwrap_err().to_string();
         assert!(text.contains("redetect_every"), "{text}");
-        let mut every = Follower::new(1, 0).unwrap();
-        every.detected(&[face(BOX, landmarks([100.0, 110.0], 20.0))], 640, 480);
-        assert!(every.boxes(640, 480).is_none());
+        let mut every = Follower::new(1, 0, 8).unwrap();
+        for _ in 0..3 {
+            assert_eq!(every.begin(640, 480, 5), 0..5);
+            let boxes =
+                every.landmark_boxes(vec![face(BOX, landmarks([100.0, 110.0], 20.0))], true);
+            assert_eq!(boxes.len(), 1, "the detection, found again");
+            every
+                .landmarks(vec![landmarks([100.0, 110.0], 20.0)])
+                .unwrap();
+            every.end(true);
+            assert_eq!(every.faces().len(), 1);
+        }
+    }
+
+    /// Runs one frame on `f` with the face of `centre` detected when the frame is searched;
+    /// returns whether it was.
+    fn frame(f: &mut Follower, regions: usize, centre: [f32; 2]) -> bool {
+        let search = f.begin(640, 480, regions);
+        let searched = !search.is_empty();
+        let detections = if searched {
+            let bbox = FaceBox {
+                x: centre[0] - 20.0,
+                ..BOX
+            };
+            vec![face(bbox, landmarks(centre, 20.0))]
+        } else {
+            vec![]
+        };
+        let boxes = f.landmark_boxes(detections, true);
+        let found = boxes.iter().map(|_| landmarks(centre, 20.0)).collect();
+        assert!(f.landmarks(found).unwrap().is_empty(), "nothing lost");
+        f.end(search.len() == regions);
+        searched
     }
 
     #[test]
-    fn the_detector_runs_every_nth_frame_and_when_nothing_is_followed() {
-        let mut f = Follower::new(3, 0).unwrap();
-        assert!(f.boxes(640, 480).is_none(), "nothing to follow yet");
-        f.detected(&[], 640, 480);
-        assert!(f.boxes(640, 480).is_none(), "no faces: detect at once");
+    fn an_untiled_frame_is_searched_every_nth_frame_and_while_nothing_is_followed() {
+        let mut f = Follower::new(3, 0, 8).unwrap();
+        assert_eq!(f.begin(640, 480, 1), 0..1, "nothing to follow yet");
+        assert!(f.landmark_boxes(vec![], true).is_empty());
+        f.landmarks(vec![]).unwrap();
+        f.end(true);
+        assert_eq!(f.begin(640, 480, 1), 0..1, "no faces: search again");
+        f.landmark_boxes(vec![], true);
+        f.landmarks(vec![]).unwrap();
+        f.end(true);
         let mut centre = [100.0, 110.0];
-        f.detected(&[face(BOX, landmarks(centre, 20.0))], 640, 480);
-        let mut detections = 1;
-        for _ in 1..10 {
-            centre[0] += 2.0;
-            match f.boxes(640, 480) {
-                Some(boxes) => {
-                    assert_eq!(boxes.len(), 1);
-                    let faces = f.followed(vec![landmarks(centre, 20.0)], 640, 480).unwrap();
-                    assert_eq!(faces[0].score, 0.9);
-                    assert!((faces[0].bbox.x - (centre[0] + 5.0 - 25.0)).abs() < 1e-3);
-                }
-                None => {
-                    detections += 1;
-                    let bbox = FaceBox {
-                        x: centre[0] - 20.0,
-                        ..BOX
-                    };
-                    f.detected(&[face(bbox, landmarks(centre, 20.0))], 640, 480);
-                }
-            }
+        let searched: Vec<bool> = (0..10)
+            .map(|_| {
+                centre[0] += 2.0;
+                frame(&mut f, 1, centre)
+            })
+            .collect();
+        // Frames 0, 3, 6, 9 of 10; the face followed in between.
+        let want: Vec<bool> = (0..10).map(|k| k % 3 == 0).collect();
+        assert_eq!(searched, want);
+        let faces = f.faces();
+        assert_eq!(faces.len(), 1);
+        assert!((faces[0].bbox.x - (centre[0] + 5.0 - 25.0)).abs() < 1e-3);
+        assert_eq!(
+            f.begin(320, 240, 1),
+            0..1,
+            "a new frame size is searched at once"
+        );
+        assert!(f.faces().is_empty(), "and its faces forgotten");
+    }
+
+    #[test]
+    fn a_tiled_frame_is_searched_a_share_per_frame_every_region_once_per_sweep() {
+        // 71 regions (the Solvay photo's) every 10 frames: 9 shares of 8 regions.
+        let mut f = Follower::new(10, 8, 32).unwrap();
+        let mut searched = vec![0u32; 71];
+        let mut per_frame = Vec::new();
+        for k in 0..30 {
+            let share = f.begin(640, 480, 71);
+            per_frame.push(share.len());
+            searched[share.clone()].iter_mut().for_each(|n| *n += 1);
+            // One face, in the first share's regions.
+            let detections = if share.contains(&0) {
+                vec![face(BOX, landmarks([100.0, 110.0], 20.0))]
+            } else {
+                vec![]
+            };
+            let boxes = f.landmark_boxes(detections, true);
+            let found = boxes
+                .iter()
+                .map(|_| landmarks([100.0, 110.0], 20.0))
+                .collect();
+            f.landmarks(found).unwrap();
+            f.end(false);
+            assert_eq!(f.faces().len(), 1, "frame {k}");
         }
-        // Frames 0, 3, 6, 9 of 10.
-        assert_eq!(detections, 4);
-        assert!(f.boxes(320, 240).is_none(), "a new frame size is detected");
+        // The first sweep starts at once (nothing followed); then each sweep takes the last 9
+        // frames of 10.
+        assert_eq!(per_frame[..10], [8, 0, 8, 8, 8, 8, 8, 8, 8, 7]);
+        assert_eq!(per_frame[10..20], [0, 8, 8, 8, 8, 8, 8, 8, 8, 7]);
+        assert!(searched.iter().all(|&n| n == 3), "{searched:?}");
+    }
+
+    #[test]
+    fn detections_re_anchor_their_faces_add_new_ones_and_a_sweep_drops_the_unseen() {
+        let mut f = Follower::new(4, 0, 3).unwrap();
+        let at = |x: f32| FaceBox { x, ..BOX };
+        let centre = |x: f32| [x + 20.0, 110.0];
+        let detected = |x: f32, score: f32| Face {
+            score,
+            ..face(at(x), landmarks(centre(x), 20.0))
+        };
+        // Every face on every frame (landmarks_per_frame 0) on a frame without detections.
+        let in_turn = |f: &mut Follower| {
+            let boxes = f.landmark_boxes(vec![], true);
+            assert_eq!(boxes, vec![at(80.0), at(300.0)], "every face in turn");
+            f.landmarks(vec![
+                landmarks(centre(80.0), 20.0),
+                landmarks(centre(300.0), 20.0),
+            ])
+            .unwrap();
+            f.end(false);
+        };
+        // 2 regions every 4 frames: a share of 1 region. The first (nothing followed yet) finds
+        // two faces; the second comes on the last frame of 4 and finds nothing more.
+        assert_eq!(f.begin(640, 480, 2), 0..1);
+        let boxes = f.landmark_boxes(vec![detected(80.0, 0.9), detected(300.0, 0.8)], true);
+        assert_eq!(boxes, vec![at(80.0), at(300.0)]);
+        f.landmarks(vec![
+            landmarks(centre(80.0), 20.0),
+            landmarks(centre(300.0), 20.0),
+        ])
+        .unwrap();
+        f.end(false);
+        for share in [0..0, 0..0, 1..2, 0..0, 0..0] {
+            assert_eq!(f.begin(640, 480, 2), share);
+            in_turn(&mut f);
+        }
+        // The next sweep's first share: the first face found 3 px further (found again: same
+        // face, the detection's box and score), and two new faces of which only one fits under
+        // max_faces 3; the second face is refreshed in turn.
+        assert_eq!(f.begin(640, 480, 2), 0..1);
+        let boxes = f.landmark_boxes(
+            vec![
+                detected(83.0, 0.95),
+                detected(500.0, 0.7),
+                detected(420.0, 0.6),
+            ],
+            true,
+        );
+        assert_eq!(
+            boxes,
+            vec![at(83.0), at(500.0), at(300.0)],
+            "found again, new, in turn"
+        );
+        f.landmarks(vec![
+            landmarks(centre(83.0), 20.0),
+            landmarks(centre(500.0), 20.0),
+            landmarks(centre(300.0), 20.0),
+        ])
+        .unwrap();
+        f.end(false);
+        let faces = f.faces();
+        let xs: Vec<f32> = faces.iter().map(|f| f.bbox.x).collect();
+        assert_eq!(xs, vec![83.0, 300.0, 500.0], "best first, at most 3");
+        assert_eq!(faces[0].score, 0.95);
+        // The last share (region 1) finds only the new face: the sweep is complete, and the
+        // face at 300, found by no detection during it, is dropped.
+        assert_eq!(f.begin(640, 480, 2), 1..2);
+        let boxes = f.landmark_boxes(vec![detected(501.0, 0.7)], true);
+        assert_eq!(boxes.len(), 3, "the detection, then the two others in turn");
+        let found = boxes.iter().map(|b| landmarks(centre(b.x), 20.0)).collect();
+        f.landmarks(found).unwrap();
+        f.end(false);
+        let xs: Vec<f32> = f.faces().iter().map(|f| f.bbox.x).collect();
+        assert_eq!(xs, vec![83.0, 501.0]);
     }
 
     #[test]
     fn a_group_gets_new_landmarks_in_turn_and_the_others_hold_their_boxes() {
-        let mut f = Follower::new(100, 2).unwrap();
+        let mut f = Follower::new(100, 2, 8).unwrap();
         // Three faces side by side, each moving 2 px right per frame.
         let centre = |i: usize, frame: u32| [100.0 + 150.0 * i as f32 + 2.0 * frame as f32, 110.0];
         let box_x = |i: usize, frame: u32| centre(i, frame)[0] + 5.0 - 25.0;
@@ -451,11 +748,16 @@ mod tests {
                 face(bbox, landmarks(centre(i, 0), 20.0))
             })
             .collect();
-        f.detected(&faces, 640, 480);
+        assert_eq!(f.begin(640, 480, 1), 0..1);
+        assert_eq!(f.landmark_boxes(faces, true).len(), 3, "the detections");
+        f.landmarks((0..3).map(|i| landmarks(centre(i, 0), 20.0)).collect())
+            .unwrap();
+        f.end(true);
         // The frame each face was last refreshed on.
         let mut last = [0u32; 3];
         for (frame, due) in (1..=6).zip([[0, 1], [2, 0], [1, 2], [0, 1], [2, 0], [1, 2]]) {
-            let boxes = f.boxes(640, 480).unwrap();
+            assert!(f.begin(640, 480, 1).is_empty(), "frame {frame}");
+            let boxes = f.landmark_boxes(vec![], true);
             assert_eq!(boxes.len(), 2, "frame {frame}");
             for (b, &i) in boxes.iter().zip(&due) {
                 assert!(
@@ -463,18 +765,19 @@ mod tests {
                     "frame {frame} face {i}"
                 );
             }
-            let found = f
-                .followed(
+            let lost = f
+                .landmarks(
                     due.iter()
                         .map(|&i| landmarks(centre(i, frame), 20.0))
                         .collect(),
-                    640,
-                    480,
                 )
                 .unwrap();
+            assert!(lost.is_empty());
+            f.end(false);
             for &i in &due {
                 last[i] = frame;
             }
+            let found = f.faces();
             assert_eq!(found.len(), 3, "every face on every frame");
             for (i, face) in found.iter().enumerate() {
                 assert!(
@@ -490,33 +793,48 @@ mod tests {
             }
         }
         // Landmarks for every face instead of the two due are refused.
+        f.begin(640, 480, 1);
+        f.landmark_boxes(vec![], true);
         let all = (0..3).map(|i| landmarks(centre(i, 7), 20.0)).collect();
-        assert!(f.followed(all, 640, 480).is_none());
+        let text = f.landmarks(all).unwrap_err().to_string();
+        assert!(text.contains("3 landmark sets for 2 faces"), "{text}");
     }
 
     #[test]
-    fn a_lost_face_or_one_without_landmarks_stops_following() {
-        let mut f = Follower::new(10, 0).unwrap();
-        let two = [
+    fn a_lost_face_is_dropped_and_returned_and_one_without_landmarks_is_not_followed() {
+        let mut f = Follower::new(10, 0, 8).unwrap();
+        let second = FaceBox { x: 300.0, ..BOX };
+        let two = vec![
             face(BOX, landmarks([100.0, 110.0], 20.0)),
-            face(FaceBox { x: 300.0, ..BOX }, landmarks([320.0, 110.0], 20.0)),
+            face(second, landmarks([320.0, 110.0], 20.0)),
         ];
-        f.detected(&two, 640, 480);
-        assert_eq!(f.boxes(640, 480).unwrap().len(), 2);
-        // The second face's landmarks collapse: the frame must be detected.
-        let collapsed = vec![
+        f.begin(640, 480, 1);
+        f.landmark_boxes(two.clone(), true);
+        f.landmarks(vec![
             landmarks([100.0, 110.0], 20.0),
-            landmarks([320.0, 110.0], 8.0),
-        ];
-        assert!(f.followed(collapsed, 640, 480).is_none());
-        assert!(f.boxes(640, 480).is_none());
-        // A detection whose face has no landmarks cannot be followed.
-        let mut bare = two[0].clone();
-        bare.landmarks = None;
-        f.detected(&[two[1].clone(), bare], 640, 480);
-        assert!(f.boxes(640, 480).is_none());
-        // Landmarks for the wrong number of faces are refused too.
-        f.detected(&two, 640, 480);
-        assert!(f.followed(vec![], 640, 480).is_none());
+            landmarks([320.0, 110.0], 20.0),
+        ])
+        .unwrap();
+        f.end(true);
+        // The second face's landmarks collapse: it is dropped, its box returned to be searched
+        // around; the first is still followed.
+        assert!(f.begin(640, 480, 1).is_empty());
+        assert_eq!(f.landmark_boxes(vec![], true).len(), 2);
+        let lost = f
+            .landmarks(vec![
+                landmarks([100.0, 110.0], 20.0),
+                landmarks([320.0, 110.0], 8.0),
+            ])
+            .unwrap();
+        assert_eq!(lost, vec![second]);
+        f.end(false);
+        assert_eq!(f.faces().len(), 1);
+        assert_eq!(f.faces()[0].bbox, BOX);
+        // A detection whose landmarks are degenerate is not followed.
+        f.begin(640, 480, 1);
+        f.landmark_boxes(vec![face(second, landmarks([320.0, 110.0], 20.0))], false);
+        let point = Landmarks68([[5.0, 5.0]; LANDMARK_POINTS]);
+        assert!(f.landmarks(vec![point]).unwrap().is_empty());
+        assert_eq!(f.faces().len(), 1);
     }
 }

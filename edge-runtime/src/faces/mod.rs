@@ -78,11 +78,13 @@ pub trait FaceFinder {
 pub struct FinderStats {
     /// Frames searched.
     pub frames: u64,
-    /// Frames on which the full detection ran (the frame and all its tiles); the others had
-    /// their faces' boxes from the previous frame's landmarks.
+    /// Frames on which the detector ran (on the whole frame and its tiles, or on this frame's
+    /// share of them, [`follow`]); the others had their faces' boxes from earlier landmarks.
     pub detections: u64,
-    /// Detections run early because a followed face looked lost
-    /// ([`follow::looks_lost`]); included in `detections`.
+    /// Regions (the whole frame, tiles) the detector ran on, over all frames.
+    pub regions: u64,
+    /// Followed faces that looked lost ([`follow::looks_lost`]): each was dropped and the
+    /// regions around it searched on the same frame.
     pub lost: u64,
 }
 

@@ -10,6 +10,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::blazeface::{BlazeFace, DetectorConfig};
+use super::decode::{Detection, Region};
 use super::follow::{DEFAULT_LANDMARKS_PER_FRAME, DEFAULT_REDETECT_EVERY, Follower};
 use super::landmarks::{DEFAULT_MARGIN, LandmarkNet};
 use super::{Face, FaceError, FaceFinder, FinderStats};
@@ -31,16 +32,17 @@ pub struct FacesConfig {
     pub landmarks: bool,
     /// Margin of the landmark crop around the detector box (fraction of the box side).
     pub landmark_margin: f32,
-    /// Run the full detection on every this many frames; in between, each face's box comes from
-    /// its landmarks of the previous frame and only the landmark net runs
-    /// ([`super::follow`]). The detector also runs at once when there are no faces and when a
-    /// followed face looks lost. 1 = detect on every frame; without landmarks every frame is
-    /// detected whatever this says (`affect-edge` runs the landmark net for tracking even when
-    /// the affect model needs no landmarks, unless `landmarks` is false).
+    /// Search every region of the frame (the whole frame, and its tiles when it is large) once
+    /// every this many frames, a share of them per frame; in between, each face's box comes from
+    /// its landmarks of an earlier frame ([`super::follow`]). While no face is followed a share
+    /// is searched on every frame; the regions around a followed face that looks lost are
+    /// searched at once. 1 = the whole detection on every frame; without landmarks every frame
+    /// is wholly detected whatever this says (`affect-edge` runs the landmark net for tracking
+    /// even when the affect model needs no landmarks, unless `landmarks` is false).
     pub redetect_every: u32,
-    /// Between detections, new landmarks for at most this many faces per frame, in turn; the
-    /// others keep their last box and landmarks ([`super::follow`], "Groups"). 0 = every face on
-    /// every frame.
+    /// New landmarks for at most this many faces per frame: this frame's detections, then
+    /// followed faces in turn; the others keep their last box and landmarks ([`super::follow`],
+    /// "Groups"). 0 = every face on every frame.
     pub landmarks_per_frame: u32,
 }
 
@@ -60,7 +62,12 @@ impl FacesConfig {
     /// Checks the detector settings and `redetect_every` (at least 1).
     pub fn validate(&self) -> Result<(), FaceError> {
         self.detector.validate()?;
-        Follower::new(self.redetect_every, self.landmarks_per_frame).map(drop)
+        Follower::new(
+            self.redetect_every,
+            self.landmarks_per_frame,
+            self.detector.max_faces,
+        )
+        .map(drop)
     }
 }
 
@@ -72,6 +79,8 @@ pub struct BundledFaces {
     landmarks: Option<LandmarkNet>,
     /// Landmark-driven tracking; `None`: detect on every frame.
     follower: Option<Follower>,
+    /// The detector's regions of the last frame size (whole frame, then tiles).
+    regions: Vec<Region>,
     stats: FinderStats,
 }
 
@@ -82,6 +91,7 @@ impl BundledFaces {
             detector,
             landmarks,
             follower: None,
+            regions: Vec::new(),
             stats: FinderStats::default(),
         }
     }
@@ -95,7 +105,11 @@ impl BundledFaces {
         redetect_every: u32,
         landmarks_per_frame: u32,
     ) -> Result<Self, FaceError> {
-        let follower = Follower::new(redetect_every, landmarks_per_frame)?;
+        let follower = Follower::new(
+            redetect_every,
+            landmarks_per_frame,
+            self.detector.config().max_faces,
+        )?;
         self.follower = (self.landmarks.is_some() && redetect_every > 1).then_some(follower);
         Ok(self)
     }
@@ -142,19 +156,8 @@ impl BundledFaces {
     /// The full detection: the detector on the frame (and its tiles), then the landmark net on
     /// every detection's crop.
     fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError> {
-        let detections = self.detector.detect(frame)?;
-        let boxes: Vec<FaceBox> = detections
-            .iter()
-            .map(|d| {
-                let [x0, y0, x1, y1] = d.corners;
-                FaceBox {
-                    x: x0,
-                    y: y0,
-                    w: x1 - x0,
-                    h: y1 - y0,
-                }
-            })
-            .collect();
+        let faces = detected_faces(self.detector.detect(frame)?);
+        let boxes: Vec<FaceBox> = faces.iter().map(|f| f.bbox).collect();
         let landmarks: Vec<Option<Landmarks68>> = match &mut self.landmarks {
             Some(net) => net
                 .landmarks(frame, &boxes)?
@@ -163,39 +166,104 @@ impl BundledFaces {
                 .collect(),
             None => vec![None; boxes.len()],
         };
-        Ok(detections
-            .iter()
-            .zip(boxes)
+        Ok(faces
+            .into_iter()
             .zip(landmarks)
-            .map(|((d, bbox), landmarks)| Face {
-                bbox,
-                score: d.score,
-                keypoints: d.keypoints,
-                landmarks,
-            })
+            .map(|(face, landmarks)| Face { landmarks, ..face })
             .collect())
     }
+}
+
+/// Detections as faces without landmarks.
+fn detected_faces(detections: Vec<Detection>) -> Vec<Face> {
+    detections
+        .into_iter()
+        .map(|d| {
+            let [x0, y0, x1, y1] = d.corners;
+            Face {
+                bbox: FaceBox {
+                    x: x0,
+                    y: y0,
+                    w: x1 - x0,
+                    h: y1 - y0,
+                },
+                score: d.score,
+                keypoints: d.keypoints,
+                landmarks: None,
+            }
+        })
+        .collect()
+}
+
+/// The landmarks of `boxes` (none without a box: no run).
+fn landmarks_of(
+    net: &mut LandmarkNet,
+    frame: &RgbImage,
+    boxes: &[FaceBox],
+) -> Result<Vec<Landmarks68>, FaceError> {
+    if boxes.is_empty() {
+        return Ok(Vec::new());
+    }
+    net.landmarks(frame, boxes)
+}
+
+/// The detector on `regions` of `frame`, counted in `stats`.
+fn search(
+    detector: &mut BlazeFace,
+    stats: &mut FinderStats,
+    frame: &RgbImage,
+    regions: &[Region],
+) -> Result<Vec<Face>, FaceError> {
+    if regions.is_empty() {
+        return Ok(Vec::new());
+    }
+    stats.detections += 1;
+    stats.regions += regions.len() as u64;
+    Ok(detected_faces(detector.detect_in(frame, regions)?))
 }
 
 impl FaceFinder for BundledFaces {
     fn find(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError> {
         self.stats.frames += 1;
         let (width, height) = frame.dimensions();
-        if let (Some(follower), Some(net)) = (&mut self.follower, &mut self.landmarks)
-            && let Some(boxes) = follower.boxes(width, height)
-        {
-            let landmarks = net.landmarks(frame, &boxes)?;
-            match follower.followed(landmarks, width, height) {
-                Some(faces) => return Ok(faces),
-                None => self.stats.lost += 1,
-            }
+        let Self {
+            detector,
+            landmarks: Some(net),
+            follower: Some(follower),
+            regions,
+            stats,
+        } = self
+        else {
+            let faces = self.detect(frame)?;
+            self.stats.detections += 1;
+            self.stats.regions += self.detector.regions(width, height).len() as u64;
+            return Ok(faces);
+        };
+        // One frame of landmark-driven tracking ([`super::follow`]): this frame's share of the
+        // sweep, the landmarks of its detections and of the faces due in turn, and at once the
+        // regions around a face that looks lost.
+        if regions.first().map(|r| (r.width, r.height)) != Some((width, height)) {
+            *regions = detector.regions(width, height);
         }
-        let faces = self.detect(frame)?;
-        self.stats.detections += 1;
-        if let Some(follower) = &mut self.follower {
-            follower.detected(&faces, width, height);
+        let share = follower.begin(width, height, regions.len());
+        let detections = search(detector, stats, frame, &regions[share.clone()])?;
+        let boxes = follower.landmark_boxes(detections, true);
+        let lost = follower.landmarks(landmarks_of(net, frame, &boxes)?)?;
+        let mut searched = share.len();
+        if !lost.is_empty() {
+            stats.lost += lost.len() as u64;
+            let around: Vec<Region> = (0..regions.len())
+                .filter(|i| !share.contains(i))
+                .map(|i| regions[i])
+                .filter(|r| lost.iter().any(|b| r.contains(b)))
+                .collect();
+            searched += around.len();
+            let detections = search(detector, stats, frame, &around)?;
+            let boxes = follower.landmark_boxes(detections, false);
+            follower.landmarks(landmarks_of(net, frame, &boxes)?)?;
         }
-        Ok(faces)
+        follower.end(searched == regions.len());
+        Ok(follower.faces())
     }
 
     fn stats(&self) -> Option<FinderStats> {
