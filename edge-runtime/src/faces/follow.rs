@@ -46,6 +46,7 @@ use std::ops::Range;
 use affect_shared::preprocess::{FaceBox, Landmarks68};
 
 use super::{Face, FaceError};
+use crate::tracker::iou;
 
 /// Default of [`super::FacesConfig::redetect_every`]: every region of the frame searched once
 /// every 10 frames (3 times per second at 30 frames/s).
@@ -438,18 +439,6 @@ impl Follower {
             .checked_rem(self.faces.len())
             .unwrap_or(0);
     }
-}
-
-/// Intersection over union of two boxes (0 for empty ones).
-fn iou(a: &FaceBox, b: &FaceBox) -> f32 {
-    let ix = (a.x + a.w).min(b.x + b.w) - a.x.max(b.x);
-    let iy = (a.y + a.h).min(b.y + b.h) - a.y.max(b.y);
-    if ix <= 0.0 || iy <= 0.0 {
-        return 0.0;
-    }
-    let inter = ix * iy;
-    let union = a.w * a.h + b.w * b.h - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
 }
 
 #[cfg(test)]
