@@ -28,11 +28,9 @@
 //!
 //! **Groups.** The landmark net costs about as much per face as the affect model, so in a group
 //! it would dominate the frame. At most `landmarks_per_frame` faces get new landmarks per frame:
-//! this frame's detections first, then followed faces in turn (round robin); the others move on
-//! from their last measurement (a detection or new landmarks) with their measured motion: the
-//! box centre's displacement per frame between their last two measurements, averaged with the
-//! estimate before and capped at [`MAX_SPEED`] (29 faces with 8 per frame: each measured about
-//! every fourth frame). A face refreshed in turn whose new box moved too far or changed
+//! this frame's detections first, then followed faces in turn (round robin); the others keep
+//! their box and landmarks of the frame they were last refreshed on (29 faces with 8 per frame:
+//! each every fourth frame). A face refreshed in turn whose new box moved too far or changed
 //! size too much looks lost: it is no longer followed, and the regions that hold its last box
 //! whole are searched on the same frame (for an untiled frame: the whole frame).
 //!
@@ -62,11 +60,6 @@ pub const DEFAULT_LANDMARKS_PER_FRAME: u32 = 8;
 /// found again (faces of a group hardly overlap; a face moved for a few frames since its box was
 /// last refreshed still does).
 pub const MATCH_IOU: f32 = 0.3;
-
-/// The fastest a followed face's box is predicted to move, in box widths per frame: an estimate
-/// beyond it is scaled down to it (a face crossing a kiosk camera's view in a second moves
-/// about a tenth of its width per frame at 30 frames/s).
-pub const MAX_SPEED: f32 = 0.2;
 
 /// A followed face is lost when its landmarks' spread changed by more than this factor (up or
 /// down) from one frame to the next: landmarks that collapse or explode relative to the crop they
@@ -185,84 +178,11 @@ pub fn looks_lost(previous: &FaceBox, derived: &FaceBox, width: u32, height: u32
 #[derive(Debug, Clone)]
 struct Followed {
     calibration: BoxCalibration,
-    /// The face on this frame (with its last detection's score): as last measured (by a
-    /// detection or new landmarks), moved along `velocity` since; its box is where its next
+    /// The face as last refreshed (with its last detection's score): its box is where its next
     /// landmark crop is taken.
     face: Face,
     /// Found by a detection since the current sweep began.
     seen: bool,
-    /// Motion of the box centre in pixels per frame: the last two measurements' displacement
-    /// per frame, averaged with the previous estimate (0 until the face is measured twice).
-    velocity: [f32; 2],
-    /// The box centre when last measured.
-    measured: [f32; 2],
-    /// Frames since the last measurement.
-    since: u32,
-    /// Whether `velocity` holds an estimate yet.
-    moving: bool,
-}
-
-impl Followed {
-    /// A face just measured as `face` (a detection, or new landmarks) with its `calibration`;
-    /// `before` is the same face as followed until now, whose motion the measurement updates.
-    fn measured(calibration: BoxCalibration, face: Face, before: Option<&Followed>) -> Self {
-        let centre = box_centre(&face.bbox);
-        let (mut velocity, mut moving, mut seen) = ([0.0; 2], false, true);
-        if let Some(before) = before {
-            seen = before.seen;
-            (velocity, moving) = (before.velocity, before.moving);
-            if before.since > 0 {
-                let step = before.since as f32;
-                let observed = [
-                    (centre[0] - before.measured[0]) / step,
-                    (centre[1] - before.measured[1]) / step,
-                ];
-                velocity = match moving {
-                    true => [
-                        (velocity[0] + observed[0]) / 2.0,
-                        (velocity[1] + observed[1]) / 2.0,
-                    ],
-                    false => observed,
-                };
-                moving = true;
-            }
-            // A speed beyond MAX_SPEED box widths per frame is a measurement gone wrong.
-            let limit = MAX_SPEED * face.bbox.w;
-            let speed = velocity[0].hypot(velocity[1]);
-            if speed > limit {
-                velocity = velocity.map(|v| v * limit / speed);
-            }
-        }
-        Self {
-            calibration,
-            face,
-            seen,
-            velocity,
-            measured: centre,
-            since: 0,
-            moving,
-        }
-    }
-
-    /// Moves the face one frame along its velocity: box, keypoints and landmarks.
-    fn advance(&mut self) {
-        let [dx, dy] = self.velocity;
-        self.since += 1;
-        let face = &mut self.face;
-        face.bbox.x += dx;
-        face.bbox.y += dy;
-        let points = face.keypoints.iter_mut();
-        let landmarks = face.landmarks.iter_mut().flat_map(|l| l.0.iter_mut());
-        for p in points.chain(landmarks) {
-            p[0] += dx;
-            p[1] += dy;
-        }
-    }
-}
-
-/// Centre of a box.
-fn box_centre(b: &FaceBox) -> [f32; 2] {
-    [b.x + b.w / 2.0, b.y + b.h / 2.0]
 }
 
 /// Why a box is in a frame's landmark batch.
@@ -347,9 +267,6 @@ impl Follower {
             self.regions = regions;
             self.next_share = 0;
             self.step = 0;
-        }
-        for face in &mut self.faces {
-            face.advance();
         }
         let (per_share, shares) = self.shares();
         if self.next_share >= shares {
@@ -448,19 +365,17 @@ impl Follower {
                     else {
                         continue;
                     };
-                    let face = Face {
-                        landmarks: Some(landmarks),
-                        ..face
+                    let followed = Followed {
+                        calibration,
+                        face: Face {
+                            landmarks: Some(landmarks),
+                            ..face
+                        },
+                        seen: true,
                     };
                     match job {
-                        Job::Matched(i) => {
-                            let found = Followed::measured(calibration, face, Some(&self.faces[i]));
-                            self.faces[i] = Followed {
-                                seen: true,
-                                ..found
-                            };
-                        }
-                        _ => new.push(Followed::measured(calibration, face, None)),
+                        Job::Matched(i) => self.faces[i] = followed,
+                        _ => new.push(followed),
                     }
                 }
                 Job::Due(i) => {
@@ -469,14 +384,12 @@ impl Follower {
                         Some((bbox, keypoints))
                             if !looks_lost(&followed.face.bbox, &bbox, width, height) =>
                         {
-                            let face = Face {
+                            followed.face = Face {
                                 bbox,
                                 score: followed.face.score,
                                 keypoints,
                                 landmarks: Some(landmarks),
                             };
-                            *followed =
-                                Followed::measured(followed.calibration, face, Some(followed));
                         }
                         _ => {
                             dropped[i] = true;
@@ -801,27 +714,16 @@ mod tests {
         // face at 300, found by no detection during it, is dropped.
         assert_eq!(f.begin(640, 480, 2), 1..2);
         let boxes = f.landmark_boxes(vec![detected(501.0, 0.7)], true);
-        // The face found 3 px further on the last frame is predicted to move on (1.5 px per
-        // frame: 3 px, averaged with its still estimate before); its landmarks find it where
-        // it stopped.
-        assert_eq!(
-            boxes,
-            vec![at(501.0), at(84.5), at(300.0)],
-            "the detection, then in turn"
-        );
-        f.landmarks(vec![
-            landmarks(centre(501.0), 20.0),
-            landmarks(centre(83.0), 20.0),
-            landmarks(centre(300.0), 20.0),
-        ])
-        .unwrap();
+        assert_eq!(boxes.len(), 3, "the detection, then the two others in turn");
+        let found = boxes.iter().map(|b| landmarks(centre(b.x), 20.0)).collect();
+        f.landmarks(found).unwrap();
         f.end(false);
         let xs: Vec<f32> = f.faces().iter().map(|f| f.bbox.x).collect();
         assert_eq!(xs, vec![83.0, 501.0]);
     }
 
     #[test]
-    fn a_group_gets_new_landmarks_in_turn_and_the_others_move_on_with_their_motion() {
+    fn a_group_gets_new_landmarks_in_turn_and_the_others_hold_their_boxes() {
         let mut f = Follower::new(100, 2, 8).unwrap();
         // Three faces side by side, each moving 2 px right per frame.
         let centre = |i: usize, frame: u32| [100.0 + 150.0 * i as f32 + 2.0 * frame as f32, 110.0];
@@ -840,25 +742,16 @@ mod tests {
         f.landmarks((0..3).map(|i| landmarks(centre(i, 0), 20.0)).collect())
             .unwrap();
         f.end(true);
-        // The frame each face was last refreshed on. A face refreshed once since the detection
-        // has measured its motion (2 px per frame) and is predicted on every frame after; one
-        // not yet refreshed holds its detection's box.
+        // The frame each face was last refreshed on.
         let mut last = [0u32; 3];
-        let at = |last: u32, frame: u32| if last > 0 { frame } else { 0 };
-        let close = |a: &Landmarks68, b: &Landmarks68| {
-            a.0.iter()
-                .zip(&b.0)
-                .all(|(p, q)| (p[0] - q[0]).abs() < 1e-3 && (p[1] - q[1]).abs() < 1e-3)
-        };
         for (frame, due) in (1..=6).zip([[0, 1], [2, 0], [1, 2], [0, 1], [2, 0], [1, 2]]) {
             assert!(f.begin(640, 480, 1).is_empty(), "frame {frame}");
             let boxes = f.landmark_boxes(vec![], true);
             assert_eq!(boxes.len(), 2, "frame {frame}");
             for (b, &i) in boxes.iter().zip(&due) {
                 assert!(
-                    (b.x - box_x(i, at(last[i], frame))).abs() < 1e-3,
-                    "frame {frame} face {i}: crop at {}",
-                    b.x
+                    (b.x - box_x(i, last[i])).abs() < 1e-3,
+                    "frame {frame} face {i}"
                 );
             }
             let lost = f
@@ -876,14 +769,15 @@ mod tests {
             let found = f.faces();
             assert_eq!(found.len(), 3, "every face on every frame");
             for (i, face) in found.iter().enumerate() {
-                let k = at(last[i], frame);
                 assert!(
-                    (face.bbox.x - box_x(i, k)).abs() < 1e-3,
+                    (face.bbox.x - box_x(i, last[i])).abs() < 1e-3,
                     "frame {frame} face {i}: {:?}",
                     face.bbox
                 );
-                let want = landmarks(centre(i, k), 20.0);
-                assert!(close(face.landmarks.as_ref().unwrap(), &want));
+                assert_eq!(
+                    face.landmarks.as_ref().unwrap().0,
+                    landmarks(centre(i, last[i]), 20.0).0
+                );
                 assert_eq!(face.score, 0.9);
             }
         }
@@ -893,25 +787,6 @@ mod tests {
         let all = (0..3).map(|i| landmarks(centre(i, 7), 20.0)).collect();
         let text = f.landmarks(all).unwrap_err().to_string();
         assert!(text.contains("3 landmark sets for 2 faces"), "{text}");
-    }
-
-    #[test]
-    fn a_predicted_motion_is_capped_at_max_speed() {
-        let mut f = Follower::new(1, 0, 8).unwrap();
-        let at = |x: f32| face(FaceBox { x, ..BOX }, landmarks([x + 20.0, 110.0], 20.0));
-        for x in [80.0, 95.0] {
-            f.begin(640, 480, 1);
-            let boxes = f.landmark_boxes(vec![at(x)], true);
-            assert_eq!(boxes.len(), 1);
-            f.landmarks(vec![landmarks([x + 20.0, 110.0], 20.0)])
-                .unwrap();
-            f.end(true);
-        }
-        // 15 px in a frame is more than MAX_SPEED (0.2) of the 50 px box: 10 px per frame.
-        f.begin(640, 480, 1);
-        f.landmark_boxes(vec![], false);
-        f.landmarks(vec![]).unwrap();
-        assert_eq!(f.faces()[0].bbox.x, 95.0 + MAX_SPEED * BOX.w);
     }
 
     #[test]
