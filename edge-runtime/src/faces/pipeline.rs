@@ -153,10 +153,12 @@ impl BundledFaces {
 }
 
 impl BundledFaces {
-    /// The full detection: the detector on the frame (and its tiles), then the landmark net on
-    /// every detection's crop.
+    /// The full detection: the detector on the frame (and its tiles), counted, then the landmark
+    /// net on every detection's crop.
     fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Face>, FaceError> {
-        let faces = detected_faces(self.detector.detect(frame)?);
+        let (width, height) = frame.dimensions();
+        let regions = self.detector.regions(width, height);
+        let faces = search(&mut self.detector, &mut self.stats, frame, &regions)?;
         let boxes: Vec<FaceBox> = faces.iter().map(|f| f.bbox).collect();
         let landmarks: Vec<Option<Landmarks68>> = match &mut self.landmarks {
             Some(net) => net
@@ -234,10 +236,7 @@ impl FaceFinder for BundledFaces {
             stats,
         } = self
         else {
-            let faces = self.detect(frame)?;
-            self.stats.detections += 1;
-            self.stats.regions += self.detector.regions(width, height).len() as u64;
-            return Ok(faces);
+            return self.detect(frame);
         };
         // One frame of landmark-driven tracking ([`super::follow`]): this frame's share of the
         // sweep, the landmarks of its detections and of the faces due in turn, and at once the
