@@ -442,6 +442,8 @@ pub struct BenchArgs {
     pub threads: usize,
     /// `face_models.redetect_every` (default: the configuration's default).
     pub redetect_every: Option<u32>,
+    /// `face_models.regions_per_frame` (default: the configuration's default).
+    pub regions_per_frame: Option<u32>,
     /// `face_models.landmarks_per_frame` (default: the configuration's default).
     pub landmarks_per_frame: Option<u32>,
     /// Image files decoded once and served from memory in a loop ([`InMemoryLoop`]).
@@ -479,6 +481,9 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                 redetect_every: args
                     .redetect_every
                     .unwrap_or(FacesConfig::default().redetect_every),
+                regions_per_frame: args
+                    .regions_per_frame
+                    .unwrap_or(FacesConfig::default().regions_per_frame),
                 landmarks_per_frame: args
                     .landmarks_per_frame
                     .unwrap_or(FacesConfig::default().landmarks_per_frame),
@@ -603,13 +608,15 @@ fn bench_source(config: &EdgeConfig, args: &BenchArgs) -> Result<Vec<BenchRun>, 
         if let Some(f) = pipeline.finder_stats() {
             println!(
                 "    detector on {:.3} of the frames, {:.1} regions per frame ({} regions in {} \
-                 frames, {} faces looked lost; redetect_every {}, landmarks_per_frame {})",
+                 frames, {} faces looked lost; redetect_every {}, regions_per_frame {}, \
+                 landmarks_per_frame {})",
                 f.detections as f64 / f.frames.max(1) as f64,
                 f.regions as f64 / f.frames.max(1) as f64,
                 f.regions,
                 f.frames,
                 f.lost,
                 config.face_models.redetect_every,
+                config.face_models.regions_per_frame,
                 config.face_models.landmarks_per_frame
             );
         }

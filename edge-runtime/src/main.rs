@@ -184,6 +184,10 @@ struct BenchCli {
     /// `face_models.redetect_every`'s default).
     #[arg(long)]
     redetect_every: Option<u32>,
+    /// At most N detector regions searched per frame, a large frame's sweep taking longer (0 =
+    /// no limit; default: `face_models.regions_per_frame`'s default).
+    #[arg(long, value_name = "N")]
+    regions_per_frame: Option<u32>,
     /// New landmarks for at most N faces per frame, detections first, then in turn (0 = every
     /// face; default: `face_models.landmarks_per_frame`'s default).
     #[arg(long, value_name = "N")]
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
             frames: args.frames,
             threads: args.threads,
             redetect_every: args.redetect_every,
+            regions_per_frame: args.regions_per_frame,
             landmarks_per_frame: args.landmarks_per_frame,
             in_memory: args.in_memory,
         }),

@@ -16,11 +16,12 @@
 //! modelled: a head rolled since the detection keeps an upright box until the next one.
 //!
 //! **Spread detection.** A *sweep* searches every region once, in shares of
-//! `ceil(regions / redetect_every)` consecutive regions, one share per frame. While faces are
-//! followed, a sweep's shares fall on the last frames of each `redetect_every`: an untiled frame
-//! (one region) is searched every `redetect_every`-th frame, the Solvay photo's 71 regions (every
-//! 10 frames) 8 at a time on 9 frames of 10, instead of all 71 on one frame. With no face to
-//! follow, a share is searched on every frame. A detection overlapping a followed face (IoU above
+//! `ceil(regions / redetect_every)` consecutive regions (at most `regions_per_frame`), one share
+//! per frame. While faces are followed, a sweep's shares fall on the last frames of each
+//! `redetect_every`: an untiled frame (one region) is searched every `redetect_every`-th frame;
+//! a frame with more regions than `redetect_every × regions_per_frame` is swept a share on every
+//! frame, in more frames (the Solvay photo's 71 regions: 4 at a time, a sweep of 18 frames,
+//! instead of all 71 on one frame). With no face to follow, a share is searched on every frame. A detection overlapping a followed face (IoU above
 //! [`MATCH_IOU`]) finds it again: the face starts over from the detection (its box, keypoints
 //! and score, new landmarks and calibration); any other detection is a new face, while fewer
 //! than `max_faces` are followed. When a sweep is complete, the faces no detection found during
@@ -28,14 +29,17 @@
 //!
 //! **Groups.** The landmark net costs about as much per face as the affect model, so in a group
 //! it would dominate the frame. At most `landmarks_per_frame` faces get new landmarks per frame:
-//! this frame's detections first, then followed faces in turn (round robin); the others keep
-//! their box and landmarks of the frame they were last refreshed on (29 faces with 8 per frame:
-//! each every fourth frame). A face refreshed in turn whose new box moved too far or changed
+//! this frame's detections first, then followed faces in turn (round robin); the others move on
+//! from their last measurement (a detection or new landmarks) with their measured motion: the
+//! landmarks' centroid's displacement per frame between their last two measurements, averaged
+//! with the estimate before and capped at [`MAX_SPEED`] (28 faces with 4 per frame: each
+//! measured about every seventh frame). With `regions_per_frame`, a group's frame thus costs a
+//! bounded detector and landmark share, and grows with its faces through the affect model. A face refreshed in turn whose new box moved too far or changed
 //! size too much looks lost: it is no longer followed, and the regions that hold its last box
 //! whole are searched on the same frame (for an untiled frame: the whole frame).
 //!
 //! **Limits.** A face that enters the picture is found when its region's share is next searched
-//! (at most a sweep, `redetect_every` frames, later). A face that vanishes is dropped when the
+//! (at most a sweep later: `redetect_every` frames, or `ceil(regions / regions_per_frame)`). A face that vanishes is dropped when the
 //! sweep that does not find it ends (at most two sweeps later), earlier when the sanity check
 //! fires (on a blank frame it does at once: `edge-runtime/tests/faces.rs`). A scene cut the
 //! source reports ends the tracks in the pipeline but does not restart the sweep here; the
@@ -52,14 +56,48 @@ use crate::tracker::iou;
 /// every 10 frames (3 times per second at 30 frames/s).
 pub const DEFAULT_REDETECT_EVERY: u32 = 10;
 
-/// Default of [`super::FacesConfig::landmarks_per_frame`]: new landmarks for at most 8 faces per
-/// frame (a kiosk's few visitors on every frame, a group of 29 each about every fourth).
-pub const DEFAULT_LANDMARKS_PER_FRAME: u32 = 8;
+/// Default of [`super::FacesConfig::landmarks_per_frame`]: new landmarks for at most 4 faces per
+/// frame (a kiosk's few visitors on every frame, a group of 28 each about every seventh frame,
+/// moving on with its measured motion in between).
+pub const DEFAULT_LANDMARKS_PER_FRAME: u32 = 4;
+
+/// Default of [`super::FacesConfig::regions_per_frame`]: the detector searches at most 4 regions
+/// per frame (an untiled frame is one region; the Solvay photo's 71 then take a sweep of 18
+/// frames instead of 10), so a group's frame carries a bounded detector cost.
+pub const DEFAULT_REGIONS_PER_FRAME: u32 = 4;
+
+/// When the detector searches which regions and which faces get new landmarks: the
+/// `[face_models]` settings of [`super::FacesConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Every region searched once every this many frames (1: all on every frame; 0 is refused).
+    pub redetect_every: u32,
+    /// At most this many regions searched per frame (0: no limit): a frame with more regions
+    /// than `redetect_every × regions_per_frame` takes a longer sweep.
+    pub regions_per_frame: u32,
+    /// New landmarks for at most this many faces per frame, detections included (0: every face).
+    pub landmarks_per_frame: u32,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            redetect_every: DEFAULT_REDETECT_EVERY,
+            regions_per_frame: DEFAULT_REGIONS_PER_FRAME,
+            landmarks_per_frame: DEFAULT_LANDMARKS_PER_FRAME,
+        }
+    }
+}
 
 /// A detection whose box overlaps a followed face's box by more than this IoU is that face,
 /// found again (faces of a group hardly overlap; a face moved for a few frames since its box was
 /// last refreshed still does).
 pub const MATCH_IOU: f32 = 0.3;
+
+/// The fastest a followed face's box is predicted to move, in box widths per frame: an estimate
+/// beyond it is scaled down to it (a face crossing a kiosk camera's view in a second moves
+/// about a tenth of its width per frame at 30 frames/s).
+pub const MAX_SPEED: f32 = 0.2;
 
 /// A followed face is lost when its landmarks' spread changed by more than this factor (up or
 /// down) from one frame to the next: landmarks that collapse or explode relative to the crop they
@@ -178,11 +216,89 @@ pub fn looks_lost(previous: &FaceBox, derived: &FaceBox, width: u32, height: u32
 #[derive(Debug, Clone)]
 struct Followed {
     calibration: BoxCalibration,
-    /// The face as last refreshed (with its last detection's score): its box is where its next
+    /// The face on this frame (with its last detection's score): as last measured (by a
+    /// detection or new landmarks), moved along `velocity` since; its box is where its next
     /// landmark crop is taken.
     face: Face,
     /// Found by a detection since the current sweep began.
     seen: bool,
+    /// Motion of the face in pixels per frame: the last two measurements' displacement
+    /// per frame, averaged with the previous estimate (0 until the face is measured twice).
+    velocity: [f32; 2],
+    /// The landmarks' centroid when last measured (a detection's box and a box derived from
+    /// landmarks place the face differently; the landmark net measures both the same way).
+    measured: [f32; 2],
+    /// Frames since the last measurement.
+    since: u32,
+    /// Whether `velocity` holds an estimate yet.
+    moving: bool,
+}
+
+impl Followed {
+    /// A face just measured as `face` (a detection, or new landmarks) with its `calibration`;
+    /// `before` is the same face as followed until now, whose motion the measurement updates.
+    fn measured(calibration: BoxCalibration, face: Face, before: Option<&Followed>) -> Self {
+        let centre = face
+            .landmarks
+            .as_ref()
+            .and_then(centroid_and_spread)
+            .map_or_else(|| box_centre(&face.bbox), |(centre, _)| centre);
+        let (mut velocity, mut moving, mut seen) = ([0.0; 2], false, true);
+        if let Some(before) = before {
+            seen = before.seen;
+            (velocity, moving) = (before.velocity, before.moving);
+            if before.since > 0 {
+                let step = before.since as f32;
+                let observed = [
+                    (centre[0] - before.measured[0]) / step,
+                    (centre[1] - before.measured[1]) / step,
+                ];
+                velocity = match moving {
+                    true => [
+                        (velocity[0] + observed[0]) / 2.0,
+                        (velocity[1] + observed[1]) / 2.0,
+                    ],
+                    false => observed,
+                };
+                moving = true;
+            }
+            // A speed beyond MAX_SPEED box widths per frame is a measurement gone wrong.
+            let limit = MAX_SPEED * face.bbox.w;
+            let speed = velocity[0].hypot(velocity[1]);
+            if speed > limit {
+                velocity = velocity.map(|v| v * limit / speed);
+            }
+        }
+        Self {
+            calibration,
+            face,
+            seen,
+            velocity,
+            measured: centre,
+            since: 0,
+            moving,
+        }
+    }
+
+    /// Moves the face one frame along its velocity: box, keypoints and landmarks.
+    fn advance(&mut self) {
+        let [dx, dy] = self.velocity;
+        self.since += 1;
+        let face = &mut self.face;
+        face.bbox.x += dx;
+        face.bbox.y += dy;
+        let points = face.keypoints.iter_mut();
+        let landmarks = face.landmarks.iter_mut().flat_map(|l| l.0.iter_mut());
+        for p in points.chain(landmarks) {
+            p[0] += dx;
+            p[1] += dy;
+        }
+    }
+}
+
+/// Centre of a box.
+fn box_centre(b: &FaceBox) -> [f32; 2] {
+    [b.x + b.w / 2.0, b.y + b.h / 2.0]
 }
 
 /// Why a box is in a frame's landmark batch.
@@ -201,9 +317,7 @@ enum Job {
 /// Bounded: at most `max_faces` faces, one landmark job per face or detection of a frame.
 #[derive(Debug, Clone)]
 pub struct Follower {
-    redetect_every: u32,
-    /// Faces refreshed per frame (detections included; 0: all).
-    landmarks_per_frame: u32,
+    schedule: Schedule,
     /// Most faces followed at once (the detector's `max_faces`).
     max_faces: usize,
     faces: Vec<Followed>,
@@ -222,22 +336,16 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// A follower that searches all regions of the frame once every `redetect_every` frames
-    /// (1: on every frame; 0 is refused) and refreshes the landmarks of at most
-    /// `landmarks_per_frame` faces per frame (0: every face), following at most `max_faces`.
-    pub fn new(
-        redetect_every: u32,
-        landmarks_per_frame: u32,
-        max_faces: usize,
-    ) -> Result<Self, FaceError> {
-        if redetect_every == 0 {
+    /// A follower that searches the frame's regions and refreshes landmarks on `schedule`,
+    /// following at most `max_faces` faces; a `redetect_every` of 0 is refused.
+    pub fn new(schedule: Schedule, max_faces: usize) -> Result<Self, FaceError> {
+        if schedule.redetect_every == 0 {
             return Err(FaceError::Config(
                 "redetect_every must be at least 1 (1 = detect on every frame)".into(),
             ));
         }
         Ok(Self {
-            redetect_every,
-            landmarks_per_frame,
+            schedule,
             max_faces,
             faces: Vec::new(),
             next: 0,
@@ -249,9 +357,18 @@ impl Follower {
         })
     }
 
-    /// Regions per share and shares per sweep: the regions spread over `redetect_every` frames.
+    /// Regions per share and shares per sweep: the regions spread over `redetect_every` frames,
+    /// at most `regions_per_frame` per share.
     fn shares(&self) -> (usize, usize) {
-        let per_share = self.regions.div_ceil(self.redetect_every as usize).max(1);
+        let Schedule {
+            redetect_every,
+            regions_per_frame,
+            ..
+        } = self.schedule;
+        let mut per_share = self.regions.div_ceil(redetect_every as usize).max(1);
+        if regions_per_frame > 0 {
+            per_share = per_share.min(regions_per_frame as usize);
+        }
         (per_share, self.regions.div_ceil(per_share))
     }
 
@@ -268,6 +385,9 @@ impl Follower {
             self.next_share = 0;
             self.step = 0;
         }
+        for face in &mut self.faces {
+            face.advance();
+        }
         let (per_share, shares) = self.shares();
         if self.next_share >= shares {
             // A frame that failed before its end: start the sweep again.
@@ -276,7 +396,9 @@ impl Follower {
         }
         self.step += 1;
         let left = shares - self.next_share;
-        if !self.faces.is_empty() && (self.step as usize) + left <= self.redetect_every as usize {
+        if !self.faces.is_empty()
+            && (self.step as usize) + left <= self.schedule.redetect_every as usize
+        {
             return 0..0;
         }
         let start = self.next_share * per_share;
@@ -315,7 +437,7 @@ impl Follower {
         }
         let n = self.faces.len();
         if in_turn && n > 0 {
-            let budget = match self.landmarks_per_frame {
+            let budget = match self.schedule.landmarks_per_frame {
                 0 => n,
                 k => (k as usize).saturating_sub(self.jobs.len()),
             };
@@ -365,17 +487,19 @@ impl Follower {
                     else {
                         continue;
                     };
-                    let followed = Followed {
-                        calibration,
-                        face: Face {
-                            landmarks: Some(landmarks),
-                            ..face
-                        },
-                        seen: true,
+                    let face = Face {
+                        landmarks: Some(landmarks),
+                        ..face
                     };
                     match job {
-                        Job::Matched(i) => self.faces[i] = followed,
-                        _ => new.push(followed),
+                        Job::Matched(i) => {
+                            let found = Followed::measured(calibration, face, Some(&self.faces[i]));
+                            self.faces[i] = Followed {
+                                seen: true,
+                                ..found
+                            };
+                        }
+                        _ => new.push(Followed::measured(calibration, face, None)),
                     }
                 }
                 Job::Due(i) => {
@@ -384,12 +508,14 @@ impl Follower {
                         Some((bbox, keypoints))
                             if !looks_lost(&followed.face.bbox, &bbox, width, height) =>
                         {
-                            followed.face = Face {
+                            let face = Face {
                                 bbox,
                                 score: followed.face.score,
                                 keypoints,
                                 landmarks: Some(landmarks),
                             };
+                            *followed =
+                                Followed::measured(followed.calibration, face, Some(followed));
                         }
                         _ => {
                             dropped[i] = true;
@@ -445,6 +571,15 @@ impl Follower {
 mod tests {
     use super::*;
     use affect_shared::contract::LANDMARK_POINTS;
+
+    /// A schedule without a limit on the regions per frame.
+    fn schedule(redetect_every: u32, landmarks_per_frame: u32) -> Schedule {
+        Schedule {
+            redetect_every,
+            regions_per_frame: 0,
+            landmarks_per_frame,
+        }
+    }
 
     /// A face-like set of landmarks: points on an ellipse of radii `r` × 1.2 `r` around
     /// `centre`, the first one stretched so the shape is not symmetric.
@@ -546,9 +681,9 @@ mod tests {
 
     #[test]
     fn zero_is_refused_and_one_searches_every_frame() {
-        let text = Follower::new(0, 0, 8).unwrap_err().to_string();
+        let text = Follower::new(schedule(0, 0), 8).unwrap_err().to_string();
         assert!(text.contains("redetect_every"), "{text}");
-        let mut every = Follower::new(1, 0, 8).unwrap();
+        let mut every = Follower::new(schedule(1, 0), 8).unwrap();
         for _ in 0..3 {
             assert_eq!(every.begin(640, 480, 5), 0..5);
             let boxes =
@@ -585,7 +720,7 @@ mod tests {
 
     #[test]
     fn an_untiled_frame_is_searched_every_nth_frame_and_while_nothing_is_followed() {
-        let mut f = Follower::new(3, 0, 8).unwrap();
+        let mut f = Follower::new(schedule(3, 0), 8).unwrap();
         assert_eq!(f.begin(640, 480, 1), 0..1, "nothing to follow yet");
         assert!(f.landmark_boxes(vec![], true).is_empty());
         f.landmarks(vec![]).unwrap();
@@ -618,7 +753,7 @@ mod tests {
     #[test]
     fn a_tiled_frame_is_searched_a_share_per_frame_every_region_once_per_sweep() {
         // 71 regions (the Solvay photo's) every 10 frames: 9 shares of 8 regions.
-        let mut f = Follower::new(10, 8, 32).unwrap();
+        let mut f = Follower::new(schedule(10, 8), 32).unwrap();
         let mut searched = vec![0u32; 71];
         let mut per_frame = Vec::new();
         for k in 0..30 {
@@ -648,8 +783,64 @@ mod tests {
     }
 
     #[test]
+    fn regions_per_frame_bounds_a_share_and_lengthens_the_sweep() {
+        // 71 regions every 10 frames, at most 4 per frame: sweeps of 18 frames (17 shares of 4,
+        // then 3), one after the other while a face is followed; an untiled frame is unchanged.
+        let capped = Schedule {
+            regions_per_frame: 4,
+            ..schedule(10, 8)
+        };
+        let mut f = Follower::new(capped, 32).unwrap();
+        let mut searched = vec![0u32; 71];
+        let mut per_frame = Vec::new();
+        for _ in 0..36 {
+            let share = f.begin(640, 480, 71);
+            per_frame.push(share.len());
+            searched[share.clone()].iter_mut().for_each(|n| *n += 1);
+            let detections = if share.contains(&0) {
+                vec![face(BOX, landmarks([100.0, 110.0], 20.0))]
+            } else {
+                vec![]
+            };
+            let found = f
+                .landmark_boxes(detections, true)
+                .iter()
+                .map(|_| landmarks([100.0, 110.0], 20.0))
+                .collect();
+            f.landmarks(found).unwrap();
+            f.end(false);
+            assert_eq!(f.faces().len(), 1);
+        }
+        let sweep: Vec<usize> = [4; 17].into_iter().chain([3]).collect();
+        assert_eq!(per_frame[..18], sweep[..]);
+        assert_eq!(per_frame[18..], sweep[..]);
+        assert!(searched.iter().all(|&n| n == 2), "{searched:?}");
+
+        let mut untiled = Follower::new(capped, 32).unwrap();
+        let shares: Vec<usize> = (0..20)
+            .map(|_| {
+                let share = untiled.begin(640, 480, 1);
+                let detections = match share.is_empty() {
+                    true => vec![],
+                    false => vec![face(BOX, landmarks([100.0, 110.0], 20.0))],
+                };
+                let found = untiled
+                    .landmark_boxes(detections, true)
+                    .iter()
+                    .map(|_| landmarks([100.0, 110.0], 20.0))
+                    .collect();
+                untiled.landmarks(found).unwrap();
+                untiled.end(!share.is_empty());
+                share.len()
+            })
+            .collect();
+        let once_in_ten: Vec<usize> = (0..20).map(|k| usize::from(k % 10 == 0)).collect();
+        assert_eq!(shares, once_in_ten, "the whole frame every 10th frame");
+    }
+
+    #[test]
     fn detections_re_anchor_their_faces_add_new_ones_and_a_sweep_drops_the_unseen() {
-        let mut f = Follower::new(4, 0, 3).unwrap();
+        let mut f = Follower::new(schedule(4, 0), 3).unwrap();
         let at = |x: f32| FaceBox { x, ..BOX };
         let centre = |x: f32| [x + 20.0, 110.0];
         let detected = |x: f32, score: f32| Face {
@@ -714,17 +905,28 @@ mod tests {
         // face at 300, found by no detection during it, is dropped.
         assert_eq!(f.begin(640, 480, 2), 1..2);
         let boxes = f.landmark_boxes(vec![detected(501.0, 0.7)], true);
-        assert_eq!(boxes.len(), 3, "the detection, then the two others in turn");
-        let found = boxes.iter().map(|b| landmarks(centre(b.x), 20.0)).collect();
-        f.landmarks(found).unwrap();
+        // The face found 3 px further on the last frame is predicted to move on (1.5 px per
+        // frame: 3 px, averaged with its still estimate before); its landmarks find it where
+        // it stopped.
+        assert_eq!(
+            boxes,
+            vec![at(501.0), at(84.5), at(300.0)],
+            "the detection, then in turn"
+        );
+        f.landmarks(vec![
+            landmarks(centre(501.0), 20.0),
+            landmarks(centre(83.0), 20.0),
+            landmarks(centre(300.0), 20.0),
+        ])
+        .unwrap();
         f.end(false);
         let xs: Vec<f32> = f.faces().iter().map(|f| f.bbox.x).collect();
         assert_eq!(xs, vec![83.0, 501.0]);
     }
 
     #[test]
-    fn a_group_gets_new_landmarks_in_turn_and_the_others_hold_their_boxes() {
-        let mut f = Follower::new(100, 2, 8).unwrap();
+    fn a_group_gets_new_landmarks_in_turn_and_the_others_move_on_with_their_motion() {
+        let mut f = Follower::new(schedule(100, 2), 8).unwrap();
         // Three faces side by side, each moving 2 px right per frame.
         let centre = |i: usize, frame: u32| [100.0 + 150.0 * i as f32 + 2.0 * frame as f32, 110.0];
         let box_x = |i: usize, frame: u32| centre(i, frame)[0] + 5.0 - 25.0;
@@ -742,16 +944,25 @@ mod tests {
         f.landmarks((0..3).map(|i| landmarks(centre(i, 0), 20.0)).collect())
             .unwrap();
         f.end(true);
-        // The frame each face was last refreshed on.
+        // The frame each face was last refreshed on. A face refreshed once since the detection
+        // has measured its motion (2 px per frame) and is predicted on every frame after; one
+        // not yet refreshed holds its detection's box.
         let mut last = [0u32; 3];
+        let at = |last: u32, frame: u32| if last > 0 { frame } else { 0 };
+        let close = |a: &Landmarks68, b: &Landmarks68| {
+            a.0.iter()
+                .zip(&b.0)
+                .all(|(p, q)| (p[0] - q[0]).abs() < 1e-3 && (p[1] - q[1]).abs() < 1e-3)
+        };
         for (frame, due) in (1..=6).zip([[0, 1], [2, 0], [1, 2], [0, 1], [2, 0], [1, 2]]) {
             assert!(f.begin(640, 480, 1).is_empty(), "frame {frame}");
             let boxes = f.landmark_boxes(vec![], true);
             assert_eq!(boxes.len(), 2, "frame {frame}");
             for (b, &i) in boxes.iter().zip(&due) {
                 assert!(
-                    (b.x - box_x(i, last[i])).abs() < 1e-3,
-                    "frame {frame} face {i}"
+                    (b.x - box_x(i, at(last[i], frame))).abs() < 1e-3,
+                    "frame {frame} face {i}: crop at {}",
+                    b.x
                 );
             }
             let lost = f
@@ -769,15 +980,14 @@ mod tests {
             let found = f.faces();
             assert_eq!(found.len(), 3, "every face on every frame");
             for (i, face) in found.iter().enumerate() {
+                let k = at(last[i], frame);
                 assert!(
-                    (face.bbox.x - box_x(i, last[i])).abs() < 1e-3,
+                    (face.bbox.x - box_x(i, k)).abs() < 1e-3,
                     "frame {frame} face {i}: {:?}",
                     face.bbox
                 );
-                assert_eq!(
-                    face.landmarks.as_ref().unwrap().0,
-                    landmarks(centre(i, last[i]), 20.0).0
-                );
+                let want = landmarks(centre(i, k), 20.0);
+                assert!(close(face.landmarks.as_ref().unwrap(), &want));
                 assert_eq!(face.score, 0.9);
             }
         }
@@ -790,8 +1000,27 @@ mod tests {
     }
 
     #[test]
+    fn a_predicted_motion_is_capped_at_max_speed() {
+        let mut f = Follower::new(schedule(1, 0), 8).unwrap();
+        let at = |x: f32| face(FaceBox { x, ..BOX }, landmarks([x + 20.0, 110.0], 20.0));
+        for x in [80.0, 95.0] {
+            f.begin(640, 480, 1);
+            let boxes = f.landmark_boxes(vec![at(x)], true);
+            assert_eq!(boxes.len(), 1);
+            f.landmarks(vec![landmarks([x + 20.0, 110.0], 20.0)])
+                .unwrap();
+            f.end(true);
+        }
+        // 15 px in a frame is more than MAX_SPEED (0.2) of the 50 px box: 10 px per frame.
+        f.begin(640, 480, 1);
+        f.landmark_boxes(vec![], false);
+        f.landmarks(vec![]).unwrap();
+        assert_eq!(f.faces()[0].bbox.x, 95.0 + MAX_SPEED * BOX.w);
+    }
+
+    #[test]
     fn a_lost_face_is_dropped_and_returned_and_one_without_landmarks_is_not_followed() {
-        let mut f = Follower::new(10, 0, 8).unwrap();
+        let mut f = Follower::new(schedule(10, 0), 8).unwrap();
         let second = FaceBox { x: 300.0, ..BOX };
         let two = vec![
             face(BOX, landmarks([100.0, 110.0], 20.0)),

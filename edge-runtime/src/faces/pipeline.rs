@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::blazeface::{BlazeFace, DetectorConfig};
 use super::decode::{Detection, Region};
-use super::follow::{DEFAULT_LANDMARKS_PER_FRAME, DEFAULT_REDETECT_EVERY, Follower};
+use super::follow::{
+    DEFAULT_LANDMARKS_PER_FRAME, DEFAULT_REDETECT_EVERY, DEFAULT_REGIONS_PER_FRAME, Follower,
+    Schedule,
+};
 use super::landmarks::{DEFAULT_MARGIN, LandmarkNet};
 use super::{Face, FaceError, FaceFinder, FinderStats};
 
@@ -40,6 +43,10 @@ pub struct FacesConfig {
     /// is wholly detected whatever this says (`affect-edge` runs the landmark net for tracking
     /// even when the affect model needs no landmarks, unless `landmarks` is false).
     pub redetect_every: u32,
+    /// At most this many regions searched per frame (0 = no limit): a large frame's sweep then
+    /// takes more than `redetect_every` frames (the Solvay photo's 71 regions at 4: 18 frames),
+    /// which bounds a group's detector cost per frame; an untiled frame is one region.
+    pub regions_per_frame: u32,
     /// New landmarks for at most this many faces per frame: this frame's detections, then
     /// followed faces in turn; the others keep their last box and landmarks ([`super::follow`],
     /// "Groups"). 0 = every face on every frame.
@@ -53,6 +60,7 @@ impl Default for FacesConfig {
             landmarks: true,
             landmark_margin: DEFAULT_MARGIN,
             redetect_every: DEFAULT_REDETECT_EVERY,
+            regions_per_frame: DEFAULT_REGIONS_PER_FRAME,
             landmarks_per_frame: DEFAULT_LANDMARKS_PER_FRAME,
         }
     }
@@ -62,12 +70,16 @@ impl FacesConfig {
     /// Checks the detector settings and `redetect_every` (at least 1).
     pub fn validate(&self) -> Result<(), FaceError> {
         self.detector.validate()?;
-        Follower::new(
-            self.redetect_every,
-            self.landmarks_per_frame,
-            self.detector.max_faces,
-        )
-        .map(drop)
+        Follower::new(self.schedule(), self.detector.max_faces).map(drop)
+    }
+
+    /// The detector's and landmark net's schedule of these settings.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            redetect_every: self.redetect_every,
+            regions_per_frame: self.regions_per_frame,
+            landmarks_per_frame: self.landmarks_per_frame,
+        }
     }
 }
 
@@ -96,21 +108,14 @@ impl BundledFaces {
         }
     }
 
-    /// Detects only every `redetect_every` frames and follows the faces by their landmarks in
-    /// between, refreshing at most `landmarks_per_frame` faces per frame (0: all;
-    /// [`FacesConfig::redetect_every`], [`FacesConfig::landmarks_per_frame`]); without a landmark
-    /// net, or with 1, every frame is detected. A `redetect_every` of 0 is refused.
-    pub fn redetect_every(
-        mut self,
-        redetect_every: u32,
-        landmarks_per_frame: u32,
-    ) -> Result<Self, FaceError> {
-        let follower = Follower::new(
-            redetect_every,
-            landmarks_per_frame,
-            self.detector.config().max_faces,
-        )?;
-        self.follower = (self.landmarks.is_some() && redetect_every > 1).then_some(follower);
+    /// Spreads the detection over the frames and follows the faces by their landmarks in
+    /// between, on `schedule` ([`FacesConfig::redetect_every`], `regions_per_frame`,
+    /// `landmarks_per_frame`); without a landmark net, or with a `redetect_every` of 1, every
+    /// frame is wholly detected. A `redetect_every` of 0 is refused.
+    pub fn follow(mut self, schedule: Schedule) -> Result<Self, FaceError> {
+        let follower = Follower::new(schedule, self.detector.config().max_faces)?;
+        self.follower =
+            (self.landmarks.is_some() && schedule.redetect_every > 1).then_some(follower);
         Ok(self)
     }
 
@@ -137,8 +142,7 @@ impl BundledFaces {
                 )
             })
             .transpose()?;
-        Self::new(detector, landmarks)
-            .redetect_every(config.redetect_every, config.landmarks_per_frame)
+        Self::new(detector, landmarks).follow(config.schedule())
     }
 
     /// The detector.
@@ -284,6 +288,9 @@ mod tests {
         assert!(toml::from_str::<FacesConfig>("landmark = true").is_err());
         assert_eq!(config.redetect_every, DEFAULT_REDETECT_EVERY);
         assert_eq!(config.landmarks_per_frame, DEFAULT_LANDMARKS_PER_FRAME);
+        assert_eq!(config.regions_per_frame, DEFAULT_REGIONS_PER_FRAME);
+        let unbounded: FacesConfig = toml::from_str("regions_per_frame = 0").unwrap();
+        assert_eq!(unbounded.schedule().regions_per_frame, 0);
         let all: FacesConfig = toml::from_str("landmarks_per_frame = 0").unwrap();
         assert_eq!(all.landmarks_per_frame, 0);
         let every: FacesConfig = toml::from_str("redetect_every = 1").unwrap();
