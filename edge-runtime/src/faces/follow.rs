@@ -331,6 +331,8 @@ pub struct Follower {
     next_share: usize,
     /// Frames since the current sweep began.
     step: u32,
+    /// Whether this frame also searches the whole frame, besides its share ([`Self::begin`]).
+    whole_frame: bool,
     /// This frame's landmark batch: why each box is in it, and the face it belongs to.
     jobs: Vec<(Job, Face)>,
 }
@@ -353,6 +355,7 @@ impl Follower {
             regions: 0,
             next_share: 0,
             step: 0,
+            whole_frame: false,
             jobs: Vec::new(),
         })
     }
@@ -376,8 +379,12 @@ impl Follower {
     /// `regions` many, and returns the range of them the detector searches on it (empty: none).
     /// A sweep searches every region once, a share per frame; with faces to follow its shares
     /// fall on the last frames of each `redetect_every` (an untiled frame: every
-    /// `redetect_every`-th frame), with none on every frame. A new frame size forgets every face.
+    /// `redetect_every`-th frame), with none on every frame. A sweep longer than
+    /// `redetect_every` frames (at most `regions_per_frame` per share) also searches the whole
+    /// frame every `redetect_every` frames ([`Self::whole_frame`]). A new frame size forgets
+    /// every face.
     pub fn begin(&mut self, width: u32, height: u32, regions: usize) -> Range<usize> {
+        self.whole_frame = false;
         if self.frame_size != (width, height) || self.regions != regions {
             self.faces.clear();
             self.frame_size = (width, height);
@@ -403,7 +410,19 @@ impl Follower {
         }
         let start = self.next_share * per_share;
         self.next_share += 1;
+        // A capped sweep takes more than `redetect_every` frames: the whole frame (region 0,
+        // where a face close to the camera is found) is still searched that often.
+        let every = self.schedule.redetect_every;
+        self.whole_frame =
+            shares > every as usize && start > 0 && (self.step - 1).is_multiple_of(every);
         start..(start + per_share).min(regions)
+    }
+
+    /// Whether the detector also searches the whole frame (region 0) on this frame, besides the
+    /// share [`Self::begin`] returned: on every `redetect_every`-th frame of a sweep longer than
+    /// `redetect_every` frames, so that a close face is found as soon as on an untiled frame.
+    pub fn whole_frame(&self) -> bool {
+        self.whole_frame
     }
 
     /// Takes this frame's detections (best first, without landmarks) and returns the boxes the
@@ -785,18 +804,23 @@ mod tests {
     #[test]
     fn regions_per_frame_bounds_a_share_and_lengthens_the_sweep() {
         // 71 regions every 10 frames, at most 4 per frame: sweeps of 18 frames (17 shares of 4,
-        // then 3), one after the other while a face is followed; an untiled frame is unchanged.
+        // then 3), one after the other while a face is followed, the whole frame searched every
+        // 10 frames besides; an untiled frame is unchanged.
         let capped = Schedule {
             regions_per_frame: 4,
             ..schedule(10, 8)
         };
         let mut f = Follower::new(capped, 32).unwrap();
         let mut searched = vec![0u32; 71];
-        let mut per_frame = Vec::new();
-        for _ in 0..36 {
+        let (mut per_frame, mut whole) = (Vec::new(), Vec::new());
+        for k in 0..36 {
             let share = f.begin(640, 480, 71);
             per_frame.push(share.len());
             searched[share.clone()].iter_mut().for_each(|n| *n += 1);
+            if f.whole_frame() {
+                searched[0] += 1;
+                whole.push(k);
+            }
             let detections = if share.contains(&0) {
                 vec![face(BOX, landmarks([100.0, 110.0], 20.0))]
             } else {
@@ -814,7 +838,10 @@ mod tests {
         let sweep: Vec<usize> = [4; 17].into_iter().chain([3]).collect();
         assert_eq!(per_frame[..18], sweep[..]);
         assert_eq!(per_frame[18..], sweep[..]);
-        assert!(searched.iter().all(|&n| n == 2), "{searched:?}");
+        // The whole frame (region 0) also on the 11th frame of each sweep: every 10 frames.
+        assert_eq!(whole, [10, 28]);
+        assert_eq!(searched[0], 4);
+        assert!(searched[1..].iter().all(|&n| n == 2), "{searched:?}");
 
         let mut untiled = Follower::new(capped, 32).unwrap();
         let shares: Vec<usize> = (0..20)

@@ -249,14 +249,24 @@ impl FaceFinder for BundledFaces {
             *regions = detector.regions(width, height);
         }
         let share = follower.begin(width, height, regions.len());
-        let detections = search(detector, stats, frame, &regions[share.clone()])?;
+        let whole_frame = follower.whole_frame();
+        let searched_here = |i: &usize| share.contains(i) || (whole_frame && *i == 0);
+        let detections = match whole_frame {
+            // The whole frame besides a share of tiles (a long sweep, [`Follower::whole_frame`]).
+            true => {
+                let mut these = vec![regions[0]];
+                these.extend_from_slice(&regions[share.clone()]);
+                search(detector, stats, frame, &these)?
+            }
+            false => search(detector, stats, frame, &regions[share.clone()])?,
+        };
         let boxes = follower.landmark_boxes(detections, true);
         let lost = follower.landmarks(landmarks_of(net, frame, &boxes)?)?;
-        let mut searched = share.len();
+        let mut searched = share.len() + usize::from(whole_frame);
         if !lost.is_empty() {
             stats.lost += lost.len() as u64;
             let around: Vec<Region> = (0..regions.len())
-                .filter(|i| !share.contains(i))
+                .filter(|i| !searched_here(i))
                 .map(|i| regions[i])
                 .filter(|r| lost.iter().any(|b| r.contains(b)))
                 .collect();
