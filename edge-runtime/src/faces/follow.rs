@@ -79,16 +79,6 @@ pub struct Schedule {
     pub landmarks_per_frame: u32,
 }
 
-impl Default for Schedule {
-    fn default() -> Self {
-        Self {
-            redetect_every: DEFAULT_REDETECT_EVERY,
-            regions_per_frame: DEFAULT_REGIONS_PER_FRAME,
-            landmarks_per_frame: DEFAULT_LANDMARKS_PER_FRAME,
-        }
-    }
-}
-
 /// A detection whose box overlaps a followed face's box by more than this IoU is that face,
 /// found again (faces of a group hardly overlap; a face moved for a few frames since its box was
 /// last refreshed still does).
@@ -600,6 +590,23 @@ mod tests {
         }
     }
 
+    /// The rest of a frame whose `share` [`Follower::begin`] returned, on a picture with one
+    /// face, in the first region: detected when that region is searched, its landmarks found
+    /// wherever the landmark net looks.
+    fn one_face_frame(f: &mut Follower, share: &Range<usize>) {
+        let detections = match share.contains(&0) {
+            true => vec![face(BOX, landmarks([100.0, 110.0], 20.0))],
+            false => vec![],
+        };
+        let found = f
+            .landmark_boxes(detections, true)
+            .iter()
+            .map(|_| landmarks([100.0, 110.0], 20.0))
+            .collect();
+        f.landmarks(found).unwrap();
+        f.end(false);
+    }
+
     /// A face-like set of landmarks: points on an ellipse of radii `r` × 1.2 `r` around
     /// `centre`, the first one stretched so the shape is not symmetric.
     fn landmarks(centre: [f32; 2], r: f32) -> Landmarks68 {
@@ -780,18 +787,7 @@ mod tests {
             per_frame.push(share.len());
             searched[share.clone()].iter_mut().for_each(|n| *n += 1);
             // One face, in the first share's regions.
-            let detections = if share.contains(&0) {
-                vec![face(BOX, landmarks([100.0, 110.0], 20.0))]
-            } else {
-                vec![]
-            };
-            let boxes = f.landmark_boxes(detections, true);
-            let found = boxes
-                .iter()
-                .map(|_| landmarks([100.0, 110.0], 20.0))
-                .collect();
-            f.landmarks(found).unwrap();
-            f.end(false);
+            one_face_frame(&mut f, &share);
             assert_eq!(f.faces().len(), 1, "frame {k}");
         }
         // The first sweep starts at once (nothing followed); then each sweep takes the last 9
@@ -821,18 +817,7 @@ mod tests {
                 searched[0] += 1;
                 whole.push(k);
             }
-            let detections = if share.contains(&0) {
-                vec![face(BOX, landmarks([100.0, 110.0], 20.0))]
-            } else {
-                vec![]
-            };
-            let found = f
-                .landmark_boxes(detections, true)
-                .iter()
-                .map(|_| landmarks([100.0, 110.0], 20.0))
-                .collect();
-            f.landmarks(found).unwrap();
-            f.end(false);
+            one_face_frame(&mut f, &share);
             assert_eq!(f.faces().len(), 1);
         }
         let sweep: Vec<usize> = [4; 17].into_iter().chain([3]).collect();
@@ -847,17 +832,7 @@ mod tests {
         let shares: Vec<usize> = (0..20)
             .map(|_| {
                 let share = untiled.begin(640, 480, 1);
-                let detections = match share.is_empty() {
-                    true => vec![],
-                    false => vec![face(BOX, landmarks([100.0, 110.0], 20.0))],
-                };
-                let found = untiled
-                    .landmark_boxes(detections, true)
-                    .iter()
-                    .map(|_| landmarks([100.0, 110.0], 20.0))
-                    .collect();
-                untiled.landmarks(found).unwrap();
-                untiled.end(!share.is_empty());
+                one_face_frame(&mut untiled, &share);
                 share.len()
             })
             .collect();
